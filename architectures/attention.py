@@ -1,0 +1,101 @@
+"""Multi-head causal softmax attention with rotary positions (Vaswani et al. 2017; RoPE: Su et al. 2021).
+
+Fast path: `torch.nn.functional.scaled_dot_product_attention`, which dispatches
+to FlashAttention on CUDA; the reference path materializes softmax(QK^T).
+TSS per channel grows with position (the KV cache holds every past token):
+`state_size(L) = L`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from architectures.base import Mixer, MixerOperator, config_error, require_divisible, require_positive
+from architectures.kernels import check_choice
+
+
+def rotary(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
+    """Rotate pairs (x_j, x_{j + d/2}) of x `(..., L, d)` by angle pos * base^(-2j/d)."""
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[:, None] * freqs  # (L, d/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class Attention(Mixer):
+    name = "attention"
+
+    def __init__(self, d_model: int, num_heads: int = 1, kernel: str = "auto"):
+        # num_heads=1: Zoology's MQAR attention baseline (Arora et al. 2023) uses a single head.
+        super().__init__(d_model)
+        require_positive(self.name, num_heads=num_heads)
+        require_divisible(self.name, "d_model", d_model, "num_heads", num_heads)
+        self.num_heads, self.head_dim = num_heads, d_model // num_heads
+        if self.head_dim % 2:
+            raise config_error(self.name, "num_heads", f"head dim d_model/num_heads={self.head_dim} must be even for rotary positions")
+        check_choice(self.name, kernel)
+        self.kernel_choice = kernel
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, length, _ = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        pos = torch.arange(length, device=x.device)
+        return rotary(q, pos), rotary(k, pos), v  # each (B, H, L, Dh)
+
+    def _weights(self, q: Tensor, k: Tensor) -> Tensor:
+        length = q.shape[-2]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
+        mask = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+        return scores.masked_fill(~mask, float("-inf")).softmax(-1)
+
+    def _mix(self, x: Tensor) -> Tensor:
+        q, k, v = self._heads(x)
+        if self.kernel_choice == "reference":
+            self.kernel = "reference"
+            return self._weights(q, k) @ v
+        self.kernel = "sdpa-flash" if x.is_cuda else "sdpa"
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        o = self._mix(x)  # (B, H, L, Dh)
+        return self.out_proj(o.transpose(1, 2).reshape(x.shape))
+
+    def operator(self, x: Tensor) -> MixerOperator:
+        """Per head the attention matrix; channels are the H * Dh value channels (head-major)."""
+        self.check_input(x)
+        q, k, v = self._heads(x)
+        weights = self._weights(q, k).repeat_interleave(self.head_dim, dim=1)  # (B, H*Dh, L, L)
+        inputs = v.transpose(-1, -2).reshape(x.shape[0], self.d_model, x.shape[1])
+        outputs = self._mix(x).transpose(-1, -2).reshape(inputs.shape)
+        return MixerOperator(weights, inputs, outputs)
+
+    def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
+        b, _, length = outputs.shape
+        return self.out_proj(outputs.view(b, self.num_heads, self.head_dim, length).permute(0, 3, 1, 2).reshape(b, length, -1))
+
+    def state_size(self, seq_len: int) -> int:
+        return seq_len
+
+    def init_state(self, batch_size: int) -> dict[str, Tensor]:
+        p = self._param()
+        empty = p.new_zeros(batch_size, self.num_heads, 0, self.head_dim)
+        return {"k": empty, "v": empty.clone()}
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        b = x_t.shape[0]
+        q, k, v = self.qkv(x_t).view(b, 3, self.num_heads, 1, self.head_dim).unbind(1)
+        pos = torch.tensor([state["k"].shape[2]], device=x_t.device)
+        k_cache = torch.cat([state["k"], rotary(k, pos)], dim=2)
+        v_cache = torch.cat([state["v"], v], dim=2)
+        weights = (rotary(q, pos) @ k_cache.transpose(-1, -2) / math.sqrt(self.head_dim)).softmax(-1)
+        o = (weights @ v_cache).reshape(b, self.d_model)
+        return self.out_proj(o), {"k": k_cache, "v": v_cache}

@@ -1,0 +1,96 @@
+"""The interface every token mixer implements.
+
+A mixer maps `(batch, length, d_model) -> (batch, length, d_model)` and is, for a
+fixed input, a causal linear operator on its per-channel inputs. Besides
+`forward` it exposes:
+
+- `operator(x) -> MixerOperator(matrix, inputs, outputs)`: the causal operator
+  T(x) per channel (dense `(B, C, L, L)` or a `Semiseparable`), the channel
+  inputs `(B, C, L)` it acts on and the channel outputs `(B, C, L)` the mixer
+  computed with its own (fast) path, so that `outputs == matrix @ inputs`;
+- `readout(outputs, x)`: the rest of the forward pass after the operator
+  (gates, skip terms, output projection), so that
+  `readout(matrix @ inputs, x) == forward(x)` ties the operator to the output;
+- `state_size(seq_len)`: the theoretical state size (TSS) of one channel;
+- `init_state(batch_size)` / `step(x_t, state) -> (y_t, state)`: recurrent
+  decoding whose `state` tensors are the real inference cache.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class MixerOperator(NamedTuple):
+    matrix: object  # Tensor (B, C, L, L) or benchmarks.ess.Semiseparable
+    inputs: Tensor  # (B, C, L)
+    outputs: Tensor  # (B, C, L)
+
+
+def config_error(mixer: str, field: str, problem: str) -> ValueError:
+    """A configuration error that names the mixer, the field and the fix."""
+    return ValueError(f"{mixer}: invalid `{field}`: {problem}")
+
+
+def require_positive(mixer: str, **fields: int) -> None:
+    for name, value in fields.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise config_error(mixer, name, f"must be a positive integer, got {value!r}")
+
+
+def require_divisible(mixer: str, field: str, value: int, by_field: str, by: int) -> None:
+    if value % by:
+        raise config_error(mixer, field, f"{field}={value} is not divisible by {by_field}={by}")
+
+
+class Mixer(nn.Module):
+    """Base class of the reference mixers: shared checks and helpers, no behaviour of its own."""
+
+    name: str = "mixer"
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        require_positive(self.name, d_model=d_model)
+        self.d_model = d_model
+        self.kernel = "reference"  # which implementation the last forward used
+
+    def operator(self, x: Tensor) -> MixerOperator:
+        raise NotImplementedError
+
+    def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def state_size(self, seq_len: int) -> int:
+        raise NotImplementedError
+
+    def init_state(self, batch_size: int) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def _param(self) -> Tensor:
+        return next(self.parameters())
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"{self.name}: expected input (batch, length, {self.d_model}); got {tuple(x.shape)}")
+
+
+def cache_bytes(state: dict[str, Tensor]) -> int:
+    """Bytes held by the tensors of a decoding state (the real inference cache)."""
+    return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, Tensor))
+
+
+@torch.no_grad()
+def decode(mixer: nn.Module, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run `step` over every position of x `(B, L, D)`; returns outputs `(B, L, D)` and the final state."""
+    state = mixer.init_state(x.shape[0])
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = mixer.step(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, dim=1), state

@@ -1,0 +1,60 @@
+"""Registry of token mixers: `build(name, **config)` and `names()`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from torch import nn
+
+class UnknownMixerError(KeyError, ValueError):
+    """An unknown mixer name; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+# Reference mixers: registry name -> "module:Class", imported on first use so
+# that a broken optional dependency of one mixer never breaks the others.
+_REFERENCE = {
+    "attention": "architectures.attention:Attention",
+    "mamba": "architectures.mamba:Mamba",
+}
+
+
+def register(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Add a mixer (a class or any callable returning an nn.Module) under `name`."""
+    if name in _REGISTRY or name in _REFERENCE:
+        raise ValueError(f"mixer {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def names() -> list[str]:
+    return sorted({*_REFERENCE, *_REGISTRY})
+
+
+def resolve(name: str) -> Callable[..., nn.Module]:
+    """The factory registered under `name`, or a class given as "package.module:ClassName"."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _REFERENCE:
+        module, cls = _REFERENCE[name].split(":")
+        return getattr(importlib.import_module(module), cls)
+    if ":" in name:
+        module, _, cls = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"cannot load mixer class {name!r}: {e}") from None
+    raise UnknownMixerError(f"unknown mixer {name!r}; known mixers: {', '.join(names())} (or give 'module:ClassName')")
+
+
+def build(name: str, **config) -> nn.Module:
+    """Build the mixer registered as `name` with the given config (e.g. d_model=64)."""
+    factory = resolve(name)
+    try:
+        return factory(**config)
+    except TypeError as e:  # unknown keyword: say which mixer and what it accepts
+        raise ValueError(f"mixer {name!r}: bad config {config}: {e}") from None

@@ -1,0 +1,369 @@
+"""Effective state-size (ESS) of causal input-varying linear operators.
+
+Parnichkun et al., "Quantifying Memory Utilization with Effective State-Size",
+ICML 2025 (arXiv 2504.19561). A causal mixer is y = T(u) u with T lower
+triangular (L, L) per channel. At split i the block T[i:, :i] maps past inputs
+to present and future outputs; its rank is the smallest state any recurrence
+needs at step i (minimal-realization theory).
+
+- tolerance ESS: number of singular values of the block above a tolerance,
+  with `atol`/`rtol` meaning exactly what they mean in `torch.linalg.matrix_rank`;
+- entropy ESS: exp of the entropy of sigma / ||sigma||_1 (Roy & Vetterli's
+  effective rank), 0 for an all-zero block. Differentiable.
+
+Operators come either dense `(..., L, L)` or as a `Semiseparable`, whose blocks
+are products of two thin factors: its ESS is computed from N x N cores and the
+L x L matrix is never built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from architectures.scan import linear_scan
+
+KINDS = ("tolerance", "entropy")
+
+# Headline means skip the splits near both ends, where min(i, L - i) rather than
+# the mixer caps the rank: the interior window is [L * lo, L * hi).
+DEFAULT_WINDOW = (0.25, 0.75)
+
+
+class Semiseparable:
+    """The operator T[t, s] = sum_n q[t, n] k[s, n] exp(sum_{m=s+1..t} log_decay[m, n]), s <= t.
+
+    `q`, `k`: `(..., L, N)`; `log_decay`: `(..., L, N)` with entries <= 0, or None
+    for no decay (linear attention). Covers linear attention, gated and
+    RetNet-style decayed linear attention, Mamba's S6 per channel
+    (q = C, k = dt * B, log_decay = dt * A) and Mamba-2's SSD.
+    """
+
+    def __init__(self, q: Tensor, k: Tensor, log_decay: Tensor | None = None):
+        if not (isinstance(q, Tensor) and isinstance(k, Tensor)):
+            raise ValueError("Semiseparable: q and k must be tensors of shape (..., L, N)")
+        if q.dim() < 2 or q.shape != k.shape:
+            raise ValueError(
+                f"Semiseparable: q and k must both have shape (..., L, N); got {tuple(q.shape)} and {tuple(k.shape)}"
+            )
+        if log_decay is not None:
+            if log_decay.shape != q.shape:
+                raise ValueError(
+                    f"Semiseparable: log_decay must have the shape of q, {tuple(q.shape)}; got {tuple(log_decay.shape)}"
+                )
+            if bool((log_decay > 0).any()):
+                raise ValueError(
+                    "Semiseparable: log_decay must be <= 0 everywhere (a decay factor exp(log_decay) <= 1); "
+                    f"its largest entry is {log_decay.max().item():.3g}"
+                )
+        self.q, self.k, self.log_decay = q, k, log_decay
+
+    @property
+    def shape(self) -> torch.Size:
+        length = self.q.shape[-2]
+        return torch.Size((*self.q.shape[:-2], length, length))
+
+    @property
+    def state_dim(self) -> int:
+        return self.q.shape[-1]
+
+    def _decay(self) -> Tensor:
+        if self.log_decay is None:
+            return torch.ones_like(self.k)
+        return self.log_decay.exp()
+
+    def dense(self) -> Tensor:
+        """The `(..., L, L)` matrix. Built in float64 one state dimension at a time (memory O(L^2))."""
+        q, k = self.q.double(), self.k.double()
+        length = q.shape[-2]
+        causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+        if self.log_decay is None:
+            out = q @ k.transpose(-1, -2)
+        else:
+            # cumulative log decays; c[t] - c[s] = sum_{m=s+1..t} log_decay[m]
+            c = self.log_decay.double().cumsum(-2)
+            out = q.new_zeros(self.shape)
+            for n in range(q.shape[-1]):
+                gap = (c[..., :, None, n] - c[..., None, :, n]).masked_fill(~causal, float("-inf"))
+                out = out + q[..., :, None, n] * k[..., None, :, n] * gap.exp()
+        return out.masked_fill(~causal, 0.0).to(self.q.dtype)
+
+    def apply(self, u: Tensor) -> Tensor:
+        """T @ u for u of shape `(..., L)`, by the recurrence h_t = decay_t h_{t-1} + k_t u_t, y_t = q_t . h_t."""
+        if u.shape != self.q.shape[:-1]:
+            raise ValueError(f"Semiseparable.apply: input must have shape {tuple(self.q.shape[:-1])}; got {tuple(u.shape)}")
+        states = linear_scan(self._decay(), self.k * u.unsqueeze(-1))
+        return (self.q * states).sum(-1)
+
+    def __matmul__(self, u: Tensor) -> Tensor:
+        """`T @ u` with u `(..., L)` or `(..., L, 1)`, like a dense matrix-vector product."""
+        if u.dim() == self.q.dim() and u.shape[-1] == 1:
+            return self.apply(u.squeeze(-1)).unsqueeze(-1)
+        return self.apply(u)
+
+    def to(self, *args, **kwargs) -> Semiseparable:
+        ld = None if self.log_decay is None else self.log_decay.to(*args, **kwargs)
+        return Semiseparable(self.q.to(*args, **kwargs), self.k.to(*args, **kwargs), ld)
+
+    def __getitem__(self, index) -> Semiseparable:
+        """Index the leading (batch/channel) dimensions."""
+        ld = None if self.log_decay is None else self.log_decay[index]
+        return Semiseparable(self.q[index], self.k[index], ld)
+
+
+# --------------------------------------------------------------------------- singular values
+
+
+def _check_positions(length: int, positions: Sequence[int] | Tensor | None) -> list[int]:
+    if positions is None:
+        return list(range(length))
+    pos = [int(p) for p in (positions.tolist() if isinstance(positions, Tensor) else positions)]
+    bad = [p for p in pos if not 0 <= p < length]
+    if bad:
+        raise ValueError(f"positions must lie in [0, {length}); got {bad[:5]}")
+    return pos
+
+
+def _triangular_factor_scan(rows: Tensor, decay: Tensor) -> Tensor:
+    """R_j with R_j^T R_j = sum_{s<=j} (x_s * prod_{m=s+1..j} a_m)(...)^T, for rows x = `rows`.
+
+    Incremental QR: R_j = qr([R_{j-1} * a_j ; x_j]).R. Equivalent to the Gram
+    recursion but without squaring the condition number, so small singular
+    values stay accurate to machine precision (as in a dense SVD).
+    `rows`, `decay`: (B, L, N). Returns (B, L, N, N).
+    """
+    batch, length, n = rows.shape
+    factor = rows.new_zeros(batch, n, n)
+    out = rows.new_empty(batch, length, n, n)
+    for j in range(length):
+        stacked = torch.cat([factor * decay[:, j, None, :], rows[:, j, None, :]], dim=-2)
+        factor = torch.linalg.qr(stacked, mode="r").R
+        out[:, j] = factor
+    return out
+
+
+def _semiseparable_singular_values(op: Semiseparable, positions: list[int]) -> Tensor:
+    """Singular values `(B, P, N)` of the blocks T[i:, :i] from N x N cores, in float64."""
+    q = op.q.reshape(-1, *op.q.shape[-2:]).double()
+    k = op.k.reshape(-1, *op.k.shape[-2:]).double()
+    decay = op._decay().reshape(k.shape).double()
+    # Block i = Q_i K_i^T with K_i[s] = k_s * decay(s+1..i-1), Q_i[t] = q_t * decay(i..t).
+    past = _triangular_factor_scan(k, decay)  # past[j] factors K_{j+1}
+    # Q side, scanned from the end: F_i = qr([q_i ; F_{i+1}]) * decay_i = qr([q_i*a_i ; F_{i+1}*a_i])
+    future = _triangular_factor_scan((q * decay).flip(-2), decay.flip(-2)).flip(-3)  # future[i] factors Q_i
+    idx = torch.tensor([p for p in positions if p > 0], dtype=torch.long, device=q.device)
+    sv = q.new_zeros(q.shape[0], len(positions), q.shape[-1])
+    if len(idx):
+        cores = future[:, idx] @ past[:, idx - 1].transpose(-1, -2)
+        keep = torch.tensor([p > 0 for p in positions], device=q.device)
+        sv[:, keep] = torch.linalg.svdvals(cores)
+    return sv
+
+
+def _count_above_tolerance(sv: Tensor, shapes: list[tuple[int, int]], dtype: torch.dtype, atol, rtol) -> Tensor:
+    """Tolerance rank as torch.linalg.matrix_rank computes it, per block of the given (rows, cols)."""
+    # matrix_rank: rtol defaults to eps * max(rows, cols) when neither tolerance is given,
+    # and to 0 when only atol > 0 is given; tol = max(atol, rtol * sigma_max).
+    eps = torch.finfo(dtype).eps
+    dims = torch.tensor([max(m, n) for m, n in shapes], dtype=sv.dtype, device=sv.device)
+    if rtol is None:
+        rtol_t = dims * eps if (atol is None or atol <= 0) else torch.zeros_like(dims)
+    else:
+        rtol_t = torch.full_like(dims, float(rtol))
+    atol_v = 0.0 if atol is None else float(atol)
+    smax = sv.amax(-1) if sv.shape[-1] else sv.new_zeros(sv.shape[:-1])
+    tol = torch.clamp(rtol_t * smax, min=atol_v)
+    return (sv > tol.unsqueeze(-1)).sum(-1)
+
+
+def _entropy_rank(sv: Tensor) -> Tensor:
+    """exp(-sum p log p), p = sigma / sum(sigma); 0 for an all-zero block. Differentiable."""
+    total = sv.sum(-1, keepdim=True)
+    p = sv / total.clamp_min(torch.finfo(sv.dtype).tiny)
+    plogp = torch.where(p > 0, p * p.clamp_min(torch.finfo(sv.dtype).tiny).log(), torch.zeros_like(p))
+    return torch.where(total.squeeze(-1) > 0, torch.exp(-plogp.sum(-1)), torch.zeros_like(total.squeeze(-1)))
+
+
+def _block_singular_values(operator, positions):
+    """Singular values `(B, P, W)` of every block T[i:, :i], zero-padded, with what thresholds need."""
+    if isinstance(operator, Semiseparable):
+        length = operator.shape[-1]
+        pos = _check_positions(length, positions)
+        return _semiseparable_singular_values(operator, pos), pos, operator.shape[:-2], operator.q.dtype
+    if not isinstance(operator, Tensor):
+        raise ValueError(f"operator must be a torch.Tensor or a Semiseparable; got {type(operator).__name__}")
+    if operator.dim() < 2 or operator.shape[-1] != operator.shape[-2]:
+        raise ValueError(
+            f"operator must be a square (..., L, L) tensor or a Semiseparable; got shape {tuple(operator.shape)}"
+        )
+    if not operator.is_floating_point():
+        raise ValueError(f"operator must be floating point; got dtype {operator.dtype}")
+    length = operator.shape[-1]
+    pos = _check_positions(length, positions)
+    flat = operator.reshape(-1, length, length)
+    # One batched SVD per split (all channels at once), padded to a common width.
+    width = max([min(length - i, i) for i in pos] + [0])
+    sv = flat.new_zeros(flat.shape[0], len(pos), width)
+    for j, i in enumerate(pos):
+        if i > 0:
+            s = torch.linalg.svdvals(flat[:, i:, :i])
+            sv[:, j, : s.shape[-1]] = s
+    return sv, pos, operator.shape[:-2], operator.dtype
+
+
+def _ess_from_singular_values(sv, pos, length, batch_shape, dtype, kind, atol=None, rtol=None) -> Tensor:
+    if kind == "tolerance":
+        ess = _count_above_tolerance(sv, [(length - i, i) for i in pos], dtype, atol, rtol)
+    else:
+        ess = _entropy_rank(sv).to(dtype)
+    ess = ess.masked_fill(torch.tensor([i == 0 for i in pos], device=ess.device), 0)
+    return ess.reshape(*batch_shape, len(pos))
+
+
+def effective_state_size(
+    operator: Tensor | Semiseparable,
+    kind: str = "tolerance",
+    atol: float | None = None,
+    rtol: float | None = None,
+    positions: Sequence[int] | Tensor | None = None,
+) -> Tensor:
+    """ESS at every split of a causal operator.
+
+    Args:
+        operator: dense `(..., L, L)` tensor or a `Semiseparable`.
+        kind: "tolerance" (rank above tolerance) or "entropy" (Roy–Vetterli effective rank).
+        atol, rtol: as in `torch.linalg.matrix_rank` (same defaults), for kind="tolerance".
+        positions: splits to evaluate (default: all L).
+
+    Returns `(..., P)`: entry j is the ESS of `operator[..., i:, :i]` with i = positions[j]
+    (P = L and i = j by default); the ESS at split 0 is 0. Tolerance ESS is an integer
+    tensor, entropy ESS has the operator's floating dtype.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown ESS kind {kind!r}; choose one of {KINDS}")
+    sv, pos, batch_shape, dtype = _block_singular_values(operator, positions)
+    return _ess_from_singular_values(sv, pos, operator.shape[-1], batch_shape, dtype, kind, atol, rtol)
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def interior_window(length: int, window: tuple[float, float] = DEFAULT_WINDOW) -> tuple[int, int]:
+    """Split positions [start, stop) of the interior window used for headline means."""
+    lo, hi = window
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"window must satisfy 0 <= lo < hi <= 1; got {window}")
+    start, stop = int(round(lo * length)), int(round(hi * length))
+    return max(start, 1), max(stop, max(start, 1) + 1)
+
+
+@dataclass
+class LayerESS:
+    """ESS curves of one mixer layer: `ess` is `(batch, channels, P)` at split `positions`."""
+
+    layer: int
+    mixer: str
+    positions: list[int]
+    tolerance: Tensor
+    entropy: Tensor
+    tss: int
+    seq_len: int
+    extra: dict = field(default_factory=dict)
+
+
+def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WINDOW) -> dict:
+    """Headline aggregates of a model's ESS curves.
+
+    - `ess_mean`: tolerance ESS averaged over batch, channels, layers and the interior window;
+    - `ess_total`: summed over channels and layers (the whole model's effective state), window mean;
+    - `entropy_ess_mean`: as `ess_mean` for entropy ESS;
+    - `tss`: the per-channel theoretical state size (max over layers); `utilization` = ess_mean / tss;
+    - `ess_curve`: mean tolerance ESS per position (over batch, channels, layers), boundary included,
+      and `entropy_ess_curve` likewise — for plots that show the boundary effect;
+    - `per_layer`: each layer's mean/total/utilization; `window`: the split range used.
+    """
+    if not layers:
+        raise ValueError("summarize: no layers")
+    length = layers[0].seq_len
+    start, stop = interior_window(length, window)
+    pos = torch.tensor(layers[0].positions)
+    inside = (pos >= start) & (pos < stop)
+    if not bool(inside.any()):
+        inside = torch.ones_like(inside)
+    per_layer = []
+    for layer in layers:
+        tol = layer.tolerance.double()
+        ent = layer.entropy.double()
+        per_layer.append(
+            {
+                "layer": layer.layer,
+                "mixer": layer.mixer,
+                "channels": tol.shape[1],
+                "tss": layer.tss,
+                "ess_mean": tol[..., inside].mean().item(),
+                "ess_total": tol[..., inside].mean(-1).mean(0).sum().item(),
+                "entropy_ess_mean": ent[..., inside].mean().item(),
+                "utilization": tol[..., inside].mean().item() / max(layer.tss, 1),
+                "ess_max": int(layer.tolerance.max().item()),
+            }
+        )
+    tss = max(p["tss"] for p in per_layer)
+    ess_mean = sum(p["ess_mean"] for p in per_layer) / len(per_layer)
+    return {
+        "ess_mean": ess_mean,
+        "ess_total": sum(p["ess_total"] for p in per_layer),
+        "entropy_ess_mean": sum(p["entropy_ess_mean"] for p in per_layer) / len(per_layer),
+        "ess_max": max(p["ess_max"] for p in per_layer),
+        "tss": tss,
+        "utilization": ess_mean / max(tss, 1),
+        "window": [start, stop],
+        "positions": layers[0].positions,
+        "ess_curve": torch.stack([lay.tolerance.double().mean((0, 1)) for lay in layers]).mean(0).tolist(),
+        "entropy_ess_curve": torch.stack([lay.entropy.double().mean((0, 1)) for lay in layers]).mean(0).tolist(),
+        "per_layer": per_layer,
+    }
+
+
+@torch.no_grad()
+def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] | None = None) -> list[LayerESS]:
+    """ESS curves (both kinds) of every mixer layer of a built model on a batch of token ids.
+
+    The input of each mixer is captured with a forward hook; the mixer's own
+    `operator(x)` then gives the matrix whose ESS is measured.
+    """
+    mixers = [(i, m) for i, m in enumerate(getattr(model, "mixers", []))]
+    if not mixers:
+        raise ValueError("model_ess: the model exposes no `mixers` (build it with architectures.backbone.LanguageModel)")
+    captured: dict[int, Tensor] = {}
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args, i=i: captured.__setitem__(i, args[0].detach()))
+        for i, m in mixers
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    length = inputs.shape[-1]
+    pos = _check_positions(length, positions)
+    out = []
+    for i, mixer in mixers:
+        sv, _, batch_shape, dtype = _block_singular_values(mixer.operator(captured[i]).matrix, pos)
+        out.append(
+            LayerESS(
+                layer=i,
+                mixer=getattr(mixer, "name", type(mixer).__name__),
+                positions=pos,
+                tolerance=_ess_from_singular_values(sv, pos, length, batch_shape, dtype, "tolerance").cpu(),
+                entropy=_ess_from_singular_values(sv, pos, length, batch_shape, dtype, "entropy").float().cpu(),
+                tss=int(mixer.state_size(length)),
+                seq_len=length,
+            )
+        )
+    return out

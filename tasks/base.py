@@ -1,0 +1,101 @@
+"""What every task provides, and the checks shared by the generators."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+IGNORE = -100  # target of every position that is not scored
+CHUNK = 1024  # examples generated per random stream: results do not depend on memory or batch size
+
+
+def require_int(task: str, lo: int = 1, **params) -> None:
+    for name, value in params.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
+            raise ValueError(f"{task}: `{name}` must be an integer >= {lo}; got {value!r}")
+
+
+class Task:
+    """A synthetic sequence task.
+
+    `generate(num_examples, seed) -> (inputs, targets)`: LongTensors `(num_examples, seq_len)`,
+    `targets[b, t]` the token the model must output at position t, -100 where nothing is scored.
+    Class attributes: `ladder` (difficulty levels, easiest first, as parameter overrides),
+    `source` (the definition followed). Properties: `memory_demand` (items to hold per example)
+    and `chance_accuracy`.
+    """
+
+    name: ClassVar[str] = "task"
+    source: ClassVar[str] = ""
+    ladder: ClassVar[list[dict]] = []
+    vocab_size: int
+    seq_len: int
+
+    def params(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def memory_demand(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def chance_accuracy(self) -> float:
+        raise NotImplementedError
+
+    def _generate_chunk(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def generate(self, num_examples: int, seed: int) -> tuple[Tensor, Tensor]:
+        """Deterministic: the same parameters and seed give byte-identical tensors on any machine."""
+        require_int(self.name, lo=0, num_examples=num_examples)
+        require_int(self.name, lo=0, seed=seed)
+        inputs, targets = [], []
+        for chunk, start in enumerate(range(0, num_examples, CHUNK)):
+            # PCG64 seeded through SeedSequence: platform independent, one stream per chunk
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, chunk])))
+            x, y = self._generate_chunk(rng, min(CHUNK, num_examples - start))
+            inputs.append(x)
+            targets.append(y)
+        if not inputs:
+            empty = torch.empty(0, self.seq_len, dtype=torch.long)
+            return empty, empty.clone()
+        return torch.from_numpy(np.concatenate(inputs).astype(np.int64)), torch.from_numpy(np.concatenate(targets).astype(np.int64))
+
+    def splits(self, num_train: int, num_test: int, seed: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Train and test sets from separate seeds; train examples that also occur in test are dropped."""
+        test = self.generate(num_test, 2 * seed + 1)
+        train = self.generate(num_train, 2 * seed)
+        seen = {_row_hash(row) for row in test[0].numpy()}
+        keep = torch.tensor([_row_hash(row) not in seen for row in train[0].numpy()], dtype=torch.bool)
+        return (train[0][keep], train[1][keep]), test
+
+
+def _row_hash(row: np.ndarray) -> bytes:
+    return hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+
+
+def sample_without_replacement(rng: np.random.Generator, n: int, population: int, k: int, log_weights=None) -> np.ndarray:
+    """`(n, k)` indices into range(population), distinct per row, in the order sequential sampling draws them.
+
+    With `log_weights` the draw is proportional to the weights without replacement
+    (Gumbel top-k, equivalent to numpy's `choice(replace=False, p=...)`); vectorised over rows.
+    """
+    if log_weights is None and k * k <= 4 * population:
+        # uniform and sparse: draw iid, redraw rows that repeat (P(repeat) ~ k^2 / 2 population)
+        draws = rng.integers(0, population, size=(n, k))
+        while True:
+            ordered = np.sort(draws, axis=1)
+            bad = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+            if not len(bad):
+                return draws
+            draws[bad] = rng.integers(0, population, size=(len(bad), k))
+    scores = rng.gumbel(size=(n, population))
+    if log_weights is not None:
+        scores = scores + log_weights
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < population else np.tile(np.arange(population), (n, 1))
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
