@@ -38,7 +38,9 @@ class Attention(Mixer):
         require_divisible(self.name, "d_model", d_model, "num_heads", num_heads)
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
         if self.head_dim % 2:
-            raise config_error(self.name, "num_heads", f"head dim d_model/num_heads={self.head_dim} must be even for rotary positions")
+            raise config_error(
+                self.name, "num_heads", f"head dim d_model/num_heads={self.head_dim} must be even for rotary positions"
+            )
         check_choice(self.name, kernel)
         self.kernel_choice = kernel
         self.qkv = nn.Linear(d_model, 3 * d_model)

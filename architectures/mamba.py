@@ -166,7 +166,9 @@ class Mamba(Mixer):
             u, dt = torch.randn(2, 8, 32, generator=g), torch.rand(2, 8, 32, generator=g) * 0.1
             A = -torch.rand(8, 4, generator=g) - 0.5
             B, C = torch.randn(2, 32, 4, generator=g), torch.randn(2, 32, 4, generator=g)
-            ref = (linear_scan(torch.exp(dt.unsqueeze(-1) * A[:, None]), (dt * u).unsqueeze(-1) * B.unsqueeze(1)) * C.unsqueeze(1)).sum(-1)
+            ref = (
+                linear_scan(torch.exp(dt.unsqueeze(-1) * A[:, None]), (dt * u).unsqueeze(-1) * B.unsqueeze(1)) * C.unsqueeze(1)
+            ).sum(-1)
             out = fn(*(t.to(device) for t in (u, dt, A, B.transpose(1, 2), C.transpose(1, 2))), None)
             return torch.allclose(out.cpu(), ref, atol=1e-3)
 

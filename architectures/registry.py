@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+
 class UnknownMixerError(KeyError, ValueError):
     """An unknown mixer name; the message lists the known ones."""
 

@@ -9,7 +9,8 @@ needs at step i (minimal-realization theory).
 - tolerance ESS: number of singular values of the block above a tolerance,
   with `atol`/`rtol` meaning exactly what they mean in `torch.linalg.matrix_rank`;
 - entropy ESS: exp of the entropy of sigma / ||sigma||_1 (Roy & Vetterli's
-  effective rank), 0 for an all-zero block. Differentiable.
+  effective rank), 0 for an all-zero block. Differentiable (through svdvals of
+  the dense blocks; a Semiseparable that requires grad is materialized for it).
 
 Operators come either dense `(..., L, L)` or as a `Semiseparable`, whose blocks
 are products of two thin factors: its ESS is computed from N x N cores and the
@@ -192,13 +193,17 @@ def _block_singular_values(operator, positions):
     if isinstance(operator, Semiseparable):
         length = operator.shape[-1]
         pos = _check_positions(length, positions)
-        return _semiseparable_singular_values(operator, pos), pos, operator.shape[:-2], operator.q.dtype
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (operator.q, operator.k, operator.log_decay)
+        )
+        if not needs_grad:
+            return _semiseparable_singular_values(operator, pos), pos, operator.shape[:-2], operator.q.dtype
+        # QR of the rank-deficient early factors has no gradient; svdvals of the dense blocks always has one
+        operator = operator.dense()
     if not isinstance(operator, Tensor):
         raise ValueError(f"operator must be a torch.Tensor or a Semiseparable; got {type(operator).__name__}")
     if operator.dim() < 2 or operator.shape[-1] != operator.shape[-2]:
-        raise ValueError(
-            f"operator must be a square (..., L, L) tensor or a Semiseparable; got shape {tuple(operator.shape)}"
-        )
+        raise ValueError(f"operator must be a square (..., L, L) tensor or a Semiseparable; got shape {tuple(operator.shape)}")
     if not operator.is_floating_point():
         raise ValueError(f"operator must be floating point; got dtype {operator.dtype}")
     length = operator.shape[-1]
@@ -338,10 +343,7 @@ def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] |
     if not mixers:
         raise ValueError("model_ess: the model exposes no `mixers` (build it with architectures.backbone.LanguageModel)")
     captured: dict[int, Tensor] = {}
-    handles = [
-        m.register_forward_pre_hook(lambda mod, args, i=i: captured.__setitem__(i, args[0].detach()))
-        for i, m in mixers
-    ]
+    handles = [m.register_forward_pre_hook(lambda mod, args, i=i: captured.__setitem__(i, args[0].detach())) for i, m in mixers]
     was_training = model.training
     model.eval()
     try:

@@ -63,7 +63,9 @@ class Task:
         if not inputs:
             empty = torch.empty(0, self.seq_len, dtype=torch.long)
             return empty, empty.clone()
-        return torch.from_numpy(np.concatenate(inputs).astype(np.int64)), torch.from_numpy(np.concatenate(targets).astype(np.int64))
+        return torch.from_numpy(np.concatenate(inputs).astype(np.int64)), torch.from_numpy(
+            np.concatenate(targets).astype(np.int64)
+        )
 
     def splits(self, num_train: int, num_test: int, seed: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Train and test sets from separate seeds; train examples that also occur in test are dropped."""

@@ -58,7 +58,12 @@ class MQAR(Task):
         self.vocab_size, self.seq_len, self.num_kv_pairs, self.power_a = vocab_size, seq_len, num_kv_pairs, float(power_a)
 
     def params(self) -> dict:
-        return {"vocab_size": self.vocab_size, "seq_len": self.seq_len, "num_kv_pairs": self.num_kv_pairs, "power_a": self.power_a}
+        return {
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "num_kv_pairs": self.num_kv_pairs,
+            "power_a": self.power_a,
+        }
 
     @property
     def memory_demand(self) -> int:

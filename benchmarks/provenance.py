@@ -1,0 +1,49 @@
+"""Where a number came from: commit, dirty flag, device, versions."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("torch", "numpy", "hydra-core", "mamba-ssm", "causal-conv1d", "flash-attn", "flash-linear-attention", "triton")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@lru_cache(maxsize=1)
+def git_state() -> dict:
+    commit = _git("rev-parse", "HEAD")
+    # results/ is written by the runs themselves: it does not make the code dirty
+    status = _git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)runs")
+    return {"commit": commit or "unknown", "dirty": bool(status) if status is not None else None}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "cuda": torch.version.cuda}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance(device: torch.device) -> dict:
+    return {**git_state(), "device": device_name(device), "device_type": device.type, "versions": versions()}

@@ -1,0 +1,61 @@
+"""Sessions: `nox -s tests`, `nox -s bench`, `nox -s cuda-kernels` (GPU machines).
+
+Environments are reused between runs (the first run builds them). Torch is
+installed first and pinned, so the project's torch range is already satisfied
+and pip never fetches a multi-GB CUDA build onto a CPU machine. Override the pin
+with MIXERBENCH_TORCH (e.g. MIXERBENCH_TORCH="torch==2.13.0" or a CUDA build's
+spec plus PIP_EXTRA_INDEX_URL on a GPU machine).
+"""
+
+import os
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+TORCH = os.environ.get("MIXERBENCH_TORCH", "torch==2.13.0")
+
+
+def install(session: nox.Session, extras: str = "dev") -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite on CPU (CUDA tests skip themselves without a GPU)."""
+    install(session)
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark sweep (preset=default unless overridden): writes results/ and prints the leaderboard's path."""
+    install(session)
+    session.run("python", "-m", "benchmarks.bench", *session.posargs)
+
+
+@nox.session
+def perf(session: nox.Session) -> None:
+    """pytest-benchmark micro-benchmarks (ESS speed); figures in the README come from here."""
+    install(session)
+    session.run("pytest", "benchmarks/perf", "--benchmark-only", "-s", "--benchmark-json=.benchmarks/perf.json", *session.posargs)
+
+
+@nox.session(name="cuda-kernels")
+def cuda_kernels(session: nox.Session) -> None:
+    """On a GPU machine: the tests with mamba-ssm, causal-conv1d and flash-attn built against the CUDA torch.
+
+    These packages compile against the torch already in the environment, so they need
+    --no-build-isolation (an isolated build would install another torch) and a CUDA torch
+    (set MIXERBENCH_TORCH to one). Build variables: MAX_JOBS limits parallel compilation;
+    *_FORCE_BUILD=TRUE compiles instead of fetching a prebuilt wheel.
+    """
+    install(session, "dev,cuda")
+    session.run("python", "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU/torch')")
+    session.install("ninja", "packaging", "wheel")
+    env = {"MAX_JOBS": os.environ.get("MAX_JOBS", "8")}
+    for pkg in ("causal-conv1d", "mamba-ssm", "flash-attn"):
+        session.install("--no-build-isolation", pkg, env=env)
+    session.run("pytest", "-q", "-m", "cuda", *session.posargs)

@@ -1,0 +1,153 @@
+"""ESS against ground truth: operators whose block ranks are known, and direct SVDs."""
+
+import pytest
+import torch
+
+from benchmarks.ess import Semiseparable, effective_state_size, interior_window
+
+torch.manual_seed(0)
+
+
+def known_rank(length: int, order: int) -> torch.Tensor:
+    i = torch.arange(length)
+    return torch.minimum(torch.minimum(i, length - i), torch.tensor(order))
+
+
+def lti_dense(length: int, order: int, seed: int = 0) -> torch.Tensor:
+    """T[t, s] = C A^(t-s) B for a random order-n state-space system (non-diagonal A), float64."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(order, order, generator=g, dtype=torch.float64)
+    A = 0.9 * A / torch.linalg.eigvals(A).abs().max()
+    B, C = torch.randn(order, generator=g, dtype=torch.float64), torch.randn(order, generator=g, dtype=torch.float64)
+    impulse = [C @ torch.linalg.matrix_power(A, k) @ B for k in range(length)]
+    T = torch.zeros(length, length, dtype=torch.float64)
+    for t in range(length):
+        for s in range(t + 1):
+            T[t, s] = impulse[t - s]
+    return T
+
+
+@pytest.mark.parametrize("order", [1, 3, 6])
+def test_state_space_operator_has_ess_of_its_order(order):
+    T = lti_dense(32, order, seed=order)
+    assert torch.equal(effective_state_size(T), known_rank(32, order))
+
+
+@pytest.mark.parametrize("order", [2, 5])
+def test_diagonal_ssm_semiseparable_has_ess_of_its_order(order):
+    length = 40
+    decays = torch.linspace(0.5, 0.95, order)
+    q = torch.randn(length, order).double()
+    k = torch.randn(length, order).double()
+    op = Semiseparable(q, k, decays.log().double().expand(length, order).clone())
+    assert torch.equal(effective_state_size(op), known_rank(length, order))
+
+
+@pytest.mark.parametrize("rank", [1, 4, 8])
+def test_linear_attention_of_rank_r(rank):
+    length = 48
+    q, k = torch.randn(3, length, rank), torch.randn(3, length, rank)
+    op = Semiseparable(q, k)
+    expected = known_rank(length, rank).expand(3, length)
+    assert torch.equal(effective_state_size(op), expected)
+    assert torch.equal(effective_state_size(op.dense()), expected)
+
+
+def naive(T, **tol):
+    length = T.shape[-1]
+    cols = [torch.zeros(T.shape[:-2], dtype=torch.long)]
+    cols += [torch.linalg.matrix_rank(T[..., i:, :i], **tol) for i in range(1, length)]
+    return torch.stack(cols, -1)
+
+
+@pytest.mark.parametrize("tol", [{}, {"rtol": 1e-3}, {"atol": 0.5}, {"atol": 0.1, "rtol": 0.01}])
+def test_tolerance_matches_matrix_rank_on_every_block(tol):
+    op = Semiseparable(torch.randn(4, 32, 6), torch.randn(4, 32, 6), -torch.rand(4, 32, 6) * 0.5)
+    T = op.dense()
+    expected = naive(T, **tol)
+    assert torch.equal(effective_state_size(T, **tol), expected)
+    assert torch.equal(effective_state_size(op, **tol), expected)
+
+
+def test_semiseparable_and_dense_agree_for_both_kinds():
+    op = Semiseparable(torch.randn(2, 3, 40, 8), torch.randn(2, 3, 40, 8), -torch.rand(2, 3, 40, 8))
+    T = op.dense()
+    assert torch.equal(effective_state_size(op), effective_state_size(T))
+    torch.testing.assert_close(effective_state_size(op, "entropy"), effective_state_size(T, "entropy"), rtol=1e-4, atol=1e-4)
+
+
+def test_entropy_matches_direct_svd():
+    T = torch.randn(2, 24, 24).tril()
+    ess = effective_state_size(T, "entropy")
+    for b in range(2):
+        for i in range(1, 24):
+            s = torch.linalg.svdvals(T[b, i:, :i])
+            p = s / s.sum()
+            assert ess[b, i].item() == pytest.approx(torch.exp(-(p * p.log()).sum()).item(), rel=1e-5)
+    assert ess[:, 0].eq(0).all()
+
+
+def test_entropy_of_zero_block_is_zero_and_of_rank_one_is_one():
+    T = torch.zeros(10, 10)
+    assert effective_state_size(T, "entropy").eq(0).all()
+    op = Semiseparable(torch.ones(10, 1), torch.ones(10, 1))
+    torch.testing.assert_close(effective_state_size(op, "entropy")[1:], torch.ones(9))
+
+
+def test_entropy_is_differentiable():
+    q = torch.randn(16, 4, requires_grad=True)
+    k = torch.randn(16, 4)
+    for op in (Semiseparable(q, k), Semiseparable(q, k).dense()):
+        effective_state_size(op, "entropy").sum().backward()
+        assert q.grad is not None and torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
+        q.grad = None
+
+
+def test_batch_dims_and_positions_are_kept():
+    op = Semiseparable(torch.randn(2, 5, 30, 4), torch.randn(2, 5, 30, 4))
+    full = effective_state_size(op)
+    assert full.shape == (2, 5, 30)
+    picked = effective_state_size(op, positions=[0, 7, 15, 29])
+    assert torch.equal(picked, full[..., [0, 7, 15, 29]])
+    assert torch.equal(effective_state_size(op.dense(), positions=[3, 20]), full[..., [3, 20]])
+
+
+def test_apply_matches_dense_product():
+    op = Semiseparable(torch.randn(3, 50, 7), torch.randn(3, 50, 7), -torch.rand(3, 50, 7))
+    u = torch.randn(3, 50)
+    torch.testing.assert_close(op.apply(u), (op.dense() @ u.unsqueeze(-1)).squeeze(-1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(op @ u, op.apply(u))
+
+
+def test_dense_matches_definition():
+    q, k, ld = torch.randn(6, 2).double(), torch.randn(6, 2).double(), -torch.rand(6, 2).double()
+    T = Semiseparable(q, k, ld).dense()
+    for t in range(6):
+        for s in range(6):
+            want = sum(q[t, n] * k[s, n] * torch.exp(ld[s + 1 : t + 1, n].sum()) for n in range(2)) if s <= t else 0.0
+            assert T[t, s].item() == pytest.approx(float(want), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: effective_state_size(torch.randn(4, 5)), "square"),
+        (lambda: effective_state_size(torch.randn(4)), "square"),
+        (lambda: effective_state_size(torch.randn(4, 4), kind="nuclear"), "unknown ESS kind"),
+        (lambda: effective_state_size([[1.0]]), "Tensor or a Semiseparable"),
+        (lambda: effective_state_size(torch.ones(3, 3, dtype=torch.long)), "floating point"),
+        (lambda: effective_state_size(torch.randn(4, 4), positions=[9]), "positions"),
+        (lambda: Semiseparable(torch.randn(5, 2), torch.randn(5, 2), torch.rand(5, 2)), "<= 0"),
+        (lambda: Semiseparable(torch.randn(5, 2), torch.randn(5, 3)), "shape"),
+        (lambda: Semiseparable(torch.randn(5, 2), torch.randn(5, 2), -torch.rand(4, 2)), "shape"),
+    ],
+)
+def test_bad_input_raises_clear_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_interior_window():
+    assert interior_window(64) == (16, 48)
+    with pytest.raises(ValueError):
+        interior_window(64, (0.8, 0.2))

@@ -1,0 +1,68 @@
+"""End to end on the smoke preset: train, measure, record, leaderboard."""
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import bench
+from benchmarks.ess import effective_state_size, model_ess
+from benchmarks.run import build_model, build_task, run_one
+from benchmarks.store import Store, run_key
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store")
+    assert bench.main(["preset=smoke", f"store={root}", "progress=false"]) == 0
+    return root
+
+
+def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
+    records = Store(smoke_store).records()
+    assert sorted(r["config"]["architecture"]["name"] for r in records) == ["attention", "mamba"]
+    assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
+    for r in records:
+        m = r["metrics"]
+        assert 0.0 <= m["accuracy"] <= 1.0
+        assert m["ess"]["ess_max"] <= m["tss"]  # ESS of the trained model never above TSS
+        assert len(m["ess"]["ess_curve"]) == r["config"]["task"]["seq_len"]
+        assert m["cache_bytes"] > 0
+        for field in ("commit", "dirty", "device", "versions"):
+            assert field in r["provenance"]
+    board = (smoke_store / "leaderboard.md").read_text()
+    for column in ("accuracy", "ESS (mean)", "TSS", "commit", "device", "seed"):
+        assert column in board
+    assert "attention" in board and "mamba" in board
+    assert (smoke_store / "leaderboard.csv").exists()
+
+
+def test_second_sweep_skips_recorded_runs(smoke_store, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in (smoke_store / "records").glob("*.json")}
+    assert bench.main(["preset=smoke", f"store={smoke_store}", "progress=false"]) == 0
+    assert "2 already recorded" in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in (smoke_store / "records").glob("*.json")}
+    assert before == after
+
+
+def test_trained_model_ess_never_above_state_size(smoke_store):
+    record = next(r for r in Store(smoke_store).records() if r["config"]["architecture"]["name"] == "mamba")
+    cfg = record["config"]
+    task = build_task(cfg["task"])
+    model = build_model(cfg, task.vocab_size)
+    x, _ = task.generate(2, seed=5)
+    for layer in model_ess(model, x):
+        assert layer.tolerance.max() <= layer.tss
+    for mixer in model.mixers:
+        h = torch.randn(2, task.seq_len, cfg["model"]["d_model"])
+        assert effective_state_size(mixer.operator(h).matrix).max() <= mixer.state_size(task.seq_len)
+
+
+def test_bad_config_is_recorded_as_failed_with_a_clear_error(tmp_path, smoke_store):
+    cfg = json.loads(json.dumps(next(iter(Store(smoke_store).records()))["config"]))
+    cfg["store"] = str(tmp_path)
+    cfg["architecture"] = {"name": "nonexistent_mixer"}
+    record = run_one(cfg)
+    assert record["status"] == "failed"
+    assert "known mixers" in record["error"] and "attention" in record["error"]
+    assert Store(tmp_path).exists(run_key(cfg))
