@@ -8,6 +8,9 @@ themselves (rotary attention, convolutions, recurrences).
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
 
 from architectures import registry
@@ -56,3 +59,41 @@ class LanguageModel(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))
+
+
+def sinusoidal_positions(length: int, dim: int) -> Tensor:
+    """Fixed sin/cos position embeddings `(length, dim)` (Vaswani et al. 2017)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    out = torch.zeros(length, dim)
+    out[:, 0::2] = torch.sin(pos * freqs)
+    out[:, 1::2] = torch.cos(pos * freqs[: dim // 2])
+    return out
+
+
+class AutoEncoder(LanguageModel):
+    """MAD's autoencoder backbone for the compression task: the mixer blocks encode the sequence,
+    the state at the last position (the compression token) is the code, and a non-expanding MLP
+    decoder rebuilds token t from code + sinusoidal position embedding t."""
+
+    def __init__(self, vocab_size: int, mixer: str, d_model: int = 64, **kwargs):
+        super().__init__(vocab_size, mixer, d_model=d_model, **kwargs)
+        self.decoder = nn.Sequential(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, d_model),
+            nn.GELU(),
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, d_model),
+            nn.GELU(),
+        )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        code = x[:, -1:]  # (B, 1, D)
+        positions = sinusoidal_positions(tokens.shape[1], x.shape[-1]).to(x.device, x.dtype)
+        return self.head(self.norm(self.decoder(code + positions)))
+
+
+BACKBONES = {"language_model": LanguageModel, "autoencoder": AutoEncoder}

@@ -66,6 +66,7 @@ class Mamba(Mixer):
         # S4D-real initialisation A_n = -(n + 1)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
+        self.A_log._no_weight_decay = self.D._no_weight_decay = True  # as in mamba-ssm
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
     # ------------------------------------------------------------------ parallel form

@@ -17,7 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from architectures.backbone import LanguageModel
+from architectures.backbone import BACKBONES, LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
 from benchmarks.provenance import provenance
@@ -46,10 +46,12 @@ def build_task(task_cfg: dict):
     return tasks.build(task_cfg["name"], **params)
 
 
-def build_model(cfg: dict, vocab_size: int) -> LanguageModel:
+def build_model(cfg: dict, task) -> LanguageModel:
+    """The backbone the task asks for (MAD's compression: an autoencoder) around the configured mixer."""
     arch = dict(cfg["architecture"])
     name = arch.pop("name")
-    return LanguageModel(vocab_size, name, mixer_config=arch, **cfg["model"])
+    backbone = BACKBONES[getattr(task, "backbone", "language_model")]
+    return backbone(task.vocab_size, name, mixer_config=arch, **cfg["model"])
 
 
 @torch.no_grad()
@@ -68,7 +70,7 @@ def execute(cfg: dict, device: torch.device) -> dict:
     seed = cfg["seed"]
     torch.manual_seed(seed)
     task = build_task(cfg["task"])
-    model = build_model(cfg, task.vocab_size)
+    model = build_model(cfg, task)
     train_cfg = TrainConfig(**cfg["train"])
     train_set, test_set = task.splits(cfg["data"]["num_train"], cfg["data"]["num_test"], seed)
     label = f"{cfg['architecture']['name']} {task.name} L={task.seq_len}"

@@ -96,8 +96,13 @@ def train(
     """Train in place; returns the final test metrics and the training history."""
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or "embed" in n]
+
+    # no weight decay on biases, norms, embeddings, or parameters a mixer marks (e.g. Mamba's A_log, D)
+    def decays(name: str, p: torch.nn.Parameter) -> bool:
+        return p.dim() >= 2 and "embed" not in name and not getattr(p, "_no_weight_decay", False)
+
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    no_decay = [p for n, p in model.named_parameters() if not decays(n, p)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )

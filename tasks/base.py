@@ -46,18 +46,24 @@ class Task:
     def chance_accuracy(self) -> float:
         raise NotImplementedError
 
-    def _generate_chunk(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _generate_chunk(self, rng: np.random.Generator, n: int, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def generate(self, num_examples: int, seed: int) -> tuple[Tensor, Tensor]:
-        """Deterministic: the same parameters and seed give byte-identical tensors on any machine."""
+    def generate(self, num_examples: int, seed: int, split: str = "train") -> tuple[Tensor, Tensor]:
+        """Deterministic: the same parameters and seed give byte-identical tensors on any machine.
+
+        `split="test"` selects a task's test distribution where it has one (MAD's fuzzy recall
+        probes test sequences with full-length keys only); elsewhere both splits are alike.
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"{self.name}: `split` must be 'train' or 'test'; got {split!r}")
         require_int(self.name, lo=0, num_examples=num_examples)
         require_int(self.name, lo=0, seed=seed)
         inputs, targets = [], []
         for chunk, start in enumerate(range(0, num_examples, CHUNK)):
             # PCG64 seeded through SeedSequence: platform independent, one stream per chunk
             rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, chunk])))
-            x, y = self._generate_chunk(rng, min(CHUNK, num_examples - start))
+            x, y = self._generate_chunk(rng, min(CHUNK, num_examples - start), split)
             inputs.append(x)
             targets.append(y)
         if not inputs:
@@ -69,8 +75,8 @@ class Task:
 
     def splits(self, num_train: int, num_test: int, seed: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Train and test sets from separate seeds; train examples that also occur in test are dropped."""
-        test = self.generate(num_test, 2 * seed + 1)
-        train = self.generate(num_train, 2 * seed)
+        test = self.generate(num_test, 2 * seed + 1, split="test")
+        train = self.generate(num_train, 2 * seed, split="train")
         seen = {_row_hash(row) for row in test[0].numpy()}
         keep = torch.tensor([_row_hash(row) not in seen for row in train[0].numpy()], dtype=torch.bool)
         return (train[0][keep], train[1][keep]), test

@@ -83,7 +83,7 @@ class MQAR(Task):
         p = self.power_a * np.arange(1, self.space + 1, dtype=np.float64) ** (self.power_a - 1)
         return p / p.sum()
 
-    def _generate_chunk(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _generate_chunk(self, rng: np.random.Generator, n: int, split: str) -> tuple[np.ndarray, np.ndarray]:
         kv, half, length = self.num_kv_pairs, self.vocab_size // 2, self.seq_len
         context = 2 * kv
         keys = 1 + sample_without_replacement(rng, n, half - 1, kv)

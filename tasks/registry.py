@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from tasks.base import Task
+from tasks.mad import MAD_TASKS
 from tasks.mqar import MQAR
 
-_TASKS: dict[str, type[Task]] = {t.name: t for t in (MQAR,)}
+_TASKS: dict[str, type[Task]] = {t.name: t for t in (MQAR, *MAD_TASKS)}
 
 
 def names() -> list[str]:

@@ -49,7 +49,7 @@ def test_trained_model_ess_never_above_state_size(smoke_store):
     record = next(r for r in Store(smoke_store).records() if r["config"]["architecture"]["name"] == "mamba")
     cfg = record["config"]
     task = build_task(cfg["task"])
-    model = build_model(cfg, task.vocab_size)
+    model = build_model(cfg, task)
     x, _ = task.generate(2, seed=5)
     for layer in model_ess(model, x):
         assert layer.tolerance.max() <= layer.tss
