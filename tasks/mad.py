@@ -230,7 +230,8 @@ class SelectiveCopying(_MADTask):
         require_int(self.name, num_tokens_to_copy=p["num_tokens_to_copy"])
         if p["seq_len"] <= 2 * p["num_tokens_to_copy"] + 1:
             raise ValueError(
-                f"{self.name}: `seq_len`={p['seq_len']} must exceed 2 * num_tokens_to_copy + 1 = {2 * p['num_tokens_to_copy'] + 1}"
+                f"{self.name}: `seq_len`={p['seq_len']} must exceed "
+                f"2 * num_tokens_to_copy + 1 = {2 * p['num_tokens_to_copy'] + 1}"
             )
         if p["vocab_size"] < 3:
             raise ValueError(f"{self.name}: `vocab_size` must be >= 3 (blank and copy tokens are reserved)")

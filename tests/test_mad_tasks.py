@@ -110,10 +110,10 @@ def test_memorization_map_is_fixed_and_learnable_from_training_data():
     task = Memorization()
     (x_tr, y_tr), (x_te, y_te) = task.splits(512, 64, seed=0)
     table = {}
-    for xs, ys in zip(x_tr.tolist(), y_tr.tolist()):
+    for xs, ys in zip(x_tr.tolist(), y_tr.tolist(), strict=True):
         for t in range(0, len(xs), 2):
             assert table.setdefault(xs[t], ys[t + 1]) == ys[t + 1]  # one value per key, across examples
-    for xs, ys in zip(x_te.tolist(), y_te.tolist()):
+    for xs, ys in zip(x_te.tolist(), y_te.tolist(), strict=True):
         for t in range(0, len(xs), 2):
             assert table[xs[t]] == ys[t + 1]
 
