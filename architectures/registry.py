@@ -21,7 +21,15 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 # that a broken optional dependency of one mixer never breaks the others.
 _REFERENCE = {
     "attention": "architectures.attention:Attention",
+    "based": "architectures.based:Based",
+    "gla": "architectures.gla:GLA",
+    "hyena": "architectures.hyena:Hyena",
+    "linear_attention": "architectures.linear_attention:LinearAttention",
+    "lru": "architectures.lru:LRU",
     "mamba": "architectures.mamba:Mamba",
+    "mamba2": "architectures.mamba2:Mamba2",
+    "sliding_window": "architectures.sliding_window:SlidingWindowAttention",
+    "wla": "architectures.wla:WLA",
 }
 
 

@@ -38,7 +38,8 @@ class Semiseparable:
     """The operator T[t, s] = sum_n q[t, n] k[s, n] exp(sum_{m=s+1..t} log_decay[m, n]), s <= t.
 
     `q`, `k`: `(..., L, N)`; `log_decay`: `(..., L, N)` with entries <= 0, or None
-    for no decay (linear attention). Covers linear attention, gated and
+    for no decay (linear attention). Complex tensors are allowed (diagonal complex
+    recurrences such as the LRU's; then the real part of log_decay is <= 0). Covers linear attention, gated and
     RetNet-style decayed linear attention, Mamba's S6 per channel
     (q = C, k = dt * B, log_decay = dt * A) and Mamba-2's SSD.
     """
@@ -55,10 +56,11 @@ class Semiseparable:
                 raise ValueError(
                     f"Semiseparable: log_decay must have the shape of q, {tuple(q.shape)}; got {tuple(log_decay.shape)}"
                 )
-            if bool((log_decay > 0).any()):
+            real = log_decay.real if log_decay.is_complex() else log_decay
+            if bool((real > 0).any()):
                 raise ValueError(
-                    "Semiseparable: log_decay must be <= 0 everywhere (a decay factor exp(log_decay) <= 1); "
-                    f"its largest entry is {log_decay.max().item():.3g}"
+                    "Semiseparable: log_decay must be <= 0 everywhere (a decay factor |exp(log_decay)| <= 1); "
+                    f"its largest (real part) is {real.max().item():.3g}"
                 )
         self.q, self.k, self.log_decay = q, k, log_decay
 
@@ -78,18 +80,18 @@ class Semiseparable:
 
     def dense(self) -> Tensor:
         """The `(..., L, L)` matrix. Built in float64 one state dimension at a time (memory O(L^2))."""
-        q, k = self.q.double(), self.k.double()
+        q, k = _high_precision(self.q), _high_precision(self.k)
         length = q.shape[-2]
         causal = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
         if self.log_decay is None:
             out = q @ k.transpose(-1, -2)
         else:
             # cumulative log decays; c[t] - c[s] = sum_{m=s+1..t} log_decay[m]
-            c = self.log_decay.double().cumsum(-2)
-            out = q.new_zeros(self.shape)
+            c = _high_precision(self.log_decay).cumsum(-2)
+            out = torch.zeros(self.shape, dtype=torch.promote_types(q.dtype, c.dtype), device=q.device)
             for n in range(q.shape[-1]):
-                gap = (c[..., :, None, n] - c[..., None, :, n]).masked_fill(~causal, float("-inf"))
-                out = out + q[..., :, None, n] * k[..., None, :, n] * gap.exp()
+                gap = (c[..., :, None, n] - c[..., None, :, n]) * causal  # only s <= t is kept below
+                out = out + q[..., :, None, n] * k[..., None, :, n] * gap.exp() * causal
         return out.masked_fill(~causal, 0.0).to(self.q.dtype)
 
     def apply(self, u: Tensor) -> Tensor:
@@ -116,6 +118,10 @@ class Semiseparable:
 
 
 # --------------------------------------------------------------------------- singular values
+
+
+def _high_precision(t: Tensor) -> Tensor:
+    return t.to(torch.complex128 if t.is_complex() else torch.float64)
 
 
 def _check_positions(length: int, positions: Sequence[int] | Tensor | None) -> list[int]:
@@ -148,15 +154,17 @@ def _triangular_factor_scan(rows: Tensor, decay: Tensor) -> Tensor:
 
 def _semiseparable_singular_values(op: Semiseparable, positions: list[int]) -> Tensor:
     """Singular values `(B, P, N)` of the blocks T[i:, :i] from N x N cores, in float64."""
-    q = op.q.reshape(-1, *op.q.shape[-2:]).double()
-    k = op.k.reshape(-1, *op.k.shape[-2:]).double()
-    decay = op._decay().reshape(k.shape).double()
+    q = _high_precision(op.q.reshape(-1, *op.q.shape[-2:]))
+    k = _high_precision(op.k.reshape(-1, *op.k.shape[-2:]))
+    decay = _high_precision(op._decay().reshape(k.shape))
+    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), decay.dtype)
+    q, k, decay = q.to(dtype), k.to(dtype), decay.to(dtype)
     # Block i = Q_i K_i^T with K_i[s] = k_s * decay(s+1..i-1), Q_i[t] = q_t * decay(i..t).
     past = _triangular_factor_scan(k, decay)  # past[j] factors K_{j+1}
     # Q side, scanned from the end: F_i = qr([q_i ; F_{i+1}]) * decay_i = qr([q_i*a_i ; F_{i+1}*a_i])
     future = _triangular_factor_scan((q * decay).flip(-2), decay.flip(-2)).flip(-3)  # future[i] factors Q_i
     idx = torch.tensor([p for p in positions if p > 0], dtype=torch.long, device=q.device)
-    sv = q.new_zeros(q.shape[0], len(positions), q.shape[-1])
+    sv = torch.zeros(q.shape[0], len(positions), q.shape[-1], dtype=q.real.dtype, device=q.device)
     if len(idx):
         cores = future[:, idx] @ past[:, idx - 1].transpose(-1, -2)
         keep = torch.tensor([p > 0 for p in positions], device=q.device)
@@ -168,7 +176,7 @@ def _count_above_tolerance(sv: Tensor, shapes: list[tuple[int, int]], dtype: tor
     """Tolerance rank as torch.linalg.matrix_rank computes it, per block of the given (rows, cols)."""
     # matrix_rank: rtol defaults to eps * max(rows, cols) when neither tolerance is given,
     # and to 0 when only atol > 0 is given; tol = max(atol, rtol * sigma_max).
-    eps = torch.finfo(dtype).eps
+    eps = torch.finfo(dtype.to_real() if dtype.is_complex else dtype).eps
     dims = torch.tensor([max(m, n) for m, n in shapes], dtype=sv.dtype, device=sv.device)
     if rtol is None:
         rtol_t = dims * eps if (atol is None or atol <= 0) else torch.zeros_like(dims)
@@ -204,14 +212,14 @@ def _block_singular_values(operator, positions):
         raise ValueError(f"operator must be a torch.Tensor or a Semiseparable; got {type(operator).__name__}")
     if operator.dim() < 2 or operator.shape[-1] != operator.shape[-2]:
         raise ValueError(f"operator must be a square (..., L, L) tensor or a Semiseparable; got shape {tuple(operator.shape)}")
-    if not operator.is_floating_point():
-        raise ValueError(f"operator must be floating point; got dtype {operator.dtype}")
+    if not (operator.is_floating_point() or operator.is_complex()):
+        raise ValueError(f"operator must be floating point (or complex); got dtype {operator.dtype}")
     length = operator.shape[-1]
     pos = _check_positions(length, positions)
     flat = operator.reshape(-1, length, length)
     # One batched SVD per split (all channels at once), padded to a common width.
     width = max([min(length - i, i) for i in pos] + [0])
-    sv = flat.new_zeros(flat.shape[0], len(pos), width)
+    sv = torch.zeros(flat.shape[0], len(pos), width, dtype=flat.real.dtype, device=flat.device)
     for j, i in enumerate(pos):
         if i > 0:
             s = torch.linalg.svdvals(flat[:, i:, :i])
@@ -223,7 +231,7 @@ def _ess_from_singular_values(sv, pos, length, batch_shape, dtype, kind, atol=No
     if kind == "tolerance":
         ess = _count_above_tolerance(sv, [(length - i, i) for i in pos], dtype, atol, rtol)
     else:
-        ess = _entropy_rank(sv).to(dtype)
+        ess = _entropy_rank(sv).to(dtype.to_real() if dtype.is_complex else dtype)
     ess = ess.masked_fill(torch.tensor([i == 0 for i in pos], device=ess.device), 0)
     return ess.reshape(*batch_shape, len(pos))
 

@@ -1,0 +1,147 @@
+"""The Hyena operator (Poli et al. 2023, "Hyena Hierarchy"), order 2, as in HazyResearch/safari.
+
+in_proj -> (x0, x1, v) -> short depthwise causal conv (3 taps) each; v <- x1 * v;
+v <- h * v + bias * v with a long causal filter h of the sequence's length, computed by FFT;
+y = x0 * v -> out_proj. The filter is implicit: an MLP with sine activations (order 64) of a
+positional encoding (emb_dim 3), times an exponential decay window (fast 0.3, slow 1.5,
+target 1e-2) — safari's defaults.
+
+Per channel the operator on v is diag(x0) (H + diag(bias)) diag(x1), H the Toeplitz matrix of h.
+TSS per channel: the filter length, i.e. the sequence length; the decoding cache holds every
+past input of the long convolution (plus the short-conv state).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from architectures.base import Mixer, MixerOperator, config_error, require_positive
+from architectures.kernels import check_choice
+
+
+class Sin(nn.Module):
+    def __init__(self, dim: int, w: float = 1.0):
+        super().__init__()
+        self.freq = nn.Parameter(w * torch.ones(1, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(self.freq * x)
+
+
+class ImplicitFilter(nn.Module):
+    """h(t) = MLP(pos(t)) * exp(-|delta| t): one filter per channel, defined on [0, max_len)."""
+
+    def __init__(self, channels: int, max_len: int, order: int = 64, emb_dim: int = 3):
+        super().__init__()
+        if emb_dim < 3 or emb_dim % 2 == 0:
+            raise config_error("hyena", "emb_dim", f"must be odd and >= 3, got {emb_dim}")
+        self.max_len, self.emb_dim = max_len, emb_dim
+        self.mlp = nn.Sequential(
+            nn.Linear(emb_dim, order),
+            Sin(order),
+            nn.Linear(order, order),
+            Sin(order),
+            nn.Linear(order, order),
+            Sin(order),
+            nn.Linear(order, channels, bias=False),
+        )
+        target, fast, slow = 1e-2, 0.3, 1.5
+        self.register_buffer(
+            "deltas", torch.linspace(math.log(target) / fast, math.log(target) / slow, channels), persistent=False
+        )
+
+    def positions(self, length: int, device) -> tuple[Tensor, Tensor]:
+        t = torch.linspace(0, 1, self.max_len, device=device)[:length, None]
+        bands = (self.emb_dim - 1) // 2
+        w = 2 * math.pi * torch.arange(length, device=device)[:, None] / self.max_len
+        f = torch.linspace(1e-4, bands - 1, bands, device=device)[None]
+        return torch.cat([t, torch.cos(f * w), -torch.sin(f * w)], dim=-1), t
+
+    def forward(self, length: int, device) -> Tensor:
+        z, t = self.positions(length, device)
+        z, t = z.to(self.deltas.dtype), t.to(self.deltas.dtype)
+        return (self.mlp(z) * torch.exp(-t * self.deltas.abs())).transpose(0, 1)  # (channels, L)
+
+
+def fft_causal_conv(u: Tensor, h: Tensor) -> Tensor:
+    """sum_{s <= t} h[t - s] u[s] for u `(B, C, L)`, h `(C, L)`, in O(L log L)."""
+    length = u.shape[-1]
+    n = 2 * length
+    work = torch.promote_types(torch.promote_types(u.dtype, h.dtype), torch.float32)  # FFTs in >= fp32 (bf16 under autocast)
+    out = torch.fft.irfft(torch.fft.rfft(u.to(work), n=n) * torch.fft.rfft(h.to(work), n=n), n=n)[..., :length]
+    return out.to(u.dtype)
+
+
+class Hyena(Mixer):
+    name = "hyena"
+
+    def __init__(
+        self, d_model: int, max_len: int = 4096, filter_order: int = 64, short_filter_order: int = 3, kernel: str = "auto"
+    ):
+        super().__init__(d_model)
+        require_positive(self.name, max_len=max_len, filter_order=filter_order, short_filter_order=short_filter_order)
+        check_choice(self.name, kernel)
+        self.kernel_choice, self.max_len, self.short = kernel, max_len, short_filter_order
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.short_filter = nn.Conv1d(
+            3 * d_model, 3 * d_model, short_filter_order, groups=3 * d_model, padding=short_filter_order - 1
+        )
+        self.filter = ImplicitFilter(d_model, max_len, order=filter_order)
+        self.bias = nn.Parameter(torch.randn(d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def _gates(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        length = x.shape[1]
+        if length > self.max_len:
+            raise ValueError(f"hyena: sequence length {length} exceeds `max_len`={self.max_len}; build with a larger max_len")
+        uc = self.short_filter(self.in_proj(x).transpose(1, 2))[..., :length]
+        return uc.chunk(3, dim=1)  # x0, x1, v: (B, D, L) each
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        x0, x1, v = self._gates(x)
+        u = x1 * v
+        self.kernel = "fft"
+        y = x0 * (fft_causal_conv(u, self.filter(x.shape[1], x.device)) + self.bias[:, None] * u)
+        return self.out_proj(y.transpose(1, 2))
+
+    def operator(self, x: Tensor) -> MixerOperator:
+        self.check_input(x)
+        x0, x1, v = self._gates(x)
+        length = x.shape[1]
+        h = self.filter(length, x.device)  # (D, L)
+        t = torch.arange(length, device=x.device)
+        lag = (t[:, None] - t[None, :]).clamp_min(0)
+        toeplitz = h[:, lag] * (t[:, None] >= t[None, :])  # (D, L, L)
+        toeplitz = toeplitz + torch.diag_embed(self.bias[:, None].expand(-1, length))
+        matrix = x0.unsqueeze(-1) * toeplitz.unsqueeze(0) * x1.unsqueeze(-2)
+        u = x1 * v
+        outputs = x0 * (fft_causal_conv(u, h) + self.bias[:, None] * u)
+        return MixerOperator(matrix, v, outputs)
+
+    def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
+        return self.out_proj(outputs.transpose(1, 2))
+
+    def state_size(self, seq_len: int) -> int:
+        return seq_len
+
+    def init_state(self, batch_size: int) -> dict[str, Tensor]:
+        p = self._param()
+        return {
+            "short": p.new_zeros(batch_size, 3 * self.d_model, self.short - 1),
+            "history": p.new_zeros(batch_size, self.d_model, 0),  # past inputs of the long convolution
+        }
+
+    def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        window = torch.cat([state["short"], self.in_proj(x_t).unsqueeze(-1)], dim=-1)
+        x0, x1, v = ((window * self.short_filter.weight.squeeze(1)).sum(-1) + self.short_filter.bias).chunk(3, dim=-1)
+        history = torch.cat([state["history"], (x1 * v).unsqueeze(-1)], dim=-1)  # (B, D, t + 1)
+        length = history.shape[-1]
+        if length > self.max_len:
+            raise ValueError(f"hyena: decoding past `max_len`={self.max_len}")
+        h = self.filter(length, x_t.device).flip(-1)  # h[t - s] for s = 0..t
+        y = x0 * ((history * h).sum(-1) + self.bias * history[..., -1])
+        return self.out_proj(y), {"short": window[..., 1:], "history": history}

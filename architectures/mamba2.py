@@ -1,0 +1,123 @@
+"""Mamba-2's SSD block (Dao & Gu 2024, "Transformers are SSMs").
+
+in_proj -> (z, xBC, dt); xBC -> short depthwise causal conv -> SiLU -> (x, B, C); per head h a
+scalar decay: S_t = exp(dt_t A_h) S_{t-1} + (dt_t B_t) x_t^T, y_t = S_t^T C_t + D_h x_t;
+gated RMSNorm(y * SiLU(z)) -> out_proj. One group (B, C shared by the heads). Defaults are
+the paper's with sizes scaled to small models: d_state 16 (paper 128), headdim 16 (paper 64),
+expand 2, d_conv 4, A ~ U[1, 16], dt in [1e-3, 1e-1].
+Reference path: the chunked SSD form (architectures.linear_recurrence.chunked_gla with a
+scalar decay per head). Fast path on CUDA: mamba-ssm's `mamba_chunk_scan_combined`.
+TSS per channel: d_state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from architectures.base import require_divisible, require_positive
+from architectures.kernels import check_choice, optional_import, use_fast
+from architectures.linear_recurrence import GatedLinearMixer, Heads, chunked_gla
+
+
+class Mamba2(GatedLinearMixer):
+    name = "mamba2"
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        headdim: int = 16,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        kernel: str = "auto",
+    ):
+        super().__init__(d_model)
+        require_positive(self.name, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim)
+        d_inner = expand * d_model
+        require_divisible(self.name, "expand * d_model", d_inner, "headdim", headdim)
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"{self.name}: invalid `dt_min`/`dt_max`: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        check_choice(self.name, kernel)
+        self.kernel_choice = kernel
+        self.d_inner, self.d_state, self.d_conv, self.headdim = d_inner, d_state, d_conv, headdim
+        self.num_heads = d_inner // headdim
+        self.key_dim, self.value_dim = d_state, headdim
+        self.conv_dim = d_inner + 2 * d_state
+        self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * d_state + self.num_heads, bias=False)
+        self.conv = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1)
+        dt = torch.exp(torch.rand(self.num_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.num_heads).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(self.num_heads))
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True  # as in mamba-ssm
+        self.norm = nn.RMSNorm(d_inner, eps=1e-5)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    def _split(self, zxbcdt: Tensor, xBC: Tensor) -> Heads:
+        """Heads from the in-projection and the convolved, activated xBC `(B, L, conv_dim)`."""
+        b, length, _ = xBC.shape
+        z = zxbcdt[..., : self.d_inner]
+        dt = F.softplus(zxbcdt[..., -self.num_heads :] + self.dt_bias)  # (B, L, H)
+        x, B, C = xBC.split([self.d_inner, self.d_state, self.d_state], dim=-1)
+        x = x.view(b, length, self.num_heads, self.headdim).transpose(1, 2)  # (B, H, L, P)
+        dt = dt.transpose(1, 2)  # (B, H, L)
+        A = -self.A_log.exp()
+        q = C.unsqueeze(1).expand(b, self.num_heads, length, self.d_state)
+        k = dt.unsqueeze(-1) * B.unsqueeze(1)
+        log_a = (dt * A[:, None]).unsqueeze(-1)  # scalar decay per head
+        return Heads(q, k, x, log_a, ctx=(z, dt, B, C))
+
+    def heads(self, x: Tensor) -> Heads:
+        zxbcdt = self.in_proj(x)
+        xBC = zxbcdt[..., self.d_inner : self.d_inner + self.conv_dim]
+        xBC = F.silu(self.conv(xBC.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2))
+        return self._split(zxbcdt, xBC)
+
+    def _recurrence(self, hd: Heads) -> Tensor:
+        if use_fast("mamba2/ssd", self.kernel_choice, hd.v.device, _probe):
+            self.kernel = "mamba-ssm-ssd"
+            _, dt, B, C = hd.ctx
+            return _ssd_kernel(hd.v, dt, -self.A_log.exp(), B, C)
+        self.kernel = "reference"
+        return chunked_gla(hd.q, hd.k, hd.v, hd.log_a, self.chunk_size)[0]
+
+    def finish(self, o: Tensor, hd: Heads) -> Tensor:
+        z = hd.ctx[0]
+        b, h, length, p = o.shape
+        y = (o + self.D[:, None, None] * hd.v).transpose(1, 2).reshape(b, length, h * p)
+        return self.out_proj(self.norm(y * F.silu(z)))
+
+    def init_state(self, batch_size: int) -> dict[str, Tensor]:
+        state = super().init_state(batch_size)
+        state["conv"] = self._param().new_zeros(batch_size, self.conv_dim, self.d_conv - 1)
+        return state
+
+    def step_heads(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Heads, dict[str, Tensor]]:
+        zxbcdt = self.in_proj(x_t)
+        xBC = zxbcdt[..., self.d_inner : self.d_inner + self.conv_dim]
+        window = torch.cat([state["conv"], xBC.unsqueeze(-1)], dim=-1)
+        xBC = F.silu((window * self.conv.weight.squeeze(1)).sum(-1) + self.conv.bias)
+        return self._split(zxbcdt.unsqueeze(1), xBC.unsqueeze(1)), {"conv": window[..., 1:]}
+
+
+def _ssd_kernel(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    ssd = optional_import("mamba_ssm.ops.triton.ssd_combined").mamba_chunk_scan_combined
+    y = ssd(x.transpose(1, 2).contiguous(), dt.transpose(1, 2).contiguous(), A, B.unsqueeze(2), C.unsqueeze(2), chunk_size=64)
+    return y.transpose(1, 2).to(x.dtype)
+
+
+def _probe(device: torch.device) -> bool:
+    g = torch.Generator().manual_seed(0)
+    x, dt = torch.randn(2, 2, 64, 8, generator=g), torch.rand(2, 2, 64, generator=g) * 0.1
+    A, B, C = -torch.rand(2, generator=g) - 0.5, torch.randn(2, 64, 4, generator=g), torch.randn(2, 64, 4, generator=g)
+    q, k = C.unsqueeze(1).expand(2, 2, 64, 4), dt.unsqueeze(-1) * B.unsqueeze(1)
+    ref, _ = chunked_gla(q, k, x, (dt * A[:, None]).unsqueeze(-1))
+    out = _ssd_kernel(*(t.to(device) for t in (x, dt, A, B, C)))
+    return torch.allclose(out.float().cpu(), ref, atol=1e-2, rtol=1e-2)
