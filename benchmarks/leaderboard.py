@@ -1,13 +1,19 @@
-"""Build the leaderboard (`leaderboard.md`, `leaderboard.csv`) from a store's records.
+"""Build the leaderboard from a store's records: `leaderboard.md`, `leaderboard.csv`, `index.html`
+(a self-contained page: sortable tables, embedded figures, each row's provenance) and the seaborn
+figures under `figures/`.
 
-python -m benchmarks.leaderboard [store_dir]     # default: results
+    python -m benchmarks.leaderboard [store_dir]     # default: results
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.store import Store
@@ -16,13 +22,15 @@ COLUMNS = {
     "mixer": "mixer",
     "task": "task",
     "seq_len": "L",
-    "memory_demand": "kv pairs",
+    "memory_demand": "memory demand",
     "accuracy": "accuracy",
+    "chance": "chance",
     "ess_mean": "ESS (mean)",
     "entropy_ess_mean": "entropy ESS",
     "tss": "TSS",
     "utilization": "ESS/TSS",
     "cache_bytes": "cache bytes",
+    "decode_tokens_per_s": "decode tok/s",
     "parameters": "params",
     "steps": "steps",
     "seed": "seed",
@@ -32,6 +40,14 @@ COLUMNS = {
     "wall_time_s": "time (s)",
     "key": "record",
 }
+FORMATS = {
+    "accuracy": "{:.3f}",
+    "chance": "{:.3f}",
+    "ESS (mean)": "{:.2f}",
+    "entropy ESS": "{:.2f}",
+    "ESS/TSS": "{:.3f}",
+    "decode tok/s": "{:.0f}",
+}
 
 
 def rows(records: list[dict]) -> pd.DataFrame:
@@ -40,7 +56,6 @@ def rows(records: list[dict]) -> pd.DataFrame:
         if r.get("status") != "ok":
             continue
         m, prov, cfg = r["metrics"], r["provenance"], r["config"]
-        commit = prov["commit"][:10] + ("+dirty" if prov.get("dirty") else "")
         out.append(
             {
                 "mixer": cfg["architecture"]["name"],
@@ -48,15 +63,17 @@ def rows(records: list[dict]) -> pd.DataFrame:
                 "seq_len": m["task"]["seq_len"],
                 "memory_demand": m["task"]["memory_demand"],
                 "accuracy": m["accuracy"],
+                "chance": m["task"]["chance_accuracy"],
                 "ess_mean": m["ess"]["ess_mean"],
                 "entropy_ess_mean": m["ess"]["entropy_ess_mean"],
                 "tss": m["tss"],
                 "utilization": m["utilization"],
                 "cache_bytes": m["cache_bytes"],
+                "decode_tokens_per_s": m.get("throughput", {}).get("decode_tokens_per_s", float("nan")),
                 "parameters": m["parameters"],
                 "steps": m["steps"],
                 "seed": r["seed"],
-                "commit": commit,
+                "commit": prov["commit"][:10] + ("+dirty" if prov.get("dirty") else ""),
                 "device": prov["device"],
                 "kernels": ",".join(m["kernels"]),
                 "wall_time_s": r["wall_time_s"],
@@ -64,46 +81,274 @@ def rows(records: list[dict]) -> pd.DataFrame:
             }
         )
     df = pd.DataFrame(out, columns=list(COLUMNS))
-    return df.sort_values(["task", "seq_len", "memory_demand", "accuracy"], ascending=[True, True, True, False])
+    return df.sort_values(
+        ["task", "seq_len", "memory_demand", "accuracy"], ascending=[True, True, True, False], ignore_index=True
+    )
+
+
+def _cell(column: str, value) -> str:
+    if column in FORMATS and isinstance(value, (int, float)) and not pd.isna(value):
+        return FORMATS[column].format(value)
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
 def _markdown(df: pd.DataFrame) -> str:
     shown = df.rename(columns=COLUMNS)
-    fmt = {"accuracy": "{:.3f}", "ESS (mean)": "{:.2f}", "entropy ESS": "{:.2f}", "ESS/TSS": "{:.3f}"}
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     for _, row in shown.iterrows():
-        cells = [fmt[c].format(v) if c in fmt else str(v) for c, v in row.items()]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_cell(c, v) for c, v in row.items()) + " |")
     return "\n".join(lines)
+
+
+def correlations(df: pd.DataFrame) -> dict:
+    """Pearson r of accuracy with ESS / memory demand and with TSS / memory demand (the ESS paper's claim)."""
+    if len(df) < 3:
+        return {}
+    demand = df["memory_demand"].clip(lower=1)
+    out = {}
+    for name, col in (("ess", "ess_mean"), ("tss", "tss")):
+        x = df[col] / demand
+        out[name] = float(np.corrcoef(x, df["accuracy"])[0, 1]) if x.std() > 0 and df["accuracy"].std() > 0 else float("nan")
+    out["n"] = len(df)
+    return out
+
+
+def figures(records: list[dict], df: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """The seaborn figures; returns name -> PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+
+    from architectures import registry
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    known = registry.names() + sorted(set(df["mixer"]) - set(registry.names()))
+    palette = dict(zip(known, sns.color_palette("tab20", len(known)), strict=True))  # one colour per mixer everywhere
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log_axis(axis):
+        axis.set_major_formatter(LogFormatterSciNotation())
+        axis.set_minor_formatter(NullFormatter())
+
+    paths: dict[str, Path] = {}
+    if df.empty:
+        return paths
+
+    def save(fig, name: str):
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths[name] = path
+
+    grid = sns.relplot(
+        data=df,
+        x="memory_demand",
+        y="accuracy",
+        hue="mixer",
+        palette=palette,
+        col="task",
+        kind="line",
+        marker="o",
+        col_wrap=min(3, df["task"].nunique()),
+        height=3.2,
+        facet_kws={"sharex": False},
+    )
+    grid.set_axis_labels("memory demand (e.g. kv pairs)", "test accuracy")
+    grid.figure.suptitle("Accuracy vs. difficulty", y=1.03)
+    save(grid.figure, "accuracy_vs_difficulty")
+
+    curves = []
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        e = r["metrics"]["ess"]
+        for i, v in zip(e["positions"], e["ess_curve"], strict=True):
+            curves.append(
+                {
+                    "mixer": r["config"]["architecture"]["name"],
+                    "task": r["metrics"]["task"]["name"],
+                    "L": r["metrics"]["task"]["seq_len"],
+                    "split i": i,
+                    "ESS": v,
+                }
+            )
+    if curves:
+        cdf = pd.DataFrame(curves)
+        task, length = cdf.groupby(["task", "L"]).size().idxmax()  # the most common setting, for a like-for-like plot
+        sub = cdf[(cdf["task"] == task) & (cdf["L"] == length)]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        sns.lineplot(data=sub, x="split i", y="ESS", hue="mixer", palette=palette, ax=ax, errorbar=None)
+        lo, hi = next(r["metrics"]["ess"]["window"] for r in records if r.get("status") == "ok")
+        ax.axvspan(lo, hi, color="grey", alpha=0.12, label="headline window")
+        ax.plot(
+            sub["split i"].unique(),
+            np.minimum(sub["split i"].unique(), length - sub["split i"].unique()),
+            "k:",
+            lw=1,
+            label="min(i, L - i)",
+        )
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_title(f"ESS over position ({task}, L={length}); boundary effect beyond the window")
+        ax.legend(fontsize=7, ncol=2)
+        save(fig, "ess_curves")
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    agg = df.groupby("mixer", as_index=False)[["ess_mean", "tss"]].mean()
+    sns.scatterplot(data=agg, x="tss", y="ess_mean", hue="mixer", palette=palette, s=80, ax=ax)
+    top = max(agg["tss"].max(), agg["ess_mean"].max(), 1)
+    ax.plot([0.5, top], [0.5, top], "k:", lw=1, label="ESS = TSS")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    log_axis(ax.xaxis)
+    log_axis(ax.yaxis)
+    ax.set_xlabel("TSS per channel")
+    ax.set_ylabel("mean ESS per channel")
+    ax.set_title("ESS vs. TSS")
+    ax.legend(fontsize=7)
+    save(fig, "ess_vs_tss")
+
+    corr = correlations(df)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    demand = df["memory_demand"].clip(lower=1)
+    for ax, col, label in ((axes[0], "ess_mean", "ess"), (axes[1], "tss", "tss")):
+        sns.scatterplot(x=df[col] / demand, y=df["accuracy"], hue=df["mixer"], palette=palette, ax=ax, legend=ax is axes[1], s=50)
+        ax.set_xscale("log")
+        log_axis(ax.xaxis)
+        ax.set_xlabel(f"{label.upper()} / memory demand")
+        ax.set_title(f"accuracy vs {label.upper()}/demand: r = {corr.get(label, float('nan')):.2f}")
+    axes[0].set_ylabel("test accuracy")
+    if axes[1].get_legend():
+        axes[1].legend(fontsize=7)
+    save(fig, "accuracy_vs_ess")
+    return paths
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mixerbench leaderboard</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 13px; margin-bottom: 2em; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
+th {{ background: #f0f0f0; cursor: pointer; user-select: none; }}
+th.asc::after {{ content: " \\25B2"; }} th.desc::after {{ content: " \\25BC"; }}
+td:first-child, td:nth-child(2) {{ text-align: left; }}
+img {{ max-width: 100%; margin: 1em 0; }} details {{ font-size: 12px; }} code {{ font-size: 12px; }}
+</style></head><body>
+<h1>mixerbench leaderboard</h1>
+<p>{summary}</p>
+<h2>Runs</h2>
+{table}
+<h2>Figures</h2>
+{figures}
+<h2>Failed runs</h2>
+{failed}
+<h2>Provenance</h2>
+{provenance}
+<script>
+document.querySelectorAll("table.sortable").forEach(function (table) {{
+  table.querySelectorAll("th").forEach(function (th, col) {{
+    th.addEventListener("click", function () {{
+      var asc = !th.classList.contains("asc");
+      table.querySelectorAll("th").forEach(function (h) {{ h.classList.remove("asc", "desc"); }});
+      th.classList.add(asc ? "asc" : "desc");
+      var body = table.tBodies[0];
+      var rows = Array.from(body.rows);
+      rows.sort(function (a, b) {{
+        var x = a.cells[col].dataset.value, y = b.cells[col].dataset.value;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var cmp = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return asc ? cmp : -cmp;
+      }});
+      rows.forEach(function (r) {{ body.appendChild(r); }});
+    }});
+  }});
+}});
+</script>
+</body></html>
+"""
+
+
+def _html_table(df: pd.DataFrame, table_id: str) -> str:
+    shown = df.rename(columns=COLUMNS)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
+    body = []
+    for _, row in shown.iterrows():
+        cells = "".join(f'<td data-value="{html.escape(str(v))}">{html.escape(_cell(c, v))}</td>' for c, v in row.items())
+        body.append(f"<tr>{cells}</tr>")
+    return f'<table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _page(records, df, failed, fig_paths, summary) -> str:
+    figs = "".join(
+        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>"
+        for name, p in fig_paths.items()
+    )
+    fails = (
+        "<p>none</p>"
+        if not failed
+        else "<ul>"
+        + "".join(
+            f"<li><code>{html.escape(r['key'])}</code> {html.escape(r['config']['architecture'].get('name', '?'))}: "
+            f"{html.escape(r.get('error', ''))}</li>"
+            for r in failed
+        )
+        + "</ul>"
+    )
+
+    def provenance_of(r: dict) -> str:
+        blob = json.dumps({"config": r["config"], "provenance": r.get("provenance")}, indent=1)
+        name = r["config"]["architecture"].get("name", "?")
+        return f"<details><summary><code>{html.escape(r['key'])}</code> {html.escape(name)}</summary><pre>{html.escape(blob)}</pre></details>"
+
+    prov = "".join(provenance_of(r) for r in records)
+    return PAGE.format(summary=html.escape(summary), table=_html_table(df, "runs"), figures=figs, failed=fails, provenance=prov)
 
 
 def build(store_root: str | Path = "results") -> list[Path]:
     store = Store(store_root)
-    records = store.records()
+    records = [r for r in store.records() if "metrics" in r or r.get("status") == "failed"]
     df = rows(records)
     failed = [r for r in records if r.get("status") != "ok"]
     root = Path(store_root)
     root.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = root / "leaderboard.csv", root / "leaderboard.md"
+    csv_path, md_path, html_path = root / "leaderboard.csv", root / "leaderboard.md", root / "index.html"
     df.to_csv(csv_path, index=False)
+    fig_paths = figures([r for r in records if r.get("status") == "ok"], df, root / "figures")
+    corr = correlations(df)
+    summary = (
+        f"{len(df)} runs ({len(failed)} failed). Accuracy: test accuracy on scored positions. ESS: tolerance "
+        "effective state-size per channel, mean over channels, layers, test examples and the interior window "
+        "of splits (each record's ess.window). TSS: theoretical state size per channel (attention and Hyena: "
+        "the sequence length). cache bytes: decoding state of all layers after L tokens at batch 1."
+    )
+    if corr:
+        summary += (
+            f" Across these runs, accuracy correlates with ESS/memory demand at r = {corr['ess']:.2f} "
+            f"and with TSS/memory demand at r = {corr['tss']:.2f} (n = {corr['n']})."
+        )
     text = [
         "# mixerbench leaderboard",
         "",
-        f"{len(df)} runs ({len(failed)} failed). Accuracy: test accuracy on scored positions. "
-        "ESS: tolerance effective state-size per channel, mean over channels, layers, test examples "
-        "and the interior window of splits (see the record's `ess.window`). TSS: theoretical state size "
-        "per channel (for attention: the sequence length). cache bytes: decoding state of all layers "
-        "after L tokens at batch 1. Each row's full config, versions and curves are in "
-        "`records/<record>.json`; rerun it with the command in the README.",
+        summary,
+        "Each row's full config, versions and curves are in `records/<record>.json`; rerun it with the command in the README.",
         "",
         _markdown(df),
     ]
+    if fig_paths:
+        text += ["", "## Figures", ""] + [f"![{n}](figures/{p.name})" for n, p in fig_paths.items()]
     if failed:
         text += ["", "## Failed runs", "", "| record | mixer | error |", "|---|---|---|"]
         for r in failed:
-            text.append(f"| {r['key']} | {r['config']['architecture']['name']} | {r.get('error', '').replace('|', '/')[:200]} |")
+            text.append(
+                f"| {r['key']} | {r['config']['architecture'].get('name', '?')} | {r.get('error', '').replace('|', '/')[:200]} |"
+            )
     md_path.write_text("\n".join(text) + "\n")
-    return [md_path, csv_path]
+    html_path.write_text(_page(records, df, failed, fig_paths, summary))
+    return [md_path, csv_path, html_path]
 
 
 if __name__ == "__main__":
