@@ -302,7 +302,8 @@ def _page(records, df, failed, fig_paths, summary) -> str:
     def provenance_of(r: dict) -> str:
         blob = json.dumps({"config": r["config"], "provenance": r.get("provenance")}, indent=1)
         name = r["config"]["architecture"].get("name", "?")
-        return f"<details><summary><code>{html.escape(r['key'])}</code> {html.escape(name)}</summary><pre>{html.escape(blob)}</pre></details>"
+        summary_line = f"<summary><code>{html.escape(r['key'])}</code> {html.escape(name)}</summary>"
+        return f"<details>{summary_line}<pre>{html.escape(blob)}</pre></details>"
 
     prov = "".join(provenance_of(r) for r in records)
     return PAGE.format(summary=html.escape(summary), table=_html_table(df, "runs"), figures=figs, failed=fails, provenance=prov)
