@@ -43,6 +43,16 @@ def perf(session: nox.Session) -> None:
     session.run("pytest", "benchmarks/perf", "--benchmark-only", "-s", "--benchmark-json=.benchmarks/perf.json", *session.posargs)
 
 
+@nox.session
+def kernels(session: nox.Session) -> None:
+    """Throughput of every mixer over the device's length ladder (records under results/throughput),
+    then the per-mixer pytest-benchmark suite. CPU: a few minutes; on a GPU the fast kernels run."""
+    install(session)
+    session.run("python", "-m", "benchmarks.throughput", *session.posargs)
+    session.run("pytest", "benchmarks/perf/test_kernels.py", "--benchmark-only", "--benchmark-json=.benchmarks/kernels.json")
+    session.run("python", "-m", "benchmarks.leaderboard", "results")
+
+
 @nox.session(name="cuda-kernels")
 def cuda_kernels(session: nox.Session) -> None:
     """On a GPU machine: the tests with mamba-ssm, causal-conv1d and flash-attn built against the CUDA torch.

@@ -33,12 +33,14 @@ def _key_of(override: str) -> str:
 
 def expand(overrides: list[str]) -> list[dict]:
     """Resolved configs of every run of the sweep defined by the preset plus `overrides`."""
+    parser = OverridesParser.create()
+    fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
     with initialize_config_module("benchmarks.conf", version_base="1.3"):
-        hydra_cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        hydra_cfg = compose("config", overrides=fixed, return_hydra_config=True)
         params = OmegaConf.to_container(hydra_cfg.hydra.sweeper.params or {})
         given = {_key_of(o) for o in overrides}
         grid = [f"{k}={v}" for k, v in params.items() if k not in given] + list(overrides)
-        parsed = OverridesParser.create().parse_overrides(grid)
+        parsed = parser.parse_overrides(grid)
         jobs = BasicSweeper.split_arguments(parsed, max_batch_size=None)[0]
         configs = []
         for job in jobs:

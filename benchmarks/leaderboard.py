@@ -30,7 +30,7 @@ COLUMNS = {
     "tss": "TSS",
     "utilization": "ESS/TSS",
     "cache_bytes": "cache bytes",
-    "decode_tokens_per_s": "decode tok/s",
+    "forward_tokens_per_s": "forward tok/s",
     "parameters": "params",
     "steps": "steps",
     "seed": "seed",
@@ -50,7 +50,100 @@ FORMATS = {
 }
 
 
-def rows(records: list[dict]) -> pd.DataFrame:
+def throughput_rows(records: list[dict]) -> pd.DataFrame:
+    out = []
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        m = r["metrics"]
+        out.append(
+            {
+                "mixer": m["mixer"],
+                "device": r["provenance"]["device"],
+                "kernel": m["kernel"],
+                "L": m["seq_len"],
+                "batch": m["batch"],
+                "forward tok/s": m["forward_tokens_per_s"],
+                "fwd+bwd tok/s": m["forward_backward_tokens_per_s"],
+                "prefill tok/s": m["prefill_tokens_per_s"],
+                "decode tok/s": m["decode_tokens_per_s"],
+                "forward ms": 1e3 * m["forward_s"],
+                "peak MB": m["peak_memory_bytes"] / 2**20,
+                "forward GFLOP/s": m["forward_flops_per_s"] / 1e9,
+                "% of peak": 100 * m["forward_fraction_of_peak"] if "forward_fraction_of_peak" in m else float("nan"),
+                "commit": r["provenance"]["commit"][:10] + ("+dirty" if r["provenance"].get("dirty") else ""),
+            }
+        )
+    cols = [
+        "mixer",
+        "device",
+        "kernel",
+        "L",
+        "batch",
+        "forward tok/s",
+        "fwd+bwd tok/s",
+        "prefill tok/s",
+        "decode tok/s",
+        "forward ms",
+        "peak MB",
+        "forward GFLOP/s",
+        "% of peak",
+        "commit",
+    ]
+    return pd.DataFrame(out, columns=cols).sort_values(["device", "mixer", "kernel", "L"], ignore_index=True)
+
+
+def scaling_table(tp: pd.DataFrame) -> pd.DataFrame:
+    """Exponent of time with L (slope of log time on log L) per mixer, device and kernel."""
+    from benchmarks.throughput import scaling_exponent
+
+    out = []
+    for (mixer, device, kernel), g in tp.groupby(["mixer", "device", "kernel"]):
+        if g["L"].nunique() < 2:
+            continue
+        out.append(
+            {
+                "mixer": mixer,
+                "device": device,
+                "kernel": kernel,
+                "lengths": f"{g['L'].min()}-{g['L'].max()}",
+                "forward ~ L^": scaling_exponent(g["L"], g["L"] * g["batch"] / g["forward tok/s"]),
+                "fwd+bwd ~ L^": scaling_exponent(g["L"], g["L"] * g["batch"] / g["fwd+bwd tok/s"]),
+            }
+        )
+    return pd.DataFrame(out, columns=["mixer", "device", "kernel", "lengths", "forward ~ L^", "fwd+bwd ~ L^"])
+
+
+def speedup_table(tp: pd.DataFrame) -> pd.DataFrame:
+    """Fast kernel vs reference path, same mixer, device and L (both must have been measured)."""
+    ref = tp[tp["kernel"] == "reference"].set_index(["mixer", "device", "L"])
+    out = []
+    for _, row in tp[tp["kernel"] != "reference"].iterrows():
+        key = (row["mixer"], row["device"], row["L"])
+        if key in ref.index:
+            base = ref.loc[key]
+            out.append(
+                {
+                    "mixer": row["mixer"],
+                    "device": row["device"],
+                    "L": row["L"],
+                    "fast kernel": row["kernel"],
+                    "forward speedup": row["forward tok/s"] / base["forward tok/s"],
+                    "fwd+bwd speedup": row["fwd+bwd tok/s"] / base["fwd+bwd tok/s"],
+                }
+            )
+    return pd.DataFrame(out, columns=["mixer", "device", "L", "fast kernel", "forward speedup", "fwd+bwd speedup"])
+
+
+def _nearest_throughput(tp: pd.DataFrame, mixer: str, device: str, length: int) -> float:
+    g = tp[(tp["mixer"] == mixer) & (tp["device"] == device)]
+    if g.empty:
+        return float("nan")
+    return float(g.iloc[(g["L"] - length).abs().argmin()]["forward tok/s"])
+
+
+def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
+    tp = throughput_rows([]) if tp is None else tp
     out = []
     for r in records:
         if r.get("status") != "ok":
@@ -69,7 +162,9 @@ def rows(records: list[dict]) -> pd.DataFrame:
                 "tss": m["tss"],
                 "utilization": m["utilization"],
                 "cache_bytes": m["cache_bytes"],
-                "decode_tokens_per_s": m.get("throughput", {}).get("decode_tokens_per_s", float("nan")),
+                "forward_tokens_per_s": _nearest_throughput(
+                    tp, cfg["architecture"]["name"], prov["device"], m["task"]["seq_len"]
+                ),
                 "parameters": m["parameters"],
                 "steps": m["steps"],
                 "seed": r["seed"],
@@ -90,6 +185,17 @@ def _cell(column: str, value) -> str:
     if column in FORMATS and isinstance(value, (int, float)) and not pd.isna(value):
         return FORMATS[column].format(value)
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def _plain_markdown(df: pd.DataFrame) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if np.isnan(v) else (f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}")
+        return str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
 
 
 def _markdown(df: pd.DataFrame) -> str:
@@ -113,7 +219,7 @@ def correlations(df: pd.DataFrame) -> dict:
     return out
 
 
-def figures(records: list[dict], df: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFrame | None = None) -> dict[str, Path]:
     """The seaborn figures; returns name -> PNG path."""
     import matplotlib
 
@@ -125,7 +231,8 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path) -> dict[str, P
     from architectures import registry
 
     sns.set_theme(style="whitegrid", context="notebook")
-    known = registry.names() + sorted(set(df["mixer"]) - set(registry.names()))
+    extra = set(df["mixer"]) | (set(tp["mixer"]) if tp is not None else set())
+    known = registry.names() + sorted(extra - set(registry.names()))
     palette = dict(zip(known, sns.color_palette("tab20", len(known)), strict=True))  # one colour per mixer everywhere
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -134,6 +241,30 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path) -> dict[str, P
         axis.set_minor_formatter(NullFormatter())
 
     paths: dict[str, Path] = {}
+    if tp is not None and not tp.empty:
+        grid = sns.relplot(
+            data=tp,
+            x="L",
+            y="forward tok/s",
+            hue="mixer",
+            palette=palette,
+            style="kernel",
+            col="device",
+            kind="line",
+            marker="o",
+            height=3.6,
+            facet_kws={"sharey": False},
+        )
+        for ax in grid.axes.flat:
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            log_axis(ax.yaxis)
+        grid.figure.suptitle("Forward throughput vs. sequence length (device in each panel)", y=1.03)
+        save_name = "throughput_vs_length"
+        path = out_dir / f"{save_name}.png"
+        grid.figure.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(grid.figure)
+        paths[save_name] = path
     if df.empty:
         return paths
 
@@ -241,6 +372,8 @@ img {{ max-width: 100%; margin: 1em 0; }} details {{ font-size: 12px; }} code {{
 <p>{summary}</p>
 <h2>Runs</h2>
 {table}
+<h2>Throughput</h2>
+{throughput}
 <h2>Figures</h2>
 {figures}
 <h2>Failed runs</h2>
@@ -271,8 +404,8 @@ document.querySelectorAll("table.sortable").forEach(function (table) {{
 """
 
 
-def _html_table(df: pd.DataFrame, table_id: str) -> str:
-    shown = df.rename(columns=COLUMNS)
+def _html_table(df: pd.DataFrame, table_id: str, rename: bool = True) -> str:
+    shown = df.rename(columns=COLUMNS) if rename else df
     head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
     body = []
     for _, row in shown.iterrows():
@@ -281,7 +414,7 @@ def _html_table(df: pd.DataFrame, table_id: str) -> str:
     return f'<table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _page(records, df, failed, fig_paths, summary) -> str:
+def _page(records, df, failed, fig_paths, summary, tp=None, scaling=None, speedups=None) -> str:
     figs = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>"
@@ -306,19 +439,39 @@ def _page(records, df, failed, fig_paths, summary) -> str:
         return f"<details>{summary_line}<pre>{html.escape(blob)}</pre></details>"
 
     prov = "".join(provenance_of(r) for r in records)
-    return PAGE.format(summary=html.escape(summary), table=_html_table(df, "runs"), figures=figs, failed=fails, provenance=prov)
+    tables = "<p>No throughput records: run <code>nox -s kernels</code>.</p>"
+    if tp is not None and not tp.empty:
+        tables = (
+            _html_table(tp, "throughput", rename=False)
+            + "<h3>Scaling with sequence length</h3>"
+            + _html_table(scaling, "scaling", rename=False)
+        )
+        tables += "<h3>Fast kernels vs. reference path</h3>" + (
+            _html_table(speedups, "speedups", rename=False) if not speedups.empty else "<p>none measured on one device</p>"
+        )
+    return PAGE.format(
+        summary=html.escape(summary),
+        table=_html_table(df, "runs"),
+        throughput=tables,
+        figures=figs,
+        failed=fails,
+        provenance=prov,
+    )
 
 
 def build(store_root: str | Path = "results") -> list[Path]:
     store = Store(store_root)
     records = [r for r in store.records() if "metrics" in r or r.get("status") == "failed"]
-    df = rows(records)
+    tp_records = Store(Path(store_root) / "throughput").records()
+    tp = throughput_rows(tp_records)
+    df = rows(records, tp)
     failed = [r for r in records if r.get("status") != "ok"]
     root = Path(store_root)
     root.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, html_path = root / "leaderboard.csv", root / "leaderboard.md", root / "index.html"
     df.to_csv(csv_path, index=False)
-    fig_paths = figures([r for r in records if r.get("status") == "ok"], df, root / "figures")
+    fig_paths = figures([r for r in records if r.get("status") == "ok"], df, root / "figures", tp)
+    scaling, speedups = scaling_table(tp), speedup_table(tp)
     corr = correlations(df)
     summary = (
         f"{len(df)} runs ({len(failed)} failed). Accuracy: test accuracy on scored positions. ESS: tolerance "
@@ -339,6 +492,25 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "",
         _markdown(df),
     ]
+    if not tp.empty:
+        text += [
+            "",
+            "## Throughput",
+            "",
+            "Measured by `nox -s kernels` (method in `benchmarks/throughput.py`); every row names its device and kernel path.",
+            "",
+            _plain_markdown(tp),
+            "",
+            "### Scaling of time with sequence length",
+            "",
+            _plain_markdown(scaling),
+        ]
+        text += ["", "### Fast kernels vs. reference path", ""]
+        text += [
+            _plain_markdown(speedups)
+            if not speedups.empty
+            else "No device here had both a fast kernel and the reference path measured."
+        ]
     if fig_paths:
         text += ["", "## Figures", ""] + [f"![{n}](figures/{p.name})" for n, p in fig_paths.items()]
     if failed:
@@ -348,7 +520,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
                 f"| {r['key']} | {r['config']['architecture'].get('name', '?')} | {r.get('error', '').replace('|', '/')[:200]} |"
             )
     md_path.write_text("\n".join(text) + "\n")
-    html_path.write_text(_page(records, df, failed, fig_paths, summary))
+    html_path.write_text(_page(records, df, failed, fig_paths, summary, tp, scaling, speedups))
     return [md_path, csv_path, html_path]
 
 

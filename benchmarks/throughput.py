@@ -1,0 +1,274 @@
+"""Kernel throughput of every mixer: forward, forward + backward, prefill and per-token decode.
+
+    python -m benchmarks.throughput                      # every mixer, the device's length ladder
+    python -m benchmarks.throughput mixers=attention,mamba lengths=256,1024 store=/tmp/tp
+
+Method (as kernel authors measure): fixed shapes and dtypes (fp32 on CPU, bf16 on CUDA), warm-up
+calls, then the median of repeated timings — CUDA events around each call with synchronisation on
+GPU, `time.perf_counter` on CPU. Prefill is the inference-mode forward over the prompt; decode is
+the median time of one `step` with the cache of a prompt of length L. Peak memory is the CUDA
+allocator's peak, or on CPU the resident set size sampled after each call. FLOPs come from
+`torch.utils.flop_counter`; on CUDA achieved FLOP/s is also given as a fraction of the device's
+dense peak. The scaling exponent of time with L is the slope of log(time) on log(L).
+Each (mixer, device, kernel, L) is one record under `<store>/throughput/`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from architectures import registry
+from benchmarks.provenance import provenance
+from benchmarks.store import Store, run_key
+
+CPU_LENGTHS = (128, 256, 512, 1024, 2048)
+CUDA_LENGTHS = (1024, 2048, 4096, 8192, 16384)
+# dense bf16 tensor-core peaks (vendor datasheets), for achieved-vs-peak on CUDA
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
+
+
+@dataclass
+class Timing:
+    median_s: float
+    times_s: list[float] = field(default_factory=list)
+
+
+def measure(
+    fn: Callable[[], object],
+    warmup: int = 1,
+    repeats: int = 5,
+    device: torch.device | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Timing:
+    """Median wall time of `fn()` after `warmup` calls; CUDA events with synchronisation on a GPU."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"measure: need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    cuda = device is not None and device.type == "cuda"
+    for _ in range(repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1000.0)
+        else:
+            t0 = clock()
+            fn()
+            times.append(clock() - t0)
+    return Timing(statistics.median(times), times)
+
+
+def scaling_exponent(lengths, times) -> float:
+    """Slope of log(time) against log(length): ~2 for attention, ~1 for a recurrence."""
+    x, y = np.log(np.asarray(lengths, dtype=float)), np.log(np.asarray(times, dtype=float))
+    if len(x) < 2:
+        return float("nan")
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * (2**12)
+    except OSError:  # not Linux: the process peak from getrusage (KiB on Linux, bytes on macOS)
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def _peak_memory(device: torch.device, fn: Callable[[], object]) -> int:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    fn()
+    return _rss_bytes()
+
+
+def _flops(fn: Callable[[], object]) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def measure_mixer(
+    name: str,
+    length: int,
+    device: torch.device,
+    d_model: int = 64,
+    batch: int = 1,
+    kernel: str = "auto",
+    repeats: int = 5,
+    decode_steps: int = 16,
+) -> dict:
+    """Throughput of one mixer at one sequence length; returns the metrics of a record."""
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    mixer = registry.build(name, d_model=d_model, kernel=kernel).to(device=device, dtype=dtype)
+    x = torch.randn(batch, length, d_model, device=device, dtype=dtype)
+    tokens = batch * length
+
+    def forward():
+        with torch.no_grad():
+            return mixer(x)
+
+    def forward_backward():
+        xg = x.detach().requires_grad_()
+        mixer(xg).float().square().mean().backward()
+
+    def prefill():
+        with torch.inference_mode():
+            return mixer(x)
+
+    out: dict = {"mixer": name, "seq_len": length, "batch": batch, "d_model": d_model, "dtype": str(dtype).replace("torch.", "")}
+    for mode, fn in (("forward", forward), ("forward_backward", forward_backward), ("prefill", prefill)):
+        t = measure(fn, warmup=1, repeats=repeats, device=device)
+        out[f"{mode}_s"] = t.median_s
+        out[f"{mode}_tokens_per_s"] = tokens / t.median_s
+    out["kernel"] = mixer.kernel
+    out["peak_memory_bytes"] = _peak_memory(device, forward_backward)
+    out["forward_flops"] = _flops(forward)
+    out["forward_flops_per_s"] = out["forward_flops"] / out["forward_s"]
+    peak = device_peak_flops(device)
+    if peak:
+        out["forward_fraction_of_peak"] = out["forward_flops_per_s"] / peak
+
+    # decode: one step with the cache of a prompt of length L
+    with torch.no_grad():
+        state = mixer.init_state(batch)
+        for t in range(length):  # the reference way to reach the cache; not timed
+            _, state = mixer.step(x[:, t], state)
+        x_t = x[:, -1]
+        current = {"state": state}
+
+        def step():
+            current["y"], current["state_next"] = mixer.step(x_t, current["state"])
+
+        t = measure(step, warmup=2, repeats=decode_steps, device=device)
+    out["decode_step_s"] = t.median_s
+    out["decode_tokens_per_s"] = batch / t.median_s
+    return out
+
+
+def fallback_note(name: str, device: torch.device, kernel_used: str) -> str:
+    if device.type != "cuda":
+        return f"no CUDA device: {name} ran its {kernel_used} path"
+    if kernel_used == "reference":
+        return f"{name}: fast kernel unavailable on {device}, fell back to the reference path"
+    return ""
+
+
+def run(
+    mixers: list[str],
+    lengths: list[int],
+    store_root: str,
+    device: torch.device,
+    kernel: str = "auto",
+    d_model: int = 64,
+    batch: int = 1,
+    repeats: int = 5,
+    force: bool = False,
+) -> list[dict]:
+    store = Store(f"{store_root}/throughput")
+    prov = provenance(device)
+    records = []
+    jobs = [(m, n) for m in mixers for n in lengths]
+    for name, length in tqdm(jobs, desc="throughput", dynamic_ncols=True):
+        cfg = {
+            "mixer": name,
+            "seq_len": length,
+            "device": prov["device"],
+            "kernel": kernel,
+            "d_model": d_model,
+            "batch": batch,
+            "repeats": repeats,
+            "commit": prov["commit"],
+        }
+        key = run_key({**cfg, "kind": "throughput"})
+        if store.exists(key) and not force:
+            records.append(store.read(key))
+            continue
+        record = {"key": key, "kind": "throughput", "config": cfg, "provenance": prov}
+        try:
+            metrics = measure_mixer(name, length, device, d_model, batch, kernel, repeats)
+            metrics["fallback"] = fallback_note(name, device, metrics["kernel"])
+            record.update(status="ok", metrics=metrics)
+        except torch.cuda.OutOfMemoryError as e:
+            record.update(status="failed", error=f"out of memory: {e}")
+        except Exception as e:  # noqa: BLE001 - recorded, the sweep goes on
+            record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        store.write(record)
+        records.append(record)
+    return records
+
+
+def summarize(records: list[dict]) -> dict:
+    """Scaling exponents per (mixer, device, kernel, mode) over the measured lengths."""
+    groups: dict = {}
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        m = r["metrics"]
+        for mode in ("forward", "forward_backward", "prefill"):
+            groups.setdefault((m["mixer"], r["provenance"]["device"], m["kernel"], mode), []).append(
+                (m["seq_len"], m[f"{mode}_s"])
+            )
+    return {k: scaling_exponent(*zip(*sorted(v), strict=True)) for k, v in groups.items() if len(v) >= 2}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
+    unknown = set(args) - {"mixers", "lengths", "store", "device", "kernel", "d_model", "batch", "repeats"}
+    if unknown:
+        raise SystemExit(
+            f"unknown argument(s) {sorted(unknown)}; use mixers=a,b lengths=128,256 store=results device=cpu kernel=auto"
+        )
+    device = torch.device(args.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
+    mixers = args["mixers"].split(",") if "mixers" in args else registry.names()
+    for m in mixers:
+        registry.resolve(m)  # unknown names fail here, listing the known ones
+    default = CUDA_LENGTHS if device.type == "cuda" else CPU_LENGTHS
+    lengths = [int(v) for v in args["lengths"].split(",")] if "lengths" in args else list(default)
+    records = run(
+        mixers,
+        lengths,
+        args.get("store", "results"),
+        device,
+        args.get("kernel", "auto"),
+        int(args.get("d_model", 64)),
+        int(args.get("batch", 1)),
+        int(args.get("repeats", 5)),
+    )
+    failed = [r for r in records if r["status"] != "ok"]
+    for (mixer, dev, kernel, mode), exponent in sorted(summarize(records).items()):
+        if mode == "forward":
+            print(f"{mixer:18s} {kernel:14s} forward time ~ L^{exponent:.2f}  ({dev})")
+    print(f"{len(records)} throughput records ({len(failed)} failed) in {args.get('store', 'results')}/throughput")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

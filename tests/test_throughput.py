@@ -1,0 +1,93 @@
+"""Throughput measurement: helpers on functions of known cost, scaling exponents, fallbacks."""
+
+import pytest
+import torch
+
+from architectures import kernels
+from benchmarks import throughput
+from benchmarks.store import Store
+
+
+class FakeClock:
+    """A clock that only the measured function advances: costs are exact, not timed."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_measure_reports_the_median_of_known_costs_after_warmup():
+    clock = FakeClock()
+    costs = iter([100.0, 100.0, 0.3, 0.1, 0.2, 0.5, 0.4])  # two warm-up calls, then five timed
+
+    def fn():
+        clock.now += next(costs)
+
+    timing = throughput.measure(fn, warmup=2, repeats=5, clock=clock)
+    assert timing.times_s == pytest.approx([0.3, 0.1, 0.2, 0.5, 0.4])
+    assert timing.median_s == pytest.approx(0.3)
+
+
+def test_measure_rejects_bad_repeats():
+    with pytest.raises(ValueError, match="repeats"):
+        throughput.measure(lambda: None, repeats=0)
+
+
+@pytest.mark.parametrize("exponent", [1.0, 2.0, 1.5])
+def test_scaling_exponent_recovers_a_power_law(exponent):
+    lengths = [128, 256, 512, 1024]
+    times = [3e-6 * n**exponent for n in lengths]
+    assert throughput.scaling_exponent(lengths, times) == pytest.approx(exponent)
+
+
+def test_flop_counter_counts_a_matmul():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert throughput._flops(lambda: a @ b) == 2 * 8 * 16 * 4
+
+
+def test_measured_scaling_attention_quadratic_recurrence_linear():
+    """Real timings on this CPU: softmax attention's materialised path grows ~L^2, the LRU's scan ~L."""
+    lengths = [1024, 2048, 4096]
+    exps = {}
+    for name, kernel in (("attention", "reference"), ("lru", "auto")):
+        times = []
+        for n in lengths:
+            mixer = throughput.registry.build(name, d_model=32, kernel=kernel)
+            x = torch.randn(1, n, 32)
+            with torch.no_grad():
+                times.append(throughput.measure(lambda m=mixer, x=x: m(x), warmup=1, repeats=3).median_s)
+        exps[name] = throughput.scaling_exponent(lengths, times)
+    assert exps["attention"] > 1.6, exps
+    assert exps["lru"] < 1.4, exps
+
+
+def test_missing_kernels_fall_back_and_the_record_says_so(tmp_path):
+    records = throughput.run(["mamba", "attention"], [32], str(tmp_path), torch.device("cpu"), repeats=1)
+    for r in records:
+        assert r["status"] == "ok", r.get("error")
+        m = r["metrics"]
+        assert m["kernel"] in ("reference", "sdpa")
+        assert "no CUDA" in m["fallback"]
+        assert m["forward_tokens_per_s"] > 0 and m["decode_tokens_per_s"] > 0 and m["peak_memory_bytes"] > 0
+        assert m["forward_flops"] > 0
+    assert len(Store(tmp_path / "throughput").records()) == 2
+
+
+def test_use_fast_never_probes_off_cuda_and_rejects_forced_fast():
+    called = []
+    assert not kernels.use_fast("x", "auto", torch.device("cpu"), lambda d: called.append(d) or True)
+    assert not called
+    with pytest.raises(RuntimeError, match="not CUDA"):
+        kernels.use_fast("x", "fast", torch.device("cpu"), lambda d: True)
+
+
+def test_failing_probe_falls_back(monkeypatch):
+    monkeypatch.setattr(kernels, "_verdicts", {})
+
+    def broken(device):
+        raise ImportError("no such kernel")
+
+    with pytest.warns(UserWarning, match="reference path"):
+        assert not kernels.use_fast("y", "auto", torch.device("cuda", 0), broken)
