@@ -53,6 +53,20 @@ def kernels(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.leaderboard", "results")
 
 
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The interface checks, for every registered mixer or the one given: `nox -s conformance -- architecture=pkg.mod:Cls`."""
+    install(session)
+    session.run("python", "-m", "benchmarks.conformance", *session.posargs)
+
+
+@nox.session
+def review(session: nox.Session) -> None:
+    """A design review of one mixer beside the reference leaderboard: `nox -s review -- architecture=pkg.mod:Cls`."""
+    install(session)
+    session.run("python", "-m", "benchmarks.review", *session.posargs)
+
+
 @nox.session(name="cuda-kernels")
 def cuda_kernels(session: nox.Session) -> None:
     """On a GPU machine: the tests with mamba-ssm, causal-conv1d and flash-attn built against the CUDA torch.

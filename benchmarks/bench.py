@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from benchmarks import leaderboard
+from benchmarks.overrides import normalize
 from benchmarks.run import run_one
 from benchmarks.store import Store, run_key
 
@@ -51,7 +52,7 @@ def expand(overrides: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    overrides = list(sys.argv[1:] if argv is None else argv)
+    overrides = normalize(list(sys.argv[1:] if argv is None else argv))
     configs = expand(overrides)
     if not configs:
         print("nothing to run")
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     with tqdm(total=len(configs), initial=len(configs) - len(todo), desc="sweep", dynamic_ncols=True) as bar:
         for cfg in todo:
-            bar.set_postfix_str(f"{cfg['architecture']['name']} {cfg['task']['name']}")
+            bar.set_postfix_str(f"{cfg['architecture'].get('name') or cfg['architecture'].get('_target_')} {cfg['task']['name']}")
             record = run_one(cfg)
             if record["status"] != "ok":
                 failed += 1

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.run import mixer_spec
 from benchmarks.store import Store
 
 COLUMNS = {
@@ -151,7 +152,7 @@ def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
         m, prov, cfg = r["metrics"], r["provenance"], r["config"]
         out.append(
             {
-                "mixer": cfg["architecture"]["name"],
+                "mixer": mixer_spec(cfg["architecture"])[0],
                 "task": m["task"]["name"],
                 "seq_len": m["task"]["seq_len"],
                 "memory_demand": m["task"]["memory_demand"],
@@ -163,7 +164,7 @@ def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
                 "utilization": m["utilization"],
                 "cache_bytes": m["cache_bytes"],
                 "forward_tokens_per_s": _nearest_throughput(
-                    tp, cfg["architecture"]["name"], prov["device"], m["task"]["seq_len"]
+                    tp, mixer_spec(cfg["architecture"])[0], prov["device"], m["task"]["seq_len"]
                 ),
                 "parameters": m["parameters"],
                 "steps": m["steps"],
@@ -299,7 +300,7 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFra
         for i, v in zip(e["positions"], e["ess_curve"], strict=True):
             curves.append(
                 {
-                    "mixer": r["config"]["architecture"]["name"],
+                    "mixer": mixer_spec(r["config"]["architecture"])[0],
                     "task": r["metrics"]["task"]["name"],
                     "L": r["metrics"]["task"]["seq_len"],
                     "split i": i,

@@ -9,6 +9,7 @@ recorded as `failed` with the error, and the caller (a sweep) goes on.
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from datetime import datetime, timezone
@@ -17,9 +18,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from architectures import registry
 from architectures.backbone import BACKBONES, LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
+from benchmarks.conformance import check_mixer
+from benchmarks.overrides import normalize
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, run_key
 from benchmarks.train import TrainConfig, evaluate, train
@@ -46,12 +50,34 @@ def build_task(task_cfg: dict):
     return tasks.build(task_cfg["name"], **params)
 
 
+def mixer_spec(arch_cfg: dict) -> tuple[str, dict]:
+    """(registry name or "module:Class", constructor config) from the `architecture` config."""
+    arch = dict(arch_cfg)
+    target = arch.pop("_target_", None)
+    name = arch.pop("name", None)
+    if target:
+        module, _, cls = target.rpartition(".")
+        name = f"{module}:{cls}"
+    if not name:
+        raise ValueError(
+            "architecture: give a mixer: architecture=<name> (one of the registry) or architecture=package.module:Class"
+        )
+    return name, arch
+
+
 def build_model(cfg: dict, task) -> LanguageModel:
     """The backbone the task asks for (MAD's compression: an autoencoder) around the configured mixer."""
-    arch = dict(cfg["architecture"])
-    name = arch.pop("name")
+    name, arch = mixer_spec(cfg["architecture"])
     backbone = BACKBONES[getattr(task, "backbone", "language_model")]
     return backbone(task.vocab_size, name, mixer_config=arch, **cfg["model"])
+
+
+def check_out_of_tree(cfg: dict) -> None:
+    """A mixer from outside the registry must pass the conformance checks before it is trained."""
+    name, arch = mixer_spec(cfg["architecture"])
+    if name in registry.names():
+        return
+    check_mixer(name, d_model=cfg["model"]["d_model"], **arch).raise_if_failed()
 
 
 @torch.no_grad()
@@ -68,12 +94,13 @@ def measure_cache(model: LanguageModel, seq_len: int, device: torch.device) -> d
 def execute(cfg: dict, device: torch.device) -> dict:
     """Train and measure; returns the metrics of a successful run."""
     seed = cfg["seed"]
+    check_out_of_tree(cfg)
     torch.manual_seed(seed)
     task = build_task(cfg["task"])
     model = build_model(cfg, task)
     train_cfg = TrainConfig(**cfg["train"])
     train_set, test_set = task.splits(cfg["data"]["num_train"], cfg["data"]["num_test"], seed)
-    label = f"{cfg['architecture']['name']} {task.name} L={task.seq_len}"
+    label = f"{mixer_spec(cfg['architecture'])[0]} {task.name} L={task.seq_len}"
     result = train(model, train_set, test_set, train_cfg, device, seed, progress=cfg.get("progress", True), desc=label)
     test = evaluate(model, *test_set, train_cfg.eval_batch_size, device)
     if not all(torch.isfinite(torch.tensor(v)) for v in test.values()):
@@ -144,4 +171,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *normalize(sys.argv[1:])]
     main()

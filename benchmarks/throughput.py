@@ -127,7 +127,8 @@ def measure_mixer(
     """Throughput of one mixer at one sequence length; returns the metrics of a record."""
     torch.manual_seed(0)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    mixer = registry.build(name, d_model=d_model, kernel=kernel).to(device=device, dtype=dtype)
+    extra = {"kernel": kernel} if kernel != "auto" else {}  # out-of-tree mixers need not take `kernel`
+    mixer = registry.build(name, d_model=d_model, **extra).to(device=device, dtype=dtype)
     x = torch.randn(batch, length, d_model, device=device, dtype=dtype)
     tokens = batch * length
 
@@ -148,7 +149,7 @@ def measure_mixer(
         t = measure(fn, warmup=1, repeats=repeats, device=device)
         out[f"{mode}_s"] = t.median_s
         out[f"{mode}_tokens_per_s"] = tokens / t.median_s
-    out["kernel"] = mixer.kernel
+    out["kernel"] = getattr(mixer, "kernel", "unknown")
     out["peak_memory_bytes"] = _peak_memory(device, forward_backward)
     out["forward_flops"] = _flops(forward)
     out["forward_flops_per_s"] = out["forward_flops"] / out["forward_s"]

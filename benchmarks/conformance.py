@@ -1,0 +1,192 @@
+"""Conformance: does a mixer honour the suite's interface? The same checks the reference mixers pass.
+
+    python -m benchmarks.conformance                                  # every registered mixer
+    python -m benchmarks.conformance architecture=examples.gated_ema:GatedEMA
+
+Checks, each with what was measured against its tolerance:
+  interface   forward, operator, state_size, init_state and step exist
+  shape       forward maps (B, L, d_model) to (B, L, d_model)
+  operator    operator(x) is a MixerOperator(matrix, inputs, outputs) with (B, C, L[, L]) shapes
+  reproduces  outputs == matrix @ inputs, channel by channel
+  readout     readout(matrix @ inputs, x) == forward(x)          (when the mixer has `readout`)
+  causal      the operator is zero above the diagonal
+  ess<=tss    tolerance ESS never exceeds state_size(L)
+  step        init_state/step reproduce forward token by token
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from architectures import registry
+from architectures.base import decode
+
+REQUIRED = ("forward", "operator", "state_size", "init_state", "step")
+
+
+class ConformanceError(ValueError):
+    """A mixer failed conformance; the message names each failed check and by how much."""
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    mixer: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+    def message(self) -> str:
+        lines = [f"mixer {self.mixer!r}: " + ("passes all conformance checks" if self.passed else "fails conformance")]
+        lines += [f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
+        return "\n".join(lines)
+
+    def raise_if_failed(self) -> None:
+        if not self.passed:
+            raise ConformanceError(self.message())
+
+
+def _dense(matrix):
+    return matrix.dense() if hasattr(matrix, "dense") else matrix
+
+
+def check_mixer(
+    factory: Callable[..., nn.Module] | str, d_model: int = 32, seq_len: int = 24, batch: int = 2, seed: int = 0, **config
+) -> Report:
+    """Build the mixer (a registry name, "module:Class", or a callable) and run every check on random input."""
+    from benchmarks.ess import effective_state_size
+
+    name = factory if isinstance(factory, str) else getattr(factory, "__name__", repr(factory))
+    report = Report(name)
+    add = report.checks.append
+    try:
+        build = registry.resolve(factory) if isinstance(factory, str) else factory
+        torch.manual_seed(seed)
+        mixer = build(d_model=d_model, **config)
+    except Exception as e:  # noqa: BLE001 - reported as the first failed check
+        add(Check("build", False, f"could not build it with d_model={d_model}: {type(e).__name__}: {e}"))
+        return report
+    missing = [m for m in REQUIRED if not callable(getattr(mixer, m, None))]
+    add(
+        Check(
+            "interface",
+            not missing,
+            "all methods present" if not missing else f"missing {', '.join(missing)} (see architectures/base.py)",
+        )
+    )
+    if missing:
+        return report
+    # float64 where the mixer allows it, so that the tolerances test the algebra, not rounding
+    try:
+        mixer = mixer.double()
+        dtype, tol = torch.float64, 1e-6
+    except Exception:  # noqa: BLE001
+        dtype, tol = torch.float32, 1e-3
+    x = torch.randn(batch, seq_len, d_model, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+    def attempt(check: str, fn):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001
+            add(Check(check, False, f"raised {type(e).__name__}: {e}"))
+            return None
+
+    with torch.no_grad():
+        y = attempt("shape", lambda: mixer(x))
+        if y is None:
+            return report
+        add(Check("shape", tuple(y.shape) == tuple(x.shape), f"forward output {tuple(y.shape)} for input {tuple(x.shape)}"))
+        op = attempt("operator", lambda: mixer.operator(x))
+        if op is None:
+            return report
+        parts = [getattr(op, f, None) for f in ("matrix", "inputs", "outputs")]
+        if any(p is None for p in parts):
+            add(Check("operator", False, "operator(x) must return MixerOperator(matrix, inputs, outputs)"))
+            return report
+        matrix, inputs, outputs = parts
+        T = attempt("operator", lambda: _dense(matrix))
+        if T is None:
+            return report
+        shapes_ok = inputs.dim() == 3 and inputs.shape == outputs.shape and T.shape == (*inputs.shape, inputs.shape[-1])
+        shapes_ok = shapes_ok and inputs.shape[0] == batch and inputs.shape[-1] == seq_len
+        add(
+            Check(
+                "operator",
+                shapes_ok,
+                f"matrix {tuple(T.shape)}, inputs {tuple(inputs.shape)}, outputs {tuple(outputs.shape)}"
+                + (
+                    ""
+                    if shapes_ok
+                    else f"; expected matrix (B, C, L, L) and inputs/outputs (B, C, L) with B={batch}, L={seq_len}"
+                ),
+            )
+        )
+        if not shapes_ok:
+            return report
+        product = (T @ inputs.unsqueeze(-1)).squeeze(-1)
+        scale = outputs.abs().max().item() + 1e-12
+        err = (product - outputs).abs().max().item()
+        add(
+            Check(
+                "reproduces",
+                err <= tol * max(1.0, scale),
+                f"max |matrix @ inputs - outputs| = {err:.3g} (tolerance {tol * max(1.0, scale):.1g}, outputs up to {scale:.3g})",
+            )
+        )
+        if callable(getattr(mixer, "readout", None)):
+            r = attempt("readout", lambda: mixer.readout(product, x))
+            if r is not None:
+                err = (r - y).abs().max().item()
+                add(
+                    Check(
+                        "readout",
+                        err <= tol * max(1.0, y.abs().max().item()),
+                        f"max |readout(matrix @ inputs) - forward| = {err:.3g}",
+                    )
+                )
+        upper = T.triu(1).abs().max().item()
+        add(Check("causal", upper <= tol, f"largest entry above the diagonal {upper:.3g}"))
+        ess = effective_state_size(T).max().item()
+        tss = attempt("ess<=tss", lambda: int(mixer.state_size(seq_len)))
+        if tss is not None:
+            add(Check("ess<=tss", ess <= tss, f"max tolerance ESS {ess} vs declared state_size({seq_len}) = {tss}"))
+        stepped = attempt("step", lambda: decode(mixer, x)[0])
+        if stepped is not None:
+            err = (stepped - y).abs().max().item()
+            add(Check("step", err <= tol * max(1.0, y.abs().max().item()), f"max |step outputs - forward| = {err:.3g}"))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.overrides import architecture_from_overrides
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    target = architecture_from_overrides(args)
+    names = [target] if target else registry.names()
+    failed = 0
+    for name in names:
+        report = check_mixer(name)
+        print(report.message())
+        failed += not report.passed
+    print(f"{len(names) - failed}/{len(names)} mixers conform")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Architecture design review: one command places a new mixer beside the reference leaderboard.
+
+    python -m benchmarks.review architecture=examples.gated_ema:GatedEMA
+    python -m benchmarks.review architecture=my_pkg.mixers:MyMixer preset=smoke reference=results out=reviews lengths=128,256
+
+Steps: the conformance checks (a failing mixer is rejected with each failed check and by how
+much); the preset's task ladder for this mixer (records in `<out>/<mixer>/records`); ESS, TSS and
+cache size per run; throughput over a length ladder; then `<out>/<mixer>/report.md` and a
+self-contained `report.html` comparing it with the reference rows found in `reference/records`.
+Other arguments are Hydra overrides (e.g. `architecture.num_scales=8`, `model.d_model=128`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from benchmarks import leaderboard, throughput
+from benchmarks.bench import expand
+from benchmarks.conformance import ConformanceError, check_mixer
+from benchmarks.overrides import architecture_from_overrides, normalize
+from benchmarks.run import mixer_spec, run_one
+from benchmarks.store import Store
+
+# ESS/TSS thresholds for the state-utilization verdict
+SATURATED, COLLAPSED = 0.9, 0.1
+REVIEW_ARGS = ("reference", "out", "lengths")
+
+
+def utilization_verdict(ratio: float) -> str:
+    if ratio >= SATURATED:
+        return "saturated"
+    if ratio <= COLLAPSED:
+        return "collapsed"
+    return "healthy"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _curves(records: list[dict]) -> dict:
+    """(task, L) -> mixer -> mean ESS curve over its runs at that setting."""
+    out: dict = {}
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        m = r["metrics"]
+        key = (m["task"]["name"], m["task"]["seq_len"])
+        out.setdefault(key, {}).setdefault(mixer_spec(r["config"]["architecture"])[0], []).append(m["ess"]["ess_curve"])
+    return {k: {mx: np.mean(v, axis=0) for mx, v in d.items()} for k, d in out.items()}
+
+
+def nearest_references(mine: np.ndarray, refs: dict, k: int = 3) -> list[tuple[str, float]]:
+    """Reference mixers whose ESS curves are closest to `mine` (RMS difference), nearest first."""
+    dist = [(name, float(np.sqrt(np.mean((curve - mine) ** 2)))) for name, curve in refs.items()]
+    return sorted(dist, key=lambda t: t[1])[:k]
+
+
+def _figure_ess(mine_name, mine, refs, nearest, path: Path, setting) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(mine, lw=2.5, color="black", label=f"{mine_name} (under review)")
+    for name, d in nearest:
+        ax.plot(refs[name], lw=1.2, label=f"{name} (RMS distance {d:.2f})")
+    ax.set_xlabel("split i")
+    ax.set_ylabel("mean tolerance ESS per channel")
+    ax.set_title(f"ESS over position, {setting[0]} L={setting[1]}: nearest reference designs")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _figure_accuracy(table: pd.DataFrame, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(table))
+    ax.plot(x, table["accuracy"], "o-", color="black", label="under review")
+    ax.plot(x, table["best reference accuracy"], "s--", label="best reference")
+    ax.plot(x, table["chance"], ":", color="grey", label="chance")
+    ax.set_xticks(
+        x, [f"{t}\nL={n} d={m}" for t, n, m in zip(table["task"], table["L"], table["memory demand"], strict=True)], fontsize=7
+    )
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy per difficulty level")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def build_report(
+    name: str, conformance, review_records, reference_records, tp_records, out_dir: Path, commands: list[str]
+) -> list[Path]:
+    mine = leaderboard.rows(review_records)
+    refs = leaderboard.rows(reference_records)
+    refs = refs[refs["mixer"] != name]
+    md: list[str] = [f"# Design review: `{name}`", ""]
+    figures: dict[str, Path] = {}
+
+    md += ["## Conformance", "", "```", conformance.message(), "```", ""]
+
+    # where it ranks, level by level, among the reference rows of the same task setting
+    rank_rows = []
+    for _, row in mine.iterrows():
+        same = refs[
+            (refs["task"] == row["task"]) & (refs["seq_len"] == row["seq_len"]) & (refs["memory_demand"] == row["memory_demand"])
+        ]
+        best = same.loc[same["accuracy"].idxmax()] if not same.empty else None
+        rank_rows.append(
+            {
+                "task": row["task"],
+                "L": row["seq_len"],
+                "memory demand": row["memory_demand"],
+                "accuracy": row["accuracy"],
+                "chance": row["chance"],
+                "rank": f"{1 + int((same['accuracy'] > row['accuracy']).sum())} of {len(same) + 1}",
+                "best reference": best["mixer"] if best is not None else "",
+                "best reference accuracy": best["accuracy"] if best is not None else float("nan"),
+            }
+        )
+    ranks = pd.DataFrame(rank_rows)
+    md += [
+        "## Where it ranks",
+        "",
+        f"Rank by test accuracy among the reference mixers run on the same task setting ({len(refs)} reference rows read).",
+        "",
+        leaderboard._plain_markdown(ranks) if not ranks.empty else "no runs",
+        "",
+    ]
+
+    # ESS curves beside the nearest reference designs
+    md += ["## ESS curves beside the nearest reference designs", ""]
+    my_curves, ref_curves = _curves(review_records), _curves(reference_records)
+    for setting, curves in my_curves.items():
+        if name not in curves:
+            continue
+        others = {k: v for k, v in ref_curves.get(setting, {}).items() if k != name and len(v) == len(curves[name])}
+        nearest = nearest_references(curves[name], others)
+        fig = _figure_ess(name, curves[name], others, nearest, out_dir / f"ess_{setting[0]}_{setting[1]}.png", setting)
+        figures[f"ESS curves, {setting[0]} L={setting[1]}"] = fig
+        near = ", ".join(f"{n} ({d:.2f})" for n, d in nearest) or "no reference runs at this setting"
+        md += [f"- {setting[0]}, L={setting[1]}: nearest by RMS distance of the ESS curve: {near}. ![ess]({fig.name})"]
+    md += [""]
+
+    # state utilization
+    util = mine[["task", "seq_len", "memory_demand", "ess_mean", "tss", "utilization"]].copy()
+    util["verdict"] = [utilization_verdict(u) for u in util["utilization"]]
+    md += [
+        "## State utilization",
+        "",
+        f"ESS/TSS (mean tolerance ESS in the interior window over the declared state size): "
+        f"**saturated** at >= {SATURATED}, **collapsed** at <= {COLLAPSED}, **healthy** in between.",
+        "",
+        leaderboard._plain_markdown(util),
+        "",
+    ]
+
+    # accuracy per difficulty
+    md += ["## Accuracy per difficulty", ""]
+    if not ranks.empty:
+        figures["Accuracy per difficulty"] = _figure_accuracy(ranks, out_dir / "accuracy.png")
+        md += [
+            leaderboard._plain_markdown(ranks[["task", "L", "memory demand", "accuracy", "best reference accuracy", "chance"]]),
+            "",
+            "![accuracy](accuracy.png)",
+            "",
+        ]
+
+    # throughput scaling
+    tp = leaderboard.throughput_rows(tp_records)
+    md += ["## Throughput scaling", ""]
+    if tp.empty:
+        md += ["no throughput records", ""]
+    else:
+        md += [
+            leaderboard._plain_markdown(tp.drop(columns=["commit"])),
+            "",
+            leaderboard._plain_markdown(leaderboard.scaling_table(tp)),
+            "",
+        ]
+
+    md += ["## Reproduce", "", "Every number above comes from these commands (records in this folder):", "", "```"]
+    md += commands + ["```", ""]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n".join(md))
+
+    # the same report as one self-contained page
+    body = []
+    for block in "\n".join(md).split("\n## "):
+        title, _, rest = block.partition("\n")
+        body.append(f"<h2>{html.escape(title.lstrip('# '))}</h2><pre>{html.escape(rest)}</pre>")
+    def embed(title: str, path: Path) -> str:
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'<figure><img src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
+
+    imgs = "".join(embed(t, p) for t, p in figures.items())
+    style = "body{font-family:system-ui,sans-serif;margin:2em} pre{font-size:12px;white-space:pre-wrap} img{max-width:100%}"
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Design review: {html.escape(name)}</title>"
+        f"<style>{style}</style>"
+        f"</head><body><h1>Design review: {html.escape(name)}</h1>{''.join(body[1:])}<h2>Figures</h2>{imgs}</body></html>"
+    )
+    html_path = out_dir / "report.html"
+    html_path.write_text(page)
+    return [md_path, html_path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in REVIEW_ARGS}
+    overrides = normalize([a for a in args if a.split("=", 1)[0] not in REVIEW_ARGS])
+    name = architecture_from_overrides(overrides)
+    if not name:
+        raise SystemExit("review: say which mixer, e.g. architecture=examples.gated_ema:GatedEMA")
+    out_dir = Path(opts.get("out", "reviews")) / _slug(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    configs = expand([*overrides, f"store={out_dir}"])
+    arch_config = mixer_spec(configs[0]["architecture"])[1]
+    report = check_mixer(name, d_model=configs[0]["model"]["d_model"], **arch_config)
+    print(report.message())
+    if not report.passed:
+        raise ConformanceError(report.message())
+
+    for i, cfg in enumerate(configs, 1):
+        record = run_one(cfg)
+        print(
+            f"[{i}/{len(configs)}] {record['status']} {cfg['task']['name']} accuracy={record.get('metrics', {}).get('accuracy')}"
+        )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lengths = [int(v) for v in opts.get("lengths", "128,256,512,1024").split(",")]
+    tp_records = throughput.run([name], lengths, str(out_dir), device, d_model=configs[0]["model"]["d_model"], repeats=3)
+
+    reference = Store(opts.get("reference", "results")).records()
+    command = " ".join(["python -m benchmarks.review", *args])
+    commands = [
+        command,
+        f"python -m benchmarks.conformance architecture={name}",
+        f"python -m benchmarks.throughput mixers={name} lengths={','.join(map(str, lengths))} store={out_dir}",
+    ]
+    paths = build_report(name, report, Store(out_dir).records(), reference, tp_records, out_dir, commands)
+    for p in paths:
+        print(f"report: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConformanceError as e:
+        print(f"\nrejected: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,109 @@
+"""Design review of an out-of-tree mixer, end to end on the smoke preset; conformance rejections."""
+
+import pytest
+import torch
+
+from benchmarks import bench, review
+from benchmarks.conformance import ConformanceError, check_mixer
+from benchmarks.run import run_one
+from benchmarks.store import Store
+
+SECTIONS = (
+    "## Conformance",
+    "## Where it ranks",
+    "## ESS curves beside the nearest reference designs",
+    "## State utilization",
+    "## Accuracy per difficulty",
+    "## Throughput scaling",
+    "## Reproduce",
+)
+
+
+@pytest.fixture(scope="module")
+def reference_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    assert bench.main(["preset=smoke", f"store={root}", "progress=false", "architecture=attention,gla"]) == 0
+    return root
+
+
+def test_example_mixer_review_has_every_section(reference_store, tmp_path):
+    args = [
+        "architecture=examples.gated_ema:GatedEMA",
+        "preset=smoke",
+        f"reference={reference_store}",
+        f"out={tmp_path}",
+        "lengths=32,64",
+        "progress=false",
+    ]
+    assert review.main(args) == 0
+    (folder,) = tmp_path.iterdir()
+    md = (folder / "report.md").read_text()
+    for section in SECTIONS:
+        assert section in md, section
+    assert "passes all conformance checks" in md
+    assert "of 3" in md  # ranked against the two reference mixers on the same task
+    assert "saturated" in md or "healthy" in md or "collapsed" in md
+    assert "python -m benchmarks.review architecture=examples.gated_ema:GatedEMA" in md
+    page = (folder / "report.html").read_text()
+    assert "data:image/png;base64," in page
+    for section in SECTIONS:
+        assert section.removeprefix("## ") in page
+    (record,) = Store(folder).records()
+    assert record["status"] == "ok" and record["metrics"]["ess"]["ess_max"] <= record["metrics"]["tss"]
+
+
+def test_broken_example_is_rejected_naming_the_check_and_the_error(tmp_path):
+    report = check_mixer("examples.broken_mixer:BrokenOperator")
+    assert not report.passed
+    (fail, *_) = report.failures()
+    assert fail.name == "reproduces"
+    assert "max |matrix @ inputs - outputs| = 0.2" in fail.detail
+    with pytest.raises(ConformanceError, match=r"\[FAIL\] reproduces: max \|matrix @ inputs - outputs\| = "):
+        review.main(["architecture=examples.broken_mixer:BrokenOperator", "preset=smoke", f"out={tmp_path}", "progress=false"])
+
+
+def test_out_of_tree_mixer_is_checked_on_entry_to_a_run(tmp_path, reference_store):
+    cfg = dict(next(iter(Store(reference_store).records()))["config"])
+    cfg.update(store=str(tmp_path), architecture={"name": "examples.broken_mixer:BrokenOperator"})
+    record = run_one(cfg)
+    assert record["status"] == "failed"
+    assert "ConformanceError" in record["error"] and "reproduces" in record["error"]
+
+
+class NoOperator(torch.nn.Module):
+    """Has forward only: conformance must list every other missing piece."""
+
+    def forward(self, x):
+        return x
+
+    def __init__(self, d_model):
+        super().__init__()
+
+
+@pytest.mark.parametrize(
+    "factory, check, text",
+    [
+        (NoOperator, "interface", "missing operator, state_size, init_state, step"),
+        ("examples.gated_ema:Nope", "build", "cannot load mixer class"),
+    ],
+)
+def test_missing_pieces_are_named(factory, check, text):
+    report = check_mixer(factory)
+    (fail,) = report.failures()
+    assert fail.name == check and text in fail.detail
+
+
+def test_every_reference_mixer_conforms():
+    from architectures import registry
+
+    for name in registry.names():
+        report = check_mixer(name)
+        assert report.passed, report.message()
+
+
+def test_target_syntax_builds_an_out_of_tree_mixer(tmp_path, reference_store):
+    cfg = dict(next(iter(Store(reference_store).records()))["config"])
+    cfg.update(store=str(tmp_path), architecture={"_target_": "examples.gated_ema.GatedEMA", "num_scales": 2})
+    record = run_one(cfg)
+    assert record["status"] == "ok", record.get("error")
+    assert record["metrics"]["tss"] == 2
