@@ -20,7 +20,7 @@ def smoke_store(tmp_path_factory):
 
 def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
     records = Store(smoke_store).records()
-    assert sorted(r["config"]["architecture"]["name"] for r in records) == ["attention", "mamba"]
+    assert sorted(r["config"]["architecture"]["name"] for r in records) == ["attention", "gla", "lru", "mamba"]
     assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
     for r in records:
         m = r["metrics"]
@@ -40,7 +40,7 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
 def test_second_sweep_skips_recorded_runs(smoke_store, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in (smoke_store / "records").glob("*.json")}
     assert bench.main(["preset=smoke", f"store={smoke_store}", "progress=false"]) == 0
-    assert "2 already recorded" in capsys.readouterr().out
+    assert "4 already recorded" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (smoke_store / "records").glob("*.json")}
     assert before == after
 
