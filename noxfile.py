@@ -67,6 +67,15 @@ def review(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.review", *session.posargs)
 
 
+@nox.session
+def page(session: nox.Session) -> None:
+    """The published results/index.html in headless Chromium: renders, sorts, figures load.
+    Needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)."""
+    install(session)
+    session.install("selenium>=4.20")
+    session.run("pytest", "-q", "-m", "browser", "-rs", "tests/test_page.py", *session.posargs)
+
+
 @nox.session(name="cuda-kernels")
 def cuda_kernels(session: nox.Session) -> None:
     """On a GPU machine: the tests with mamba-ssm, causal-conv1d and flash-attn built against the CUDA torch.

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, config_error, require_divisible, require_positive
-from architectures.kernels import check_choice
 
 
 def rotary(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
@@ -33,7 +32,7 @@ class Attention(Mixer):
 
     def __init__(self, d_model: int, num_heads: int = 1, kernel: str = "auto"):
         # num_heads=1: Zoology's MQAR attention baseline (Arora et al. 2023) uses a single head.
-        super().__init__(d_model)
+        super().__init__(d_model, kernel)
         require_positive(self.name, num_heads=num_heads)
         require_divisible(self.name, "d_model", d_model, "num_heads", num_heads)
         self.num_heads, self.head_dim = num_heads, d_model // num_heads
@@ -41,8 +40,6 @@ class Attention(Mixer):
             raise config_error(
                 self.name, "num_heads", f"head dim d_model/num_heads={self.head_dim} must be even for rotary positions"
             )
-        check_choice(self.name, kernel)
-        self.kernel_choice = kernel
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 

@@ -23,6 +23,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from architectures.kernels import check_choice
+
 
 class MixerOperator(NamedTuple):
     matrix: object  # Tensor (B, C, L, L) or benchmarks.ess.Semiseparable
@@ -51,10 +53,12 @@ class Mixer(nn.Module):
 
     name: str = "mixer"
 
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, kernel: str = "auto"):
         super().__init__()
         require_positive(self.name, d_model=d_model)
+        check_choice(self.name, kernel)
         self.d_model = d_model
+        self.kernel_choice = kernel  # "auto" | "fast" | "reference", from the config
         self.kernel = "reference"  # which implementation the last forward used
 
     def operator(self, x: Tensor) -> MixerOperator:

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from architectures.base import require_divisible, require_positive
 from architectures.fla_kernels import FlaChunked
-from architectures.kernels import check_choice
 from architectures.linear_recurrence import GatedLinearMixer, Heads
 
 
@@ -31,11 +30,9 @@ class Based(FlaChunked, GatedLinearMixer):
     normalize = True
 
     def __init__(self, d_model: int, num_heads: int = 1, feature_dim: int = 16, kernel: str = "auto"):
-        super().__init__(d_model)
+        super().__init__(d_model, kernel)
         require_positive(self.name, num_heads=num_heads, feature_dim=feature_dim)
         require_divisible(self.name, "d_model", d_model, "num_heads", num_heads)
-        check_choice(self.name, kernel)
-        self.kernel_choice = kernel
         self.num_heads, self.feature_dim = num_heads, feature_dim
         self.key_dim = 1 + feature_dim + feature_dim**2
         self.value_dim = d_model // num_heads

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from architectures.base import config_error, require_divisible, require_positive
 from architectures.fla_kernels import FlaChunked
-from architectures.kernels import check_choice
 from architectures.linear_recurrence import GatedLinearMixer, Heads
 
 
@@ -32,7 +31,7 @@ class GLA(FlaChunked, GatedLinearMixer):
         gate_logit_normalizer: float = 16.0,
         kernel: str = "auto",
     ):
-        super().__init__(d_model)
+        super().__init__(d_model, kernel)
         require_positive(self.name, num_heads=num_heads, gate_low_rank=gate_low_rank)
         key, value = int(d_model * expand_k), int(d_model * expand_v)
         if key < num_heads or value < num_heads:
@@ -41,8 +40,6 @@ class GLA(FlaChunked, GatedLinearMixer):
         require_divisible(self.name, "d_model * expand_v", value, "num_heads", num_heads)
         if gate_logit_normalizer <= 0:
             raise config_error(self.name, "gate_logit_normalizer", f"must be > 0, got {gate_logit_normalizer}")
-        check_choice(self.name, kernel)
-        self.kernel_choice = kernel
         self.num_heads, self.key_dim, self.value_dim = num_heads, key // num_heads, value // num_heads
         self.gate_logit_normalizer = gate_logit_normalizer
         self.q_proj, self.k_proj = nn.Linear(d_model, key, bias=False), nn.Linear(d_model, key, bias=False)

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, config_error, require_positive
-from architectures.kernels import check_choice
 
 
 class Sin(nn.Module):
@@ -81,10 +80,9 @@ class Hyena(Mixer):
     def __init__(
         self, d_model: int, max_len: int = 4096, filter_order: int = 64, short_filter_order: int = 3, kernel: str = "auto"
     ):
-        super().__init__(d_model)
+        super().__init__(d_model, kernel)
         require_positive(self.name, max_len=max_len, filter_order=filter_order, short_filter_order=short_filter_order)
-        check_choice(self.name, kernel)
-        self.kernel_choice, self.max_len, self.short = kernel, max_len, short_filter_order
+        self.max_len, self.short = max_len, short_filter_order
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.short_filter = nn.Conv1d(
             3 * d_model, 3 * d_model, short_filter_order, groups=3 * d_model, padding=short_filter_order - 1

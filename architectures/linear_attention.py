@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from architectures.base import require_divisible, require_positive
 from architectures.fla_kernels import FlaChunked
-from architectures.kernels import check_choice
 from architectures.linear_recurrence import GatedLinearMixer, Heads
 
 
@@ -23,11 +22,9 @@ class LinearAttention(FlaChunked, GatedLinearMixer):
 
     def __init__(self, d_model: int, num_heads: int = 1, kernel: str = "auto"):
         # one head: the paper's head dim 64 at the suite's d_model 64
-        super().__init__(d_model)
+        super().__init__(d_model, kernel)
         require_positive(self.name, num_heads=num_heads)
         require_divisible(self.name, "d_model", d_model, "num_heads", num_heads)
-        check_choice(self.name, kernel)
-        self.kernel_choice = kernel
         self.num_heads = num_heads
         self.key_dim = self.value_dim = d_model // num_heads
         self.qkv = nn.Linear(d_model, 3 * d_model)

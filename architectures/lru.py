@@ -22,7 +22,6 @@ import torch
 from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, config_error, require_positive
-from architectures.kernels import check_choice
 from architectures.scan import linear_scan
 
 
@@ -38,13 +37,12 @@ class LRU(Mixer):
         max_phase: float = math.pi / 10,
         kernel: str = "auto",
     ):
-        super().__init__(d_model)
+        super().__init__(d_model, kernel)
         state_dim = d_model if state_dim is None else state_dim
         require_positive(self.name, state_dim=state_dim)
         if not 0 <= r_min < r_max <= 1:
             raise config_error(self.name, "r_min", f"need 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
-        check_choice(self.name, kernel)
-        self.kernel_choice, self.state_dim = kernel, state_dim
+        self.state_dim = state_dim
         u1, u2 = torch.rand(state_dim), torch.rand(state_dim)
         self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2)))
         self.theta_log = nn.Parameter(torch.log(max_phase * u2 + 1e-8))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, require_positive
-from architectures.kernels import check_choice, optional_import, use_fast
+from architectures.kernels import optional_import, use_fast
 from architectures.scan import linear_scan
 
 
@@ -46,13 +46,11 @@ class Mamba(Mixer):
         dt_max: float = 1e-1,
         kernel: str = "auto",
     ):
-        super().__init__(d_model)
+        super().__init__(d_model, kernel)
         dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
         require_positive(self.name, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"{self.name}: invalid `dt_min`/`dt_max`: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
-        check_choice(self.name, kernel)
-        self.kernel_choice = kernel
         self.d_state, self.d_conv, self.dt_rank = d_state, d_conv, dt_rank
         self.d_inner = d_inner = expand * d_model
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.base import require_divisible, require_positive
-from architectures.kernels import check_choice, optional_import, use_fast
+from architectures.kernels import optional_import, use_fast
 from architectures.linear_recurrence import GatedLinearMixer, Heads, chunked_gla
 
 
@@ -37,14 +37,12 @@ class Mamba2(GatedLinearMixer):
         dt_max: float = 1e-1,
         kernel: str = "auto",
     ):
-        super().__init__(d_model)
+        super().__init__(d_model, kernel)
         require_positive(self.name, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim)
         d_inner = expand * d_model
         require_divisible(self.name, "expand * d_model", d_inner, "headdim", headdim)
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"{self.name}: invalid `dt_min`/`dt_max`: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
-        check_choice(self.name, kernel)
-        self.kernel_choice = kernel
         self.d_inner, self.d_state, self.d_conv, self.headdim = d_inner, d_state, d_conv, headdim
         self.num_heads = d_inner // headdim
         self.key_dim, self.value_dim = d_state, headdim

@@ -156,19 +156,36 @@ def _semiseparable_singular_values(op: Semiseparable, positions: list[int]) -> T
     """Singular values `(B, P, N)` of the blocks T[i:, :i] from N x N cores, in float64."""
     q = _high_precision(op.q.reshape(-1, *op.q.shape[-2:]))
     k = _high_precision(op.k.reshape(-1, *op.k.shape[-2:]))
-    decay = _high_precision(op._decay().reshape(k.shape))
-    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), decay.dtype)
-    q, k, decay = q.to(dtype), k.to(dtype), decay.to(dtype)
-    # Block i = Q_i K_i^T with K_i[s] = k_s * decay(s+1..i-1), Q_i[t] = q_t * decay(i..t).
-    past = _triangular_factor_scan(k, decay)  # past[j] factors K_{j+1}
-    # Q side, scanned from the end: F_i = qr([q_i ; F_{i+1}]) * decay_i = qr([q_i*a_i ; F_{i+1}*a_i])
-    future = _triangular_factor_scan((q * decay).flip(-2), decay.flip(-2)).flip(-3)  # future[i] factors Q_i
+    decay = None if op.log_decay is None else _high_precision(op._decay().reshape(k.shape))
+    dtype = (
+        torch.promote_types(q.dtype, k.dtype)
+        if decay is None
+        else torch.promote_types(torch.promote_types(q.dtype, k.dtype), decay.dtype)
+    )
+    q, k = q.to(dtype), k.to(dtype)
+    length = q.shape[-2]
+    if decay is None and q.shape[-1] > length:
+        # Without decay T = q k^T exactly as (q Qk)(Rk^T) for k^T = Qk Rk: the state dim shrinks to L
+        basis, coords = torch.linalg.qr(k.transpose(-1, -2))  # (B, N, L), (B, L, L)
+        q, k = q @ basis, coords.transpose(-1, -2)
+    decay = torch.ones_like(k) if decay is None else decay.to(dtype)
+    n = q.shape[-1]
+    sv = torch.zeros(q.shape[0], len(positions), n, dtype=q.real.dtype, device=q.device)
+    keep = torch.tensor([p > 0 for p in positions], device=q.device)
     idx = torch.tensor([p for p in positions if p > 0], dtype=torch.long, device=q.device)
-    sv = torch.zeros(q.shape[0], len(positions), q.shape[-1], dtype=q.real.dtype, device=q.device)
-    if len(idx):
-        cores = future[:, idx] @ past[:, idx - 1].transpose(-1, -2)
-        keep = torch.tensor([p > 0 for p in positions], device=q.device)
-        sv[:, keep] = torch.linalg.svdvals(cores)
+    # the factor scans hold (batch, L, N, N): bound that memory by working through the batch in slices
+    step = max(1, int(2**28 // (16 * length * n * n)))
+    for lo in range(0, q.shape[0], step):
+        sl = slice(lo, lo + step)
+        # Block i = Q_i K_i^T with K_i[s] = k_s * decay(s+1..i-1), Q_i[t] = q_t * decay(i..t).
+        past = _triangular_factor_scan(k[sl], decay[sl])  # past[j] factors K_{j+1}
+        # Q side, from the end: F_i = qr([q_i ; F_{i+1}]) * decay_i = qr([q_i*a_i ; F_{i+1}*a_i])
+        future = _triangular_factor_scan((q[sl] * decay[sl]).flip(-2), decay[sl].flip(-2)).flip(-3)
+        if len(idx):
+            cores = future[:, idx] @ past[:, idx - 1].transpose(-1, -2)
+            block = sv[sl]
+            block[:, keep] = torch.linalg.svdvals(cores)
+            sv[sl] = block
     return sv
 
 
@@ -364,7 +381,10 @@ def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] |
     pos = _check_positions(length, positions)
     out = []
     for i, mixer in mixers:
-        sv, _, batch_shape, dtype = _block_singular_values(mixer.operator(captured[i]).matrix, pos)
+        matrix = mixer.operator(captured[i]).matrix
+        if isinstance(matrix, Semiseparable) and 2 * matrix.state_dim >= length:
+            matrix = matrix.dense()  # state wider than the blocks: the dense SVDs are the cheaper exact path
+        sv, _, batch_shape, dtype = _block_singular_values(matrix, pos)
         out.append(
             LayerESS(
                 layer=i,

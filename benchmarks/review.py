@@ -206,6 +206,7 @@ def build_report(
     for block in "\n".join(md).split("\n## "):
         title, _, rest = block.partition("\n")
         body.append(f"<h2>{html.escape(title.lstrip('# '))}</h2><pre>{html.escape(rest)}</pre>")
+
     def embed(title: str, path: Path) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
         return f'<figure><img src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
