@@ -24,8 +24,8 @@ def install(session: nox.Session, extras: str = "dev") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite on CPU (CUDA tests skip themselves without a GPU)."""
-    install(session)
+    """The test suite on CPU (CUDA tests skip themselves without a GPU; the launcher tests need `distributed`)."""
+    install(session, "dev,distributed")
     session.run("pytest", "-q", *session.posargs)
 
 
