@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from architectures import registry
-from architectures.base import require_positive
+from architectures.base import require_positive, with_length
 
 
 class Block(nn.Module):
@@ -38,11 +38,14 @@ class LanguageModel(nn.Module):
         n_layers: int = 2,
         mlp_ratio: int = 4,
         mixer_config: dict | None = None,
+        seq_len: int | None = None,
     ):
         super().__init__()
         require_positive("model", vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, mlp_ratio=mlp_ratio)
         self.mixer_name = mixer
         mixer_config = dict(mixer_config or {})
+        if seq_len is not None:
+            mixer_config = with_length(registry.resolve(mixer), mixer_config, seq_len)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.blocks = nn.ModuleList(
             Block(d_model, registry.build(mixer, d_model=d_model, **mixer_config), mlp_ratio) for _ in range(n_layers)

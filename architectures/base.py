@@ -52,6 +52,9 @@ class Mixer(nn.Module):
     """Base class of the reference mixers: shared checks and helpers, no behaviour of its own."""
 
     name: str = "mixer"
+    # constructor argument that must be the sequence length (e.g. Hyena's filter length), if any;
+    # the harness, throughput and conformance fill it in when the config leaves it unset
+    length_param: str | None = None
 
     def __init__(self, d_model: int, kernel: str = "auto"):
         super().__init__()
@@ -82,6 +85,14 @@ class Mixer(nn.Module):
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"{self.name}: expected input (batch, length, {self.d_model}); got {tuple(x.shape)}")
+
+
+def with_length(factory, config: dict, seq_len: int) -> dict:
+    """`config` plus the sequence length for a mixer that declares `length_param` and was not given it."""
+    param = getattr(factory, "length_param", None)
+    if param and config.get(param) is None:
+        return {**config, param: seq_len}
+    return config
 
 
 def cache_bytes(state: dict[str, Tensor]) -> int:

@@ -4,7 +4,9 @@ in_proj -> (x0, x1, v) -> short depthwise causal conv (3 taps) each; v <- x1 * v
 v <- h * v + bias * v with a long causal filter h of the sequence's length, computed by FFT;
 y = x0 * v -> out_proj. The filter is implicit: an MLP with sine activations (order 64) of a
 positional encoding (emb_dim 3), times an exponential decay window (fast 0.3, slow 1.5,
-target 1e-2) — safari's defaults.
+target 1e-2) — safari's defaults. The positional encoding spans [0, max_len) (safari's l_max), so the
+harness builds it with max_len = the task's sequence length, as safari does; a max_len far above the
+sequence length leaves the filter nearly constant over the positions used.
 
 Per channel the operator on v is diag(x0) (H + diag(bias)) diag(x1), H the Toeplitz matrix of h.
 TSS per channel: the filter length, i.e. the sequence length; the decoding cache holds every
@@ -76,6 +78,9 @@ def fft_causal_conv(u: Tensor, h: Tensor) -> Tensor:
 
 class Hyena(Mixer):
     name = "hyena"
+    # the implicit filter is defined on [0, max_len) (safari's l_max): the harness sets it to the
+    # task's sequence length, as safari does, so the filter spans the positions actually used
+    length_param = "max_len"
 
     def __init__(
         self, d_model: int, max_len: int = 4096, filter_order: int = 64, short_filter_order: int = 3, kernel: str = "auto"

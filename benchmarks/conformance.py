@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from architectures import registry
-from architectures.base import decode
+from architectures.base import decode, with_length
 
 REQUIRED = ("forward", "operator", "state_size", "init_state", "step")
 
@@ -78,7 +78,7 @@ def check_mixer(
     try:
         build = registry.resolve(factory) if isinstance(factory, str) else factory
         torch.manual_seed(seed)
-        mixer = build(d_model=d_model, **config)
+        mixer = build(d_model=d_model, **with_length(build, config, seq_len))
     except Exception as e:  # noqa: BLE001 - reported as the first failed check
         add(Check("build", False, f"could not build it with d_model={d_model}: {type(e).__name__}: {e}"))
         return report

@@ -69,7 +69,7 @@ def build_model(cfg: dict, task) -> LanguageModel:
     """The backbone the task asks for (MAD's compression: an autoencoder) around the configured mixer."""
     name, arch = mixer_spec(cfg["architecture"])
     backbone = BACKBONES[getattr(task, "backbone", "language_model")]
-    return backbone(task.vocab_size, name, mixer_config=arch, **cfg["model"])
+    return backbone(task.vocab_size, name, mixer_config=arch, seq_len=task.seq_len, **cfg["model"])
 
 
 def check_out_of_tree(cfg: dict) -> None:

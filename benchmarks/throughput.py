@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from architectures import registry
+from architectures.base import with_length
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, run_key
 
@@ -128,6 +129,7 @@ def measure_mixer(
     torch.manual_seed(0)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     extra = {"kernel": kernel} if kernel != "auto" else {}  # out-of-tree mixers need not take `kernel`
+    extra = with_length(registry.resolve(name), extra, length)
     mixer = registry.build(name, d_model=d_model, **extra).to(device=device, dtype=dtype)
     x = torch.randn(batch, length, d_model, device=device, dtype=dtype)
     tokens = batch * length
