@@ -6,7 +6,7 @@
 Method (as kernel authors measure): fixed shapes and dtypes (fp32 on CPU, bf16 on CUDA), warm-up
 calls, then the median of repeated timings — CUDA events around each call with synchronisation on
 GPU, `time.perf_counter` on CPU. Prefill is the inference-mode forward over the prompt; decode is
-the median time of one `step` with the cache of a prompt of length L. Peak memory is the CUDA
+the median time of the `step` that produces token L, holding the cache of the L - 1 before it. Peak memory is the CUDA
 allocator's peak, or on CPU the resident set size sampled after each call. FLOPs come from
 `torch.utils.flop_counter`; on CUDA achieved FLOP/s is also given as a fraction of the device's
 dense peak. The scaling exponent of time with L is the slope of log(time) on log(L).
@@ -159,10 +159,10 @@ def measure_mixer(
     if peak:
         out["forward_fraction_of_peak"] = out["forward_flops_per_s"] / peak
 
-    # decode: one step with the cache of a prompt of length L
+    # decode: the step that produces token L, with the cache of the L - 1 tokens before it
     with torch.no_grad():
         state = mixer.init_state(batch)
-        for t in range(length):  # the reference way to reach the cache; not timed
+        for t in range(length - 1):  # the reference way to reach the cache; not timed
             _, state = mixer.step(x[:, t], state)
         x_t = x[:, -1]
         current = {"state": state}
