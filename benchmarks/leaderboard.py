@@ -47,7 +47,7 @@ FORMATS = {
     "ESS (mean)": "{:.2f}",
     "entropy ESS": "{:.2f}",
     "ESS/TSS": "{:.3f}",
-    "decode tok/s": "{:.0f}",
+    "forward tok/s": "{:,.0f}",
 }
 
 
@@ -183,9 +183,13 @@ def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
 
 
 def _cell(column: str, value) -> str:
-    if column in FORMATS and isinstance(value, (int, float)) and not pd.isna(value):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if column in FORMATS and isinstance(value, (int, float)):
         return FORMATS[column].format(value)
-    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    if isinstance(value, float):  # other measurements: 3 significant digits, thousands separated
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
 
 
 def _plain_markdown(df: pd.DataFrame) -> str:
@@ -363,7 +367,7 @@ PAGE = """<!doctype html>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 13px; margin-bottom: 2em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
 th {{ background: #f0f0f0; cursor: pointer; user-select: none; }}
 th.asc::after {{ content: " \\25B2"; }} th.desc::after {{ content: " \\25BC"; }}
 td:first-child, td:nth-child(2) {{ text-align: left; }}
