@@ -18,6 +18,7 @@ fixed input, a causal linear operator on its per-channel inputs. Besides
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -85,6 +86,20 @@ class Mixer(nn.Module):
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"{self.name}: expected input (batch, length, {self.d_model}); got {tuple(x.shape)}")
+
+
+def conv_step(conv: nn.Conv1d, past: Tensor, x_t: Tensor) -> tuple[Tensor, Tensor]:
+    """One token of a depthwise causal conv: its output `(B, C)` and the new `past` `(B, C, K - 1)`."""
+    window = torch.cat([past, x_t.unsqueeze(-1)], dim=-1)  # (B, C, K)
+    return (window * conv.weight.squeeze(1)).sum(-1) + conv.bias, window[..., 1:]
+
+
+def init_step_sizes(mixer: str, n: int, dt_min: float, dt_max: float) -> Tensor:
+    """Bias whose softplus is a step size drawn log-uniformly in [dt_min, dt_max] (Mamba's dt init)."""
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"{mixer}: invalid `dt_min`/`dt_max`: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    return dt + torch.log(-torch.expm1(-dt))  # inverse softplus
 
 
 def with_length(factory, config: dict, seq_len: int) -> dict:

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from architectures.base import Mixer, MixerOperator, config_error, require_positive
+from architectures.base import Mixer, MixerOperator, config_error, conv_step, require_positive
 
 
 class Sin(nn.Module):
@@ -139,12 +139,12 @@ class Hyena(Mixer):
         }
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        window = torch.cat([state["short"], self.in_proj(x_t).unsqueeze(-1)], dim=-1)
-        x0, x1, v = ((window * self.short_filter.weight.squeeze(1)).sum(-1) + self.short_filter.bias).chunk(3, dim=-1)
+        conv_out, short = conv_step(self.short_filter, state["short"], self.in_proj(x_t))
+        x0, x1, v = conv_out.chunk(3, dim=-1)
         history = torch.cat([state["history"], (x1 * v).unsqueeze(-1)], dim=-1)  # (B, D, t + 1)
         length = history.shape[-1]
         if length > self.max_len:
             raise ValueError(f"hyena: decoding past `max_len`={self.max_len}")
         h = self.filter(length, x_t.device).flip(-1)  # h[t - s] for s = 0..t
         y = x0 * ((history * h).sum(-1) + self.bias * history[..., -1])
-        return self.out_proj(y), {"short": window[..., 1:], "history": history}
+        return self.out_proj(y), {"short": short, "history": history}

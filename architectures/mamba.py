@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from architectures.base import Mixer, MixerOperator, require_positive
+from architectures.base import Mixer, MixerOperator, conv_step, init_step_sizes, require_positive
 from architectures.kernels import optional_import, use_fast
 from architectures.scan import linear_scan
 
@@ -49,18 +49,14 @@ class Mamba(Mixer):
         super().__init__(d_model, kernel)
         dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
         require_positive(self.name, d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank)
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"{self.name}: invalid `dt_min`/`dt_max`: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
         self.d_state, self.d_conv, self.dt_rank = d_state, d_conv, dt_rank
         self.d_inner = d_inner = expand * d_model
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
         self.conv = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner)
-        # dt initialised log-uniformly in [dt_min, dt_max] through the inverse softplus of the bias
-        dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        with torch.no_grad():
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        with torch.no_grad():  # dt log-uniform in [dt_min, dt_max] through the bias
+            self.dt_proj.bias.copy_(init_step_sizes(self.name, d_inner, dt_min, dt_max))
         # S4D-real initialisation A_n = -(n + 1)
         self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
         self.D = nn.Parameter(torch.ones(d_inner))
@@ -139,13 +135,13 @@ class Mamba(Mixer):
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         xs, z = self.in_proj(x_t).chunk(2, dim=-1)  # (B, D)
-        window = torch.cat([state["conv"], xs.unsqueeze(-1)], dim=-1)  # (B, D, d_conv)
-        u = F.silu((window * self.conv.weight.squeeze(1)).sum(-1) + self.conv.bias)
+        conv_out, conv_state = conv_step(self.conv, state["conv"], xs)
+        u = F.silu(conv_out)
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt))  # (B, D)
         h = torch.exp(dt.unsqueeze(-1) * self._A()) * state["ssm"] + (dt * u).unsqueeze(-1) * B.unsqueeze(1)
         y = ((h * C.unsqueeze(1)).sum(-1) + self.D * u) * F.silu(z)
-        return self.out_proj(y), {"conv": window[..., 1:], "ssm": h}
+        return self.out_proj(y), {"conv": conv_state, "ssm": h}
 
     # ------------------------------------------------------------------ kernels
 

@@ -12,13 +12,11 @@ TSS per channel: d_state.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from architectures.base import require_divisible, require_positive
+from architectures.base import conv_step, init_step_sizes, require_divisible, require_positive
 from architectures.kernels import optional_import, use_fast
 from architectures.linear_recurrence import GatedLinearMixer, Heads, chunked_gla
 
@@ -41,16 +39,13 @@ class Mamba2(GatedLinearMixer):
         require_positive(self.name, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim)
         d_inner = expand * d_model
         require_divisible(self.name, "expand * d_model", d_inner, "headdim", headdim)
-        if not 0 < dt_min <= dt_max:
-            raise ValueError(f"{self.name}: invalid `dt_min`/`dt_max`: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
         self.d_inner, self.d_state, self.d_conv, self.headdim = d_inner, d_state, d_conv, headdim
         self.num_heads = d_inner // headdim
         self.key_dim, self.value_dim = d_state, headdim
         self.conv_dim = d_inner + 2 * d_state
         self.in_proj = nn.Linear(d_model, 2 * d_inner + 2 * d_state + self.num_heads, bias=False)
         self.conv = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1)
-        dt = torch.exp(torch.rand(self.num_heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_bias = nn.Parameter(init_step_sizes(self.name, self.num_heads, dt_min, dt_max))
         self.A_log = nn.Parameter(torch.log(torch.empty(self.num_heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.num_heads))
         for p in (self.dt_bias, self.A_log, self.D):
@@ -100,9 +95,8 @@ class Mamba2(GatedLinearMixer):
     def step_heads(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Heads, dict[str, Tensor]]:
         zxbcdt = self.in_proj(x_t)
         xBC = zxbcdt[..., self.d_inner : self.d_inner + self.conv_dim]
-        window = torch.cat([state["conv"], xBC.unsqueeze(-1)], dim=-1)
-        xBC = F.silu((window * self.conv.weight.squeeze(1)).sum(-1) + self.conv.bias)
-        return self._split(zxbcdt.unsqueeze(1), xBC.unsqueeze(1)), {"conv": window[..., 1:]}
+        conv_out, conv_state = conv_step(self.conv, state["conv"], xBC)
+        return self._split(zxbcdt.unsqueeze(1), F.silu(conv_out).unsqueeze(1)), {"conv": conv_state}
 
 
 def _ssd_kernel(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:

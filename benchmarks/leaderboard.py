@@ -246,6 +246,13 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFra
         axis.set_minor_formatter(NullFormatter())
 
     paths: dict[str, Path] = {}
+
+    def save(fig, name: str):
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths[name] = path
+
     if tp is not None and not tp.empty:
         grid = sns.relplot(
             data=tp,
@@ -265,19 +272,9 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFra
             ax.set_yscale("log")
             log_axis(ax.yaxis)
         grid.figure.suptitle("Forward throughput vs. sequence length (device in each panel)", y=1.03)
-        save_name = "throughput_vs_length"
-        path = out_dir / f"{save_name}.png"
-        grid.figure.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(grid.figure)
-        paths[save_name] = path
+        save(grid.figure, "throughput_vs_length")
     if df.empty:
         return paths
-
-    def save(fig, name: str):
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths[name] = path
 
     grid = sns.relplot(
         data=df,
