@@ -170,50 +170,101 @@ class FuzzyRecall(_MADTask):
     def chance_accuracy(self) -> float:
         return 1.0 / (self.regular - self.num_keys)
 
-    def _motifs(self, vocab: np.ndarray, size: int) -> np.ndarray:
-        return np.array(list(permutations(vocab.tolist(), size)), dtype=np.int64)
+    def _table(self, vocab: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, int]]]:
+        """Every motif (distinct tokens, each size in `sizes`) as a padded row: motifs, lengths, size -> (offset, count)."""
+        width = max(sizes)
+        rows, lengths, index = [], [], {}
+        for size in sizes:
+            motifs = [list(m) + [-1] * (width - size) for m in permutations(vocab.tolist(), size)]
+            index[size] = (len(rows), len(motifs))
+            rows += motifs
+            lengths += [size] * len(motifs)
+        return np.array(rows, dtype=np.int64), np.array(lengths, dtype=np.int64), index
+
+    @staticmethod
+    def _draw(rng, index: dict, sizes: list[int], shape) -> np.ndarray:
+        """Motif codes: a size uniform in `sizes`, then a motif uniform among those of that size."""
+        which = rng.integers(len(sizes), size=shape)
+        offset = np.array([index[s][0] for s in sizes])[which]
+        count = np.array([index[s][1] for s in sizes])[which]
+        return offset + (rng.random(shape) * count).astype(np.int64)
+
+    @staticmethod
+    def _first_occurrence(codes: np.ndarray) -> np.ndarray:
+        """For each slot, the index of the first slot in its row with the same code."""
+        order = np.argsort(codes, axis=1, kind="stable")
+        ordered = np.take_along_axis(codes, order, axis=1)
+        starts = np.ones_like(ordered, dtype=bool)
+        starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+        run_start = np.maximum.accumulate(np.where(starts, np.arange(codes.shape[1]), 0), axis=1)
+        first = np.empty_like(codes)
+        np.put_along_axis(first, order, np.take_along_axis(order, run_start, axis=1), axis=1)
+        return first
 
     def _generate_chunk(self, rng, n, split="train"):
-        key_vocab, value_vocab = np.arange(self.num_keys), np.arange(self.num_keys, self.regular)
-        key_sizes = list(range(1, self.k_motif_size + 1)) if split == "train" else [self.k_motif_size]
-        keys = {s: self._motifs(key_vocab, s) for s in key_sizes}
-        values = {s: self._motifs(value_vocab, s) for s in range(1, self.v_motif_size + 1)}
-        inputs = np.full((n, self.seq_len + 1), self.pad_token, dtype=np.int64)
-        targets = np.full((n, self.seq_len + 1), IGNORE, dtype=np.int64)
+        """MAD's sequential construction, vectorised: a sequence is a run of key-value pairs drawn i.i.d.
+        (a repeated key keeps the value of its first occurrence), with the probed pair inserted at the
+        first pair starting at or after `probe_at` unless its key occurred earlier; pairs are added
+        while the sequence is shorter than the body bound; the probe closes the sequence."""
+        kmax, vmax, length = self.k_motif_size, self.v_motif_size, self.seq_len
+        key_sizes = list(range(1, kmax + 1)) if split == "train" else [kmax]
+        keys, key_len, key_index = self._table(np.arange(self.num_keys), key_sizes)
+        values, value_len, value_index = self._table(np.arange(self.num_keys, self.regular), list(range(1, vmax + 1)))
+        value_sizes = list(range(1, vmax + 1))
+        probe_k = self._draw(rng, key_index, key_sizes, n)
+        probe_v = self._draw(rng, value_index, value_sizes, n)
+        bound = length - key_len[probe_k] - value_len[probe_v] - (kmax + vmax)
+        # MAD draws this from [0, seq_len - 2 * probe_size), which can fall past the body and leave
+        # the final query unanswerable; we draw it inside the body so every query has an answer
+        probe_at = (rng.random(n) * bound).astype(np.int64)
+        slots = length // 2 + 1  # enough pairs of >= 2 tokens to pass any bound
+        codes = self._draw(rng, key_index, key_sizes, (n, slots))
+        drawn_values = self._draw(rng, value_index, value_sizes, (n, slots))
+        rows = np.arange(n)[:, None]
+        idx = np.broadcast_to(np.arange(slots), (n, slots))
 
-        def draw(table: dict, size: int) -> tuple:
-            return tuple(table[size][rng.integers(len(table[size]))].tolist())
+        def layout(codes):
+            first = self._first_occurrence(codes)
+            vals = np.where(codes == probe_k[:, None], probe_v[:, None], drawn_values[rows, first])
+            sizes = key_len[codes] + value_len[vals]
+            return first, vals, np.cumsum(sizes, axis=1) - sizes  # start of each pair
 
-        for b in range(n):
-            probe_k = draw(keys, int(rng.choice(key_sizes)))
-            probe_v = draw(values, int(rng.integers(1, self.v_motif_size + 1)))
-            probe_size = len(probe_k) + len(probe_v)
-            bound = self.seq_len - probe_size - (self.k_motif_size + self.v_motif_size)
-            # MAD draws this from [0, seq_len - 2 * probe_size), which can fall past the body and leave
-            # the final query unanswerable; we draw it inside the body so every query has an answer
-            probe_at = int(rng.integers(bound))
-            seq, tgt, kv, presented, probe_added = [], [], {}, set(), False
-            while len(seq) < bound:
-                k = draw(keys, int(rng.choice(key_sizes)))
-                v_size = int(rng.integers(1, self.v_motif_size + 1))
-                if len(seq) >= probe_at and not probe_added:  # make sure the probe occurs in the body
-                    k, v, probe_added = probe_k, probe_v, True
-                    kv[k] = v
-                    seq += [*k, *v]
-                    tgt += [IGNORE] * (len(k) + len(v))
-                    presented.add(k)
-                    continue
-                if k == probe_k:
-                    v, probe_added = probe_v, True
-                else:
-                    v = kv.setdefault(k, draw(values, v_size))
-                seq += [*k, *v]
-                tgt += [IGNORE] * len(k) + (list(v) if k in presented else [IGNORE] * len(v))
-                presented.add(k)
-            seq += [*probe_k, *probe_v]
-            tgt += [IGNORE] * len(probe_k) + list(probe_v)
-            inputs[b, -len(seq) :] = seq  # left-padded with the pad token
-            targets[b, -len(tgt) :] = tgt
+        _, _, start = layout(codes)
+        insert_at = np.argmax(start >= probe_at[:, None], axis=1)
+        natural = np.where((codes == probe_k[:, None]).any(1), np.argmax(codes == probe_k[:, None], axis=1), slots)
+        insert = natural >= insert_at  # the probe key was not drawn before the insertion point
+        codes[np.flatnonzero(insert), insert_at[insert]] = probe_k[insert]
+        first, vals, start = layout(codes)
+        included = start < bound[:, None]
+        scored = first < idx  # a key already presented: its value is a query
+
+        # tokens and targets of every pair slot, then the final probe, packed left-padded
+        width = kmax + vmax
+        pos = np.arange(width)
+        klen, vlen = key_len[codes][..., None], value_len[vals][..., None]
+        key_tok = keys[codes][..., np.minimum(pos, kmax - 1)]
+        val_tok = np.take_along_axis(values[vals], np.clip(pos - klen, 0, vmax - 1), axis=2)
+        is_key, is_val = pos < klen, (pos >= klen) & (pos < klen + vlen)
+        tokens = np.where(is_key, key_tok, val_tok)
+        tgt = np.where(is_val & scored[..., None], val_tok, IGNORE)
+        mask = (is_key | is_val) & included[..., None]
+        plen_k, plen_v = key_len[probe_k][:, None], value_len[probe_v][:, None]
+        ppos = np.arange(width)[None]
+        p_key = keys[probe_k][:, np.minimum(pos, kmax - 1)]
+        p_val = np.take_along_axis(values[probe_v], np.clip(ppos - plen_k, 0, vmax - 1), axis=1)
+        p_tok = np.where(ppos < plen_k, p_key, p_val)
+        p_mask = ppos < plen_k + plen_v
+        p_tgt = np.where((ppos >= plen_k) & p_mask, p_tok, IGNORE)
+        tokens = np.concatenate([tokens.reshape(n, -1), p_tok], axis=1)
+        tgt = np.concatenate([tgt.reshape(n, -1), p_tgt], axis=1)
+        mask = np.concatenate([mask.reshape(n, -1), p_mask], axis=1)
+        total = mask.sum(1, keepdims=True)
+        dest = np.where(mask, length + 1 - total + np.cumsum(mask, axis=1) - 1, length + 1)  # pads go to a spare column
+        inputs = np.full((n, length + 2), self.pad_token, dtype=np.int64)
+        targets = np.full((n, length + 2), IGNORE, dtype=np.int64)
+        np.put_along_axis(inputs, dest, np.where(mask, tokens, self.pad_token), axis=1)
+        np.put_along_axis(targets, dest, np.where(mask, tgt, IGNORE), axis=1)
+        inputs, targets = inputs[:, : length + 1], targets[:, : length + 1]
         # shift into our convention: the target at t is the token that follows t
         return inputs[:, :-1], targets[:, 1:]
 
