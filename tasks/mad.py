@@ -62,6 +62,13 @@ class _MADTask(Task):
     def _validate(self, p: dict) -> None:
         pass
 
+    def _validate_noise(self, p: dict) -> None:
+        """The noise parameters of MAD's recall and compression tasks."""
+        require_int(self.name, lo=0, noise_vocab_size=p["noise_vocab_size"])
+        _require_fraction(self.name, "frac_noise", p["frac_noise"])
+        if p["frac_noise"] > 0 and p["noise_vocab_size"] < 1:
+            raise ValueError(f"{self.name}: `noise_vocab_size` must be >= 1 when frac_noise > 0")
+
     def params(self) -> dict:
         return dict(self._p)
 
@@ -86,10 +93,7 @@ class InContextRecall(_MADTask):
     changes = {"vocab_size": [32, 64, 128], "seq_len": [256, 512, 1024]}
 
     def _validate(self, p):
-        require_int(self.name, lo=0, noise_vocab_size=p["noise_vocab_size"])
-        _require_fraction(self.name, "frac_noise", p["frac_noise"])
-        if p["frac_noise"] > 0 and p["noise_vocab_size"] < 1:
-            raise ValueError(f"{self.name}: `noise_vocab_size` must be >= 1 when frac_noise > 0")
+        self._validate_noise(p)
         if p["seq_len"] % 2 or p["seq_len"] < 4:
             raise ValueError(f"{self.name}: `seq_len` must be even and >= 4 (key-value pairs); got {p['seq_len']}")
         self.num_keys, self.regular = _RecallLayout.split(self.name, p["vocab_size"], p["noise_vocab_size"], special=0)
@@ -320,12 +324,9 @@ class Compression(_MADTask):
     changes = {"vocab_size": [32, 64, 128], "seq_len": [64, 128, 256]}
 
     def _validate(self, p):
-        require_int(self.name, lo=0, noise_vocab_size=p["noise_vocab_size"])
-        _require_fraction(self.name, "frac_noise", p["frac_noise"])
+        self._validate_noise(p)
         if p["vocab_size"] - 1 - p["noise_vocab_size"] < 1:
             raise ValueError(f"{self.name}: `vocab_size` must exceed noise_vocab_size + 1 (the compression token)")
-        if p["frac_noise"] > 0 and p["noise_vocab_size"] < 1:
-            raise ValueError(f"{self.name}: `noise_vocab_size` must be >= 1 when frac_noise > 0")
         self.regular = p["vocab_size"] - 1 - p["noise_vocab_size"]
 
     @property
