@@ -20,7 +20,7 @@ L x L matrix is never built.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -301,7 +301,6 @@ class LayerESS:
     entropy: Tensor
     tss: int
     seq_len: int
-    extra: dict = field(default_factory=dict)
 
 
 def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WINDOW) -> dict:

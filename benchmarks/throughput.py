@@ -228,20 +228,6 @@ def run(
     return records
 
 
-def summarize(records: list[dict]) -> dict:
-    """Scaling exponents per (mixer, device, kernel, mode) over the measured lengths."""
-    groups: dict = {}
-    for r in records:
-        if r.get("status") != "ok":
-            continue
-        m = r["metrics"]
-        for mode in ("forward", "forward_backward", "prefill"):
-            groups.setdefault((m["mixer"], r["provenance"]["device"], m["kernel"], mode), []).append(
-                (m["seq_len"], m[f"{mode}_s"])
-            )
-    return {k: scaling_exponent(*zip(*sorted(v), strict=True)) for k, v in groups.items() if len(v) >= 2}
-
-
 def main(argv: list[str] | None = None) -> int:
     args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
     unknown = set(args) - {"mixers", "lengths", "store", "device", "kernel", "d_model", "batch", "repeats"}
@@ -266,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         int(args.get("repeats", 5)),
     )
     failed = [r for r in records if r["status"] != "ok"]
-    for (mixer, dev, kernel, mode), exponent in sorted(summarize(records).items()):
-        if mode == "forward":
-            print(f"{mixer:18s} {kernel:14s} forward time ~ L^{exponent:.2f}  ({dev})")
+    from benchmarks.leaderboard import scaling_table, throughput_rows
+
+    for _, row in scaling_table(throughput_rows(records)).iterrows():
+        print(f"{row['mixer']:18s} {row['kernel']:14s} forward time ~ L^{row['forward ~ L^']:.2f}  ({row['device']})")
     print(f"{len(records)} throughput records ({len(failed)} failed) in {args.get('store', 'results')}/throughput")
     return 0
 

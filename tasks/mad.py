@@ -73,18 +73,15 @@ class _MADTask(Task):
         return dict(self._p)
 
 
-class _RecallLayout:
-    """Vocabulary split of MAD's recall tasks (multi-query): keys, values, noise."""
-
-    @staticmethod
-    def split(task: str, vocab_size: int, noise_vocab_size: int, special: int) -> tuple[int, int]:
-        regular = vocab_size - special - noise_vocab_size
-        if regular < 2:
-            raise ValueError(
-                f"{task}: `vocab_size`={vocab_size} leaves {regular} key/value tokens after {noise_vocab_size} noise "
-                f"and {special} special tokens; need vocab_size >= {noise_vocab_size + special + 2}"
-            )
-        return regular // 2, regular  # keys are [0, half), values [half, regular)
+def _recall_vocab(task: str, vocab_size: int, noise_vocab_size: int, special: int) -> tuple[int, int]:
+    """Vocabulary split of MAD's recall tasks (multi-query): keys, values, then noise and special tokens."""
+    regular = vocab_size - special - noise_vocab_size
+    if regular < 2:
+        raise ValueError(
+            f"{task}: `vocab_size`={vocab_size} leaves {regular} key/value tokens after {noise_vocab_size} noise "
+            f"and {special} special tokens; need vocab_size >= {noise_vocab_size + special + 2}"
+        )
+    return regular // 2, regular  # keys are [0, half), values [half, regular)
 
 
 class InContextRecall(_MADTask):
@@ -96,7 +93,7 @@ class InContextRecall(_MADTask):
         self._validate_noise(p)
         if p["seq_len"] % 2 or p["seq_len"] < 4:
             raise ValueError(f"{self.name}: `seq_len` must be even and >= 4 (key-value pairs); got {p['seq_len']}")
-        self.num_keys, self.regular = _RecallLayout.split(self.name, p["vocab_size"], p["noise_vocab_size"], special=0)
+        self.num_keys, self.regular = _recall_vocab(self.name, p["vocab_size"], p["noise_vocab_size"], special=0)
 
     @property
     def num_pairs(self) -> int:
@@ -156,7 +153,7 @@ class FuzzyRecall(_MADTask):
 
     def _validate(self, p):
         require_int(self.name, k_motif_size=p["k_motif_size"], v_motif_size=p["v_motif_size"])
-        self.num_keys, self.regular = _RecallLayout.split(self.name, p["vocab_size"], 0, special=1)
+        self.num_keys, self.regular = _recall_vocab(self.name, p["vocab_size"], 0, special=1)
         if p["k_motif_size"] > self.num_keys or p["v_motif_size"] > self.regular - self.num_keys:
             raise ValueError(
                 f"{self.name}: motifs are permutations without repeats: `k_motif_size` <= {self.num_keys} and "
