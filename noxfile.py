@@ -1,4 +1,4 @@
-"""Sessions: `nox -s tests`, `nox -s bench`, `nox -s cuda-kernels` (GPU machines).
+"""Sessions: `nox -s tests` (then `fast-paths-cpu`), `nox -s bench`, `nox -s cuda-kernels` (GPU machines).
 
 Environments are reused between runs (the first run builds them). Torch is
 installed first and pinned, so the project's torch range is already satisfied
@@ -8,6 +8,8 @@ spec plus PIP_EXTRA_INDEX_URL on a GPU machine).
 """
 
 import os
+import tarfile
+from pathlib import Path
 
 import nox
 
@@ -27,6 +29,8 @@ def tests(session: nox.Session) -> None:
     """The test suite on CPU (CUDA tests skip themselves without a GPU; the launcher tests need `distributed`)."""
     install(session, "dev,distributed")
     session.run("pytest", "-q", *session.posargs)
+    if not session.posargs:  # the whole suite: the fast paths too, in Triton's CPU interpreter
+        session.notify("fast-paths-cpu", posargs=[])
 
 
 @nox.session
@@ -74,6 +78,37 @@ def page(session: nox.Session) -> None:
     install(session)
     session.install("selenium>=4.20")
     session.run("pytest", "-q", "-m", "browser", "-rs", "tests/test_page.py", *session.posargs)
+
+
+# Pinned: the interpreter tests patch two Triton internals (see tests/test_fast_paths_interpreted.py).
+INTERPRETED_KERNELS = ("triton==3.9.0", "fla-core==0.6.0", "einops==0.8.2", "transformers==5.23.0")
+CUDA_EXTENSION_SOURCES = ("mamba-ssm==2.3.2.post1", "causal-conv1d==1.7.0")
+
+
+@nox.session(name="fast-paths-cpu")
+def fast_paths_cpu(session: nox.Session) -> None:
+    """The fast paths' kernels on a CPU, in Triton's interpreter: fla's chunk_gla and mamba-ssm's SSD
+    run for real and must match the reference paths, forward and backward (about a minute).
+
+    mamba-ssm and causal-conv1d are CUDA extensions that cannot be built here: their Python
+    sources (Triton kernels and reference functions) are unpacked from the sdists and put on
+    PYTHONPATH, with the CUDA build skipped.
+    """
+    install(session)
+    session.install(*INTERPRETED_KERNELS, "setuptools", "wheel", "packaging")
+    sources = Path(session.create_tmp()) / "kernel-sources"
+    if not sources.exists():
+        skip_build = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "CAUSAL_CONV1D_SKIP_CUDA_BUILD": "TRUE"}
+        session.run(
+            "pip", "download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:",
+            "-d", str(sources), *CUDA_EXTENSION_SOURCES, env=skip_build,
+        )  # fmt: skip
+        for sdist in sources.glob("*.tar.gz"):
+            with tarfile.open(sdist) as tar:
+                tar.extractall(sources, filter="data")
+    path = os.pathsep.join(str(p) for p in sorted(sources.iterdir()) if p.is_dir())
+    env = {"TRITON_INTERPRET": "1", "PYTHONPATH": path}
+    session.run("pytest", "-q", "-m", "interpret", "tests/test_fast_paths_interpreted.py", *session.posargs, env=env)
 
 
 @nox.session(name="cuda-kernels")

@@ -3,8 +3,10 @@ w - 1 tokens before it (Beltagy et al. 2020, "Longformer"; used as the local mix
 Arora et al. 2024). Rotary positions, one head (as `attention`); window 16 (Based uses 64-128
 at sequence length 2k; scaled to the suite's 64-512).
 
-Fast path: flash-attn's `flash_attn_func(window_size=(w - 1, 0))` on CUDA when it imports and
-matches; otherwise SDPA with a banded mask. TSS per channel: w. The cache holds the last w - 1
+Fast path: flash-attn's `flash_attn_func(window_size=(w - 1, 0))` (key j visible to query i when
+i - (w - 1) <= j <= i, flash-attn's local mask) on CUDA for fp16/bf16 inputs, which are the only
+dtypes it takes (training runs under bf16 autocast), when it imports and matches; otherwise SDPA
+with a banded mask. TSS per channel: w. The cache holds the last w - 1
 keys and values and the position counter.
 """
 
@@ -49,7 +51,8 @@ class SlidingWindowAttention(Attention):
         if self.kernel_choice == "reference":
             self.kernel = "reference"
             return self._weights(q, k) @ v
-        if use_fast("flash_attn/window", self.kernel_choice, q.device, self._probe):
+        flash_dtype = q.dtype in (torch.float16, torch.bfloat16)  # flash-attn has no fp32 kernel
+        if flash_dtype and use_fast("flash_attn/window", self.kernel_choice, q.device, self._probe):
             self.kernel = "flash-attn"
             return _flash_window(q, k, v, self.window_size)
         self.kernel = "sdpa"

@@ -43,6 +43,20 @@ def test_fast_path_matches_reference(name):
         assert fast.kernel != "reference", f"{name} has its fast package but ran {fast.kernel}"
 
 
+def test_flash_window_matches_reference_in_bf16():
+    """flash-attn takes fp16/bf16 only, so the fp32 test above runs sliding_window on SDPA."""
+    torch.manual_seed(0)
+    fast = registry.build("sliding_window", d_model=64).cuda()
+    reference = copy.deepcopy(fast)
+    reference.kernel_choice = "reference"
+    x = torch.randn(2, 256, 64, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y_fast = fast(x)
+    expected = "flash-attn" if optional_import("flash_attn") is not None else "sdpa"
+    assert fast.kernel == expected
+    torch.testing.assert_close(y_fast.float(), reference(x), rtol=5e-2, atol=5e-2)
+
+
 def test_bf16_training_step_is_finite():
     from architectures.backbone import LanguageModel
 

@@ -1,0 +1,112 @@
+"""The fast paths' calls checked on a CPU: `nox -s fast-paths-cpu`; skipped elsewhere.
+
+A CPU machine cannot launch CUDA kernels, but it can run Triton kernels in Triton's
+interpreter (TRITON_INTERPRET=1), so the kernels the fast paths call are run for real:
+flash-linear-attention's `chunk_gla` (linear attention, GLA, WLA, Based) and mamba-ssm's
+`mamba_chunk_scan_combined` (Mamba-2's SSD), forward and backward. mamba-ssm's
+`selective_scan_fn` and causal-conv1d's `causal_conv1d_fn` are CUDA extensions; they are
+replaced by the same packages' reference functions, which take the same arguments
+(`selective_scan_ref`, `causal_conv1d_ref`): for Mamba this checks our argument layout,
+not the CUDA kernels. flash-attn has no CPU form and is left to `tests/test_cuda.py`.
+
+What is patched, for the interpreter only: autotuners take their first config (the
+interpreter has no benchmarker), loop counters get a no-op `.to()` (the interpreter hands
+out Python ints where compiled Triton has tensors), and the CUDA device context / property
+queries that mamba-ssm's host code makes are answered for a CPU tensor.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import copy
+import os
+import sys
+import types
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.interpret,
+    pytest.mark.skipif(
+        os.environ.get("TRITON_INTERPRET") != "1", reason="needs TRITON_INTERPRET=1 and the kernels (nox -s fast-paths-cpu)"
+    ),
+]
+
+# mixer -> the kernel label its fast path records
+FAST_LABEL = {
+    "linear_attention": "fla-chunk_gla",
+    "gla": "fla-chunk_gla",
+    "wla": "fla-chunk_gla",
+    "based": "fla-chunk_gla",
+    "mamba": "mamba-ssm",
+    "mamba2": "mamba-ssm-ssd",
+}
+
+
+class _LoopIndex(int):
+    def to(self, *args, **kwargs):  # `i_t.to(tl.int64)` on a loop counter
+        return self
+
+
+def _range(*args):
+    return (_LoopIndex(i) for i in builtins.range(*(int(a) for a in args)))
+
+
+@pytest.fixture(scope="module")
+def interpreted_kernels():
+    with pytest.MonkeyPatch.context() as mp:
+        for ext in ("selective_scan_cuda", "causal_conv1d_cuda"):  # imported at module level; never called here
+            mp.setitem(sys.modules, ext, types.ModuleType(ext))
+        # plain imports: under TRITON_INTERPRET=1 a missing kernel package is a failure, not a skip
+        import causal_conv1d as conv
+        import fla.ops.gla  # noqa: F401
+        import mamba_ssm.ops.selective_scan_interface as scan
+        import mamba_ssm.ops.triton.ssd_combined  # noqa: F401
+        import triton.runtime.autotuner as autotuner
+
+        mp.setattr(autotuner.Autotuner, "_bench", lambda self, *a, config=None, **k: [0.0, 0.0, 0.0])
+        for name, module in list(sys.modules.items()):
+            if module is not None and name.split(".")[0] in ("fla", "mamba_ssm"):
+                mp.setattr(module, "range", _range, raising=False)
+        mp.setattr(torch.cuda, "device", lambda *a, **k: contextlib.nullcontext())
+        mp.setattr(torch.cuda, "get_device_properties", lambda *a, **k: types.SimpleNamespace(multi_processor_count=132))
+        mp.setattr(scan, "selective_scan_fn", scan.selective_scan_ref)
+        mp.setattr(conv, "causal_conv1d_fn", conv.causal_conv1d_interface.causal_conv1d_ref)
+
+        # the mixers take their fast path on CUDA only: let them take it on the CPU, probes included
+        import architectures.fla_kernels
+        import architectures.kernels
+        import architectures.mamba
+        import architectures.mamba2
+
+        mp.setattr(architectures.kernels, "_verdicts", {})
+        use_fast = architectures.kernels.use_fast
+
+        def use_fast_on_cpu(name, kernel, device, probe):
+            return use_fast(name, kernel, torch.device("cuda"), lambda _: probe(device))
+
+        for module in (architectures.fla_kernels, architectures.mamba, architectures.mamba2):
+            mp.setattr(module, "use_fast", use_fast_on_cpu)
+        yield
+
+
+@pytest.mark.parametrize("name", sorted(FAST_LABEL))
+def test_fast_path_matches_reference(interpreted_kernels, name):
+    from architectures import registry
+
+    torch.manual_seed(0)
+    fast = registry.build(name, d_model=64, kernel="fast")  # raises if the kernel fails its probe
+    reference = copy.deepcopy(fast)
+    reference.kernel_choice = "reference"
+    x = torch.randn(2, 160, 64, requires_grad=True)  # 160: several chunks of 64 and a partial one
+    y_fast, y_ref = fast(x), reference(x)
+    assert (fast.kernel, reference.kernel) == (FAST_LABEL[name], "reference")
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-4, atol=1e-5)
+
+    loss_fast, loss_ref = y_fast.square().sum(), y_ref.square().sum()
+    grads_fast = torch.autograd.grad(loss_fast, [x, *fast.parameters()])
+    grads_ref = torch.autograd.grad(loss_ref, [x, *reference.parameters()])
+    for (param, _), g_fast, g_ref in zip([("x", x), *fast.named_parameters()], grads_fast, grads_ref, strict=True):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4, msg=lambda m, p=param: f"{name} grad of {p}: {m}")
