@@ -499,7 +499,9 @@ def build(store_root: str | Path = "results") -> list[Path]:
             "",
             "## Throughput",
             "",
-            "Measured by `nox -s kernels` (method in `benchmarks/throughput.py`); every row names its device and kernel path.",
+            "Measured by `nox -s kernels` (method in `benchmarks/throughput.py`); every row names its device and kernel path. "
+            "peak MB is forward + backward: the weights and input plus the peak the call allocates "
+            "(CUDA allocator peak; on CPU, the peak increase of the resident set).",
             "",
             _plain_markdown(tp),
             "",

@@ -6,8 +6,9 @@
 Method (as kernel authors measure): fixed shapes and dtypes (fp32 on CPU, bf16 on CUDA), warm-up
 calls, then the median of repeated timings — CUDA events around each call with synchronisation on
 GPU, `time.perf_counter` on CPU. Prefill is the inference-mode forward over the prompt; decode is
-the median time of the `step` that produces token L, holding the cache of the L - 1 before it. Peak memory is the CUDA
-allocator's peak, or on CPU the resident set size sampled after each call. FLOPs come from
+the median time of the `step` that produces token L, holding the cache of the L - 1 before it. Peak memory of
+forward + backward is the CUDA allocator's peak, or on CPU the same quantity read from Linux's counters: the
+bytes of the weights and input plus the peak increase of the resident set during the call (`peak_memory`). FLOPs come from
 `torch.utils.flop_counter`; on CUDA achieved FLOP/s is also given as a fraction of the device's
 dense peak. The scaling exponent of time with L is the slope of log(time) on log(L).
 Each (mixer, device, kernel, L) is one record under `<store>/throughput/`.
@@ -15,6 +16,8 @@ Each (mixer, device, kernel, L) is one record under `<store>/throughput/`.
 
 from __future__ import annotations
 
+import ctypes
+import re
 import statistics
 import sys
 import time
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
@@ -81,24 +85,49 @@ def scaling_exponent(lengths, times) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def _rss_bytes() -> int:
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1))
+
+
+def _cpu_peak_increase(fn: Callable[[], object]) -> int | None:
+    """Bytes of resident memory `fn` adds at its peak, or None where Linux's counters are missing.
+
+    The freed heap is handed back to the OS first (malloc_trim), so that `fn` cannot run on pages an
+    earlier measurement left resident, and the kernel's high-water mark is reset to the current
+    RSS (writing 5 to /proc/self/clear_refs, Linux >= 4.0); the peak is then VmHWM - RSS before.
+    """
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * (2**12)
-    except OSError:  # not Linux: the process peak from getrusage (KiB on Linux, bytes on macOS)
-        import resource
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _proc_status_kib("VmRSS")
+    except (OSError, AttributeError):
+        return None
+    fn()
+    return max(_proc_status_kib("VmHWM") - before, 0) * 1024
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+def _tensor_bytes(*tensors: Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def _peak_memory(device: torch.device, fn: Callable[[], object]) -> int:
+def peak_memory(device: torch.device, fn: Callable[[], object], held: int) -> tuple[int, str]:
+    """Peak memory of `fn` and how it was read, comparable across devices: the tensors already
+    held (`held` bytes: weights, inputs) plus what `fn` allocates at its peak."""
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
         torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device)
+        return torch.cuda.max_memory_allocated(device), "cuda allocator peak"
+    increase = _cpu_peak_increase(fn)
+    if increase is not None:
+        return held + increase, "held tensors + peak RSS increase"
+    import resource  # not Linux: only the process's lifetime peak is available
+
     fn()
-    return _rss_bytes()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024), "process max RSS"
 
 
 def _flops(fn: Callable[[], object]) -> int:
@@ -152,7 +181,8 @@ def measure_mixer(
         out[f"{mode}_s"] = t.median_s
         out[f"{mode}_tokens_per_s"] = tokens / t.median_s
     out["kernel"] = getattr(mixer, "kernel", "unknown")
-    out["peak_memory_bytes"] = _peak_memory(device, forward_backward)
+    held = _tensor_bytes(x, *mixer.parameters(), *mixer.buffers())
+    out["peak_memory_bytes"], out["peak_memory_kind"] = peak_memory(device, forward_backward, held)
     out["forward_flops"] = _flops(forward)
     out["forward_flops_per_s"] = out["forward_flops"] / out["forward_s"]
     peak = device_peak_flops(device)

@@ -1,5 +1,7 @@
 """Throughput measurement: helpers on functions of known cost, scaling exponents, fallbacks."""
 
+import os
+
 import pytest
 import torch
 
@@ -45,6 +47,23 @@ def test_scaling_exponent_recovers_a_power_law(exponent):
 def test_flop_counter_counts_a_matmul():
     a, b = torch.randn(8, 16), torch.randn(16, 4)
     assert throughput._flops(lambda: a @ b) == 2 * 8 * 16 * 4
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's peak-RSS reset")
+def test_cpu_peak_memory_of_a_known_allocation():
+    """A call that fills 64 MiB at its peak (and frees it) reads as 64 MiB over what is held,
+    also when an earlier, larger call left freed pages behind."""
+    mib = 2**20
+
+    def fill(n_mib):
+        return lambda: torch.ones(n_mib * mib // 4).sum()
+
+    throughput.peak_memory(torch.device("cpu"), fill(256), held=0)  # leaves freed heap behind
+    peak, kind = throughput.peak_memory(torch.device("cpu"), fill(64), held=10 * mib)
+    assert kind == "held tensors + peak RSS increase"
+    assert 73 * mib <= peak <= 80 * mib, peak / mib
+    peak, _ = throughput.peak_memory(torch.device("cpu"), lambda: None, held=0)
+    assert peak < 4 * mib, peak / mib
 
 
 def test_measured_scaling_attention_quadratic_recurrence_linear():
