@@ -1,6 +1,6 @@
 """Kernel throughput of every mixer: forward, forward + backward, prefill and per-token decode.
 
-    python -m benchmarks.throughput                      # every mixer, the device's length ladder
+    python -m benchmarks.throughput                      # every mixer, the device's length ladder, batch 4
     python -m benchmarks.throughput mixers=attention,mamba lengths=256,1024 store=/tmp/tp
 
 Method (as kernel authors measure): fixed shapes and dtypes (fp32 on CPU, bf16 on CUDA), warm-up
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         device,
         args.get("kernel", "auto"),
         int(args.get("d_model", 64)),
-        int(args.get("batch", 1)),
+        int(args.get("batch", 4)),
         int(args.get("repeats", 5)),
     )
     failed = [r for r in records if r["status"] != "ok"]
