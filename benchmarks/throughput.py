@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from architectures import registry
 from architectures.base import with_length
+from architectures.kernels import check_choice
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, run_key
 
@@ -258,35 +259,73 @@ def run(
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
-    unknown = set(args) - {"mixers", "lengths", "store", "device", "kernel", "d_model", "batch", "repeats"}
+USAGE = (
+    "python -m benchmarks.throughput [mixers=a,b] [lengths=128,256] [store=results] [device=cpu|cuda] "
+    "[kernel=auto|fast|reference] [d_model=64] [batch=4] [repeats=5] [force=true]"
+)
+
+
+def _positive_ints(key: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"{key}={text!r}: expected comma-separated integers, e.g. {key}=128,256\n{USAGE}") from None
+    if any(v < 1 for v in values):
+        raise SystemExit(f"{key}={text!r}: every value must be >= 1")
+    return values
+
+
+def parse_args(argv: list[str]) -> dict:
+    """`key=value` arguments, checked here so that bad input is one clear line, not a failed record."""
+    malformed = [a for a in argv if "=" not in a]
+    if malformed:
+        raise SystemExit(f"arguments are key=value, got {malformed}\n{USAGE}")
+    args = dict(a.split("=", 1) for a in argv)
+    unknown = set(args) - {"mixers", "lengths", "store", "device", "kernel", "d_model", "batch", "repeats", "force"}
     if unknown:
-        raise SystemExit(
-            f"unknown argument(s) {sorted(unknown)}; use mixers=a,b lengths=128,256 store=results device=cpu kernel=auto"
-        )
-    device = torch.device(args.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
+        raise SystemExit(f"unknown argument(s) {sorted(unknown)}\n{USAGE}")
+    try:
+        device = torch.device(args.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise SystemExit(f"device={args['device']!r}: not a torch device; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("device=cuda: no CUDA device is available here; use device=cpu")
     mixers = args["mixers"].split(",") if "mixers" in args else registry.names()
-    for m in mixers:
-        registry.resolve(m)  # unknown names fail here, listing the known ones
+    try:
+        for m in mixers:
+            registry.resolve(m)
+    except ValueError as e:  # unknown mixer: the message lists the known ones
+        raise SystemExit(str(e.args[0] if e.args else e)) from None
+    kernel = args.get("kernel", "auto")
+    try:
+        check_choice("throughput", kernel)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if kernel == "fast" and device.type != "cuda":
+        raise SystemExit(f"kernel=fast: the fast kernels run on CUDA only, and device is {device}; use kernel=auto or reference")
     default = CUDA_LENGTHS if device.type == "cuda" else CPU_LENGTHS
-    lengths = [int(v) for v in args["lengths"].split(",")] if "lengths" in args else list(default)
-    records = run(
-        mixers,
-        lengths,
-        args.get("store", "results"),
-        device,
-        args.get("kernel", "auto"),
-        int(args.get("d_model", 64)),
-        int(args.get("batch", 4)),
-        int(args.get("repeats", 5)),
-    )
+    return {
+        "mixers": mixers,
+        "lengths": _positive_ints("lengths", args["lengths"]) if "lengths" in args else list(default),
+        "store_root": args.get("store", "results"),
+        "device": device,
+        "kernel": kernel,
+        "d_model": _positive_ints("d_model", args.get("d_model", "64"))[0],
+        "batch": _positive_ints("batch", args.get("batch", "4"))[0],
+        "repeats": _positive_ints("repeats", args.get("repeats", "5"))[0],
+        "force": args.get("force", "false").lower() in ("1", "true", "yes"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(sys.argv[1:] if argv is None else argv)
+    records = run(**config)
     failed = [r for r in records if r["status"] != "ok"]
     from benchmarks.leaderboard import scaling_table, throughput_rows
 
     for _, row in scaling_table(throughput_rows(records)).iterrows():
         print(f"{row['mixer']:18s} {row['kernel']:14s} forward time ~ L^{row['forward ~ L^']:.2f}  ({row['device']})")
-    print(f"{len(records)} throughput records ({len(failed)} failed) in {args.get('store', 'results')}/throughput")
+    print(f"{len(records)} throughput records ({len(failed)} failed) in {config['store_root']}/throughput")
     return 0
 
 

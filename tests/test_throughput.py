@@ -110,3 +110,34 @@ def test_failing_probe_falls_back(monkeypatch):
 
     with pytest.warns(UserWarning, match="reference path"):
         assert not kernels.use_fast("y", "auto", torch.device("cuda", 0), broken)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["mixers=foo"], "known mixers: attention"),
+        (["lengths=128,abc"], "comma-separated integers"),
+        (["batch=0"], "batch='0': every value must be >= 1"),
+        (["kernel=fastest"], "choose one of"),
+        (["kernel=fast", "device=cpu"], "CUDA only"),
+        (["colour=blue"], "unknown argument(s) ['colour']"),
+        (["lengths"], "arguments are key=value"),
+    ],
+)
+def test_cli_rejects_bad_input_with_one_clear_line(argv, says, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        throughput.main([*argv, f"store={tmp_path}"])
+    assert says in str(exc.value)
+    assert not (tmp_path / "throughput").exists()  # nothing measured, nothing written
+
+
+def test_cli_force_remeasures(tmp_path, monkeypatch):
+    calls = []
+    measure_mixer = throughput.measure_mixer
+    monkeypatch.setattr(throughput, "measure_mixer", lambda *a, **k: calls.append(a) or measure_mixer(*a, **k))
+    argv = ["mixers=lru", "lengths=16", "repeats=1", "batch=1", f"store={tmp_path}"]
+    throughput.main(argv)
+    throughput.main(argv)  # already measured: the record is kept
+    assert len(calls) == 1
+    throughput.main([*argv, "force=true"])
+    assert len(calls) == 2 and len(Store(tmp_path / "throughput").records()) == 1
