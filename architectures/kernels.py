@@ -9,6 +9,7 @@ forces the reference path everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
@@ -33,6 +34,17 @@ def optional_import(module: str):
         return None
 
 
+@contextlib.contextmanager
+def _plain_precision(device: torch.device):
+    """Probes compare in fp32: the first call often comes from inside a bf16 autocast region
+    (training), where the reference would otherwise run in bf16 and the comparison mismatch."""
+    with contextlib.ExitStack() as stack:
+        for device_type in {"cpu", device.type}:
+            stack.enter_context(torch.autocast(device_type, enabled=False))
+        stack.enter_context(torch.no_grad())
+        yield
+
+
 def use_fast(name: str, kernel: str, device: torch.device, probe: Callable[[torch.device], bool]) -> bool:
     """Whether to run the fast kernel `name` on `device` for a mixer configured with `kernel`.
 
@@ -46,7 +58,8 @@ def use_fast(name: str, kernel: str, device: torch.device, probe: Callable[[torc
     key = (name, str(device))
     if key not in _verdicts:
         try:
-            _verdicts[key] = bool(probe(device))
+            with _plain_precision(device):
+                _verdicts[key] = bool(probe(device))
         except Exception as e:  # missing package, no kernel for this GPU, ...
             _verdicts[key] = False
             if kernel == "fast":

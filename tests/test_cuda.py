@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from architectures import registry
+from architectures import kernels, registry
 from architectures.kernels import optional_import
 
 pytestmark = pytest.mark.cuda
@@ -61,6 +61,7 @@ def test_bf16_training_step_is_finite():
     from architectures.backbone import LanguageModel
 
     device = torch.device("cuda")
+    kernels._verdicts.clear()  # probe afresh, from inside autocast as in training
     for name in registry.names():
         model = LanguageModel(256, name, d_model=64).to(device)
         tokens = torch.randint(0, 256, (4, 128), device=device)
@@ -68,3 +69,7 @@ def test_bf16_training_step_is_finite():
             loss = model(tokens).float().logsumexp(-1).mean()
         loss.backward()
         assert torch.isfinite(loss), name
+        # the first call came from inside autocast: the fast kernels must still have been chosen
+        package = FAST.get(name, "none")
+        if package is None or (package != "none" and optional_import(package) is not None):
+            assert all(block.mixer.kernel != "reference" for block in model.blocks), name

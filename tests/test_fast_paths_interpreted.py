@@ -110,3 +110,22 @@ def test_fast_path_matches_reference(interpreted_kernels, name):
     grads_ref = torch.autograd.grad(loss_ref, [x, *reference.parameters()])
     for (param, _), g_fast, g_ref in zip([("x", x), *fast.named_parameters()], grads_fast, grads_ref, strict=True):
         torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4, msg=lambda m, p=param: f"{name} grad of {p}: {m}")
+
+
+@pytest.mark.parametrize("name", ["gla", "mamba2"])
+def test_fast_path_chosen_and_correct_under_autocast(interpreted_kernels, name, monkeypatch):
+    """Training runs under autocast, so that is where the first call (and the kernel's probe)
+    usually happens. fp16 stands in for bf16 here: the interpreter does not emulate bf16."""
+    import architectures.kernels
+    from architectures import registry
+
+    monkeypatch.setattr(architectures.kernels, "_verdicts", {})  # probe afresh, inside autocast
+    torch.manual_seed(0)
+    fast = registry.build(name, d_model=64)
+    reference = copy.deepcopy(fast)
+    reference.kernel_choice = "reference"
+    x = torch.randn(2, 160, 64)
+    with torch.autocast("cpu", dtype=torch.float16):
+        y_fast, y_ref = fast(x), reference(x)
+    assert fast.kernel == FAST_LABEL[name]
+    torch.testing.assert_close(y_fast, y_ref, rtol=2e-2, atol=2e-2)
