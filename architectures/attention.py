@@ -1,7 +1,9 @@
 """Multi-head causal softmax attention with rotary positions (Vaswani et al. 2017; RoPE: Su et al. 2021).
 
-Fast path: `torch.nn.functional.scaled_dot_product_attention`, which dispatches
-to FlashAttention on CUDA; the reference path materializes softmax(QK^T).
+Fast path: flash-attn's `flash_attn_func` on CUDA for fp16/bf16 inputs (the only dtypes it
+takes; training runs under bf16 autocast) when it imports and matches; otherwise
+`torch.nn.functional.scaled_dot_product_attention` (which picks its own CUDA backend). The
+reference path materializes softmax(QK^T).
 TSS per channel grows with position (the KV cache holds every past token):
 `state_size(L) = L`.
 """
@@ -15,6 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, config_error, require_divisible, require_positive
+from architectures.kernels import optional_import, use_fast
+
+FLASH_DTYPES = (torch.float16, torch.bfloat16)  # flash-attn has no fp32 kernel
 
 
 def rotary(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
@@ -27,8 +32,18 @@ def rotary(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
+def flash_attention(q: Tensor, k: Tensor, v: Tensor, window: int | None = None) -> Tensor:
+    """flash-attn on `(B, H, L, Dh)` tensors: causal, and with a window w, key j is visible to query i
+    when i - (w - 1) <= j <= i (flash-attn's `window_size=(left, right)` local mask)."""
+    flash = optional_import("flash_attn").flash_attn_func
+    window_size = (-1, -1) if window is None else (window - 1, 0)
+    out = flash(*(t.transpose(1, 2) for t in (q, k, v)), causal=True, window_size=window_size)
+    return out.transpose(1, 2)
+
+
 class Attention(Mixer):
     name = "attention"
+    window_size: int | None = None  # every past token is visible; sliding_window sets w
 
     def __init__(self, d_model: int, num_heads: int = 1, kernel: str = "auto"):
         # num_heads=1: Zoology's MQAR attention baseline (Arora et al. 2023) uses a single head.
@@ -49,19 +64,38 @@ class Attention(Mixer):
         pos = torch.arange(length, device=x.device)
         return rotary(q, pos), rotary(k, pos), v  # each (B, H, L, Dh)
 
+    def _mask(self, length: int, device: torch.device) -> Tensor:
+        """Which keys each query sees: the past (and itself), within the window if there is one."""
+        t = torch.arange(length, device=device)
+        gap = t[:, None] - t[None, :]
+        return (gap >= 0) if self.window_size is None else (gap >= 0) & (gap < self.window_size)
+
     def _weights(self, q: Tensor, k: Tensor) -> Tensor:
-        length = q.shape[-2]
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
-        mask = torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
-        return scores.masked_fill(~mask, float("-inf")).softmax(-1)
+        return scores.masked_fill(~self._mask(q.shape[-2], q.device), float("-inf")).softmax(-1)
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if self.window_size is None:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(q.shape[-2], q.device))
 
     def _mix(self, x: Tensor) -> Tensor:
         q, k, v = self._heads(x)
         if self.kernel_choice == "reference":
             self.kernel = "reference"
             return self._weights(q, k) @ v
-        self.kernel = "sdpa-flash" if x.is_cuda else "sdpa"
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        kernel_name = "flash_attn" if self.window_size is None else f"flash_attn/window={self.window_size}"
+        if q.dtype in FLASH_DTYPES and use_fast(kernel_name, self.kernel_choice, q.device, self._probe):
+            self.kernel = "flash-attn"
+            return flash_attention(q, k, v, self.window_size)
+        self.kernel = "sdpa"
+        return self._sdpa(q, k, v)
+
+    def _probe(self, device: torch.device) -> bool:
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, 2, 64, 16, generator=g) for _ in range(3))
+        out = flash_attention(*(t.to(device, torch.bfloat16) for t in (q, k, v)), self.window_size)
+        return torch.allclose(out.float().cpu(), self._sdpa(q, k, v), atol=2e-2)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)

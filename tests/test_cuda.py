@@ -12,7 +12,7 @@ pytestmark = pytest.mark.cuda
 
 # mixer -> the package its fast path needs (None: always available on CUDA)
 FAST = {
-    "attention": None,
+    "attention": None,  # SDPA in fp32; flash-attn in bf16 (test below)
     "sliding_window": "flash_attn",
     "linear_attention": "fla",
     "gla": "fla",
@@ -43,10 +43,11 @@ def test_fast_path_matches_reference(name):
         assert fast.kernel != "reference", f"{name} has its fast package but ran {fast.kernel}"
 
 
-def test_flash_window_matches_reference_in_bf16():
-    """flash-attn takes fp16/bf16 only, so the fp32 test above runs sliding_window on SDPA."""
+@pytest.mark.parametrize("name", ["attention", "sliding_window"])
+def test_flash_attention_matches_reference_in_bf16(name):
+    """flash-attn takes fp16/bf16 only, so the fp32 test above runs the attentions on SDPA."""
     torch.manual_seed(0)
-    fast = registry.build("sliding_window", d_model=64).cuda()
+    fast = registry.build(name, d_model=64).cuda()
     reference = copy.deepcopy(fast)
     reference.kernel_choice = "reference"
     x = torch.randn(2, 256, 64, device="cuda")
