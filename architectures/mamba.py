@@ -76,7 +76,8 @@ class Mamba(Mixer):
     def _conv(self, xs: Tensor) -> Tensor:
         if self._fast("causal_conv1d", xs.device):
             conv1d = optional_import("causal_conv1d").causal_conv1d_fn
-            return conv1d(xs, self.conv.weight.squeeze(1), self.conv.bias, activation=None)
+            # contiguous (B, D, L): its channel-last layout would need D % 8 == 0
+            return conv1d(xs.contiguous(), self.conv.weight.squeeze(1), self.conv.bias, activation=None)
         return self.conv(xs)
 
     def _A(self) -> Tensor:
@@ -87,7 +88,9 @@ class Mamba(Mixer):
         if self._fast("selective_scan", p.u.device):
             self.kernel = "mamba-ssm"
             scan = optional_import("mamba_ssm.ops.selective_scan_interface").selective_scan_fn
-            return scan(p.u, p.dt, self._A(), p.B.transpose(1, 2), p.C.transpose(1, 2), None)
+            # the kernel takes delta in u's dtype; autocast computes softplus in fp32 (mamba-ssm's own
+            # block instead passes dt before softplus, with delta_softplus=True)
+            return scan(p.u, p.dt.to(p.u.dtype), self._A(), p.B.transpose(1, 2), p.C.transpose(1, 2), None)
         self.kernel = "reference"
         return self._reference_scan(p)
 

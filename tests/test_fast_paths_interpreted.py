@@ -6,7 +6,8 @@ flash-linear-attention's `chunk_gla` (linear attention, GLA, WLA, Based) and mam
 `mamba_chunk_scan_combined` (Mamba-2's SSD), forward and backward. mamba-ssm's
 `selective_scan_fn` and causal-conv1d's `causal_conv1d_fn` are CUDA extensions; they are
 replaced by the same packages' reference functions, which take the same arguments
-(`selective_scan_ref`, `causal_conv1d_ref`): for Mamba this checks our argument layout,
+(`selective_scan_ref`, `causal_conv1d_ref`), behind the argument checks (dtypes, shapes,
+layouts) of the extensions' C++ entry points: for Mamba this checks our side of the call,
 not the CUDA kernels. flash-attn has no CPU form and is left to `tests/test_cuda.py`.
 
 What is patched, for the interpreter only: autotuners take their first config (the
@@ -54,6 +55,47 @@ def _range(*args):
     return (_LoopIndex(i) for i in builtins.range(*(int(a) for a in args)))
 
 
+FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _selective_scan_checks(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """The argument checks of mamba-ssm's selective_scan_fwd (csrc/selective_scan/selective_scan.cpp)."""
+    assert u.dtype in FLOATS and A.dtype in (torch.float32, torch.complex64)
+    assert delta.dtype == u.dtype, f"delta is {delta.dtype}, u is {u.dtype}: the kernel needs the same dtype"
+    batch, dim, length = u.shape
+    assert delta.shape == u.shape and A.shape[0] == dim
+    for name, t in (("B", B), ("C", C)):
+        variable = t.dim() >= 3
+        assert t.dtype == (u.dtype if variable else A.dtype), f"{name} is {t.dtype}"
+        if variable:
+            assert t.shape[0] == batch and t.shape[-2:] == (A.shape[1], length), f"{name} shape {tuple(t.shape)}"
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        assert t is None or (t.dtype == torch.float32 and t.shape == (dim,)), name
+    assert z is None or z.dtype == u.dtype
+
+
+def _causal_conv1d_checks(x, weight, bias=None, *args, **kwargs):
+    """The argument checks of causal-conv1d's causal_conv1d_fwd (csrc/causal_conv1d.cpp), after its
+    Python wrapper's own fix-up (x made contiguous unless one of its last two strides is 1)."""
+    assert x.dtype in FLOATS and weight.dtype in FLOATS
+    batch, dim, length = x.shape
+    assert weight.shape[0] == dim and 2 <= weight.shape[-1] <= 4
+    channel_last = x.stride(1) == 1 and x.stride(2) > 1
+    if channel_last:
+        assert dim % 8 == 0 and x.stride(2) % 8 == 0 and x.stride(0) % 8 == 0, "channel-last layout needs multiples of 8"
+    assert bias is None or (bias.dtype == weight.dtype and bias.shape == (dim,))
+
+
+def _checked(reference, checks):
+    """The package's reference function behind its CUDA entry point's argument checks."""
+
+    def checked(*args, **kwargs):
+        checks(*args, **kwargs)
+        return reference(*args, **kwargs)
+
+    return checked
+
+
 @pytest.fixture(scope="module")
 def interpreted_kernels():
     with pytest.MonkeyPatch.context() as mp:
@@ -72,8 +114,8 @@ def interpreted_kernels():
                 mp.setattr(module, "range", _range, raising=False)
         mp.setattr(torch.cuda, "device", lambda *a, **k: contextlib.nullcontext())
         mp.setattr(torch.cuda, "get_device_properties", lambda *a, **k: types.SimpleNamespace(multi_processor_count=132))
-        mp.setattr(scan, "selective_scan_fn", scan.selective_scan_ref)
-        mp.setattr(conv, "causal_conv1d_fn", conv.causal_conv1d_interface.causal_conv1d_ref)
+        mp.setattr(scan, "selective_scan_fn", _checked(scan.selective_scan_ref, _selective_scan_checks))
+        mp.setattr(conv, "causal_conv1d_fn", _checked(conv.causal_conv1d_interface.causal_conv1d_ref, _causal_conv1d_checks))
 
         # the mixers take their fast path on CUDA only: let them take it on the CPU, probes included
         import architectures.fla_kernels
@@ -112,14 +154,18 @@ def test_fast_path_matches_reference(interpreted_kernels, name):
         torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4, msg=lambda m, p=param: f"{name} grad of {p}: {m}")
 
 
-@pytest.mark.parametrize("name", ["gla", "mamba2"])
+@pytest.mark.parametrize("name", ["gla", "mamba", "mamba2"])
 def test_fast_path_chosen_and_correct_under_autocast(interpreted_kernels, name, monkeypatch):
     """Training runs under autocast, so that is where the first call (and the kernel's probe)
-    usually happens. fp16 stands in for bf16 here: the interpreter does not emulate bf16."""
+    usually happens, and where the kernels see mixed dtypes. fp16 stands in for bf16 here: the
+    interpreter does not emulate bf16."""
     import architectures.kernels
     from architectures import registry
 
     monkeypatch.setattr(architectures.kernels, "_verdicts", {})  # probe afresh, inside autocast
+    # CUDA's autocast runs softplus in fp32 (torch.amp's fp32 list); the CPU's leaves it in fp16
+    softplus = torch.nn.functional.softplus
+    monkeypatch.setattr(torch.nn.functional, "softplus", lambda t, *a, **k: softplus(t.float(), *a, **k))
     torch.manual_seed(0)
     fast = registry.build(name, d_model=64)
     reference = copy.deepcopy(fast)
