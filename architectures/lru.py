@@ -25,6 +25,13 @@ from architectures.base import Mixer, MixerOperator, config_error, require_posit
 from architectures.scan import linear_scan
 
 
+def _complex(re: Tensor, im: Tensor) -> Tensor:
+    """A complex tensor in fp32 at least: torch has no bf16 complex dtype, so a bf16 model keeps
+    its complex recurrence in complex64 and returns to bf16 at the readout."""
+    dtype = torch.promote_types(re.dtype, torch.float32)
+    return torch.complex(re.to(dtype), im.to(dtype))
+
+
 class LRU(Mixer):
     name = "lru"
 
@@ -57,11 +64,11 @@ class LRU(Mixer):
             p._no_weight_decay = True
 
     def _log_lambda(self) -> Tensor:
-        return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))  # Re <= 0
+        return _complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))  # Re <= 0
 
     def _drive(self, x: Tensor) -> Tensor:
         """gamma * (B u): the input of every mode, `(B, L, state_dim)` complex."""
-        B = torch.complex(self.B_re, self.B_im)
+        B = _complex(self.B_re, self.B_im)
         return (x.to(B.dtype) @ B.transpose(0, 1)) * torch.exp(self.gamma_log)
 
     def _states(self, drive: Tensor) -> Tensor:
@@ -70,8 +77,8 @@ class LRU(Mixer):
         return linear_scan(decay, drive)
 
     def _read(self, states: Tensor, x: Tensor) -> Tensor:
-        C = torch.complex(self.C_re, self.C_im)
-        return (states @ C.transpose(0, 1)).real + self.D * x
+        C = _complex(self.C_re, self.C_im)
+        return ((states @ C.transpose(0, 1)).real + self.D * x).to(x.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
@@ -96,7 +103,7 @@ class LRU(Mixer):
 
     def init_state(self, batch_size: int) -> dict[str, Tensor]:
         p = self._param()
-        return {"x": torch.zeros(batch_size, self.state_dim, dtype=torch.complex(p, p).dtype, device=p.device)}
+        return {"x": torch.zeros(batch_size, self.state_dim, dtype=_complex(p[:0], p[:0]).dtype, device=p.device)}
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         h = torch.exp(self._log_lambda()) * state["x"] + self._drive(x_t)

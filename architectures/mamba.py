@@ -97,8 +97,8 @@ class Mamba(Mixer):
     def _reference_scan(self, p: _Projected) -> Tensor:
         decay = torch.exp(p.dt.unsqueeze(-1) * self._A()[:, None, :])  # (B, D, L, N)
         inputs = (p.dt * p.u).unsqueeze(-1) * p.B.unsqueeze(1)  # dt_t B_t u_t
-        states = linear_scan(decay, inputs)
-        return (states * p.C.unsqueeze(1)).sum(-1)
+        states = linear_scan(decay, inputs)  # in fp32 at least (A is fp32), as the kernel computes
+        return (states * p.C.unsqueeze(1)).sum(-1).to(p.u.dtype)
 
     def _finish(self, y: Tensor, p: _Projected) -> Tensor:
         y = (y + self.D[:, None] * p.u) * F.silu(p.z)
@@ -143,8 +143,8 @@ class Mamba(Mixer):
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt))  # (B, D)
         h = torch.exp(dt.unsqueeze(-1) * self._A()) * state["ssm"] + (dt * u).unsqueeze(-1) * B.unsqueeze(1)
-        y = ((h * C.unsqueeze(1)).sum(-1) + self.D * u) * F.silu(z)
-        return self.out_proj(y), {"conv": conv_state, "ssm": h}
+        y = ((h * C.unsqueeze(1)).sum(-1).to(u.dtype) + self.D * u) * F.silu(z)
+        return self.out_proj(y), {"conv": conv_state, "ssm": h.to(state["ssm"].dtype)}
 
     # ------------------------------------------------------------------ kernels
 
