@@ -6,16 +6,19 @@
 Method (as kernel authors measure): fixed shapes and dtypes (fp32 on CPU, bf16 on CUDA), warm-up
 calls, then the median of repeated timings — CUDA events around each call with synchronisation on
 GPU, `time.perf_counter` on CPU. Prefill is the inference-mode forward over the prompt; decode is
-the median time of the `step` that produces token L, holding the cache of the L - 1 before it. Peak memory of
-forward + backward is the CUDA allocator's peak, or on CPU the same quantity read from Linux's counters: the
-bytes of the weights and input plus the peak increase of the resident set during the call (`peak_memory`). FLOPs come from
-`torch.utils.flop_counter`; on CUDA achieved FLOP/s is also given as a fraction of the device's
-dense peak. The scaling exponent of time with L is the slope of log(time) on log(L).
+the median time of the `step` that produces token L, holding the cache of the L - 1 before it.
+Peak memory of forward + backward is the CUDA allocator's peak, or on CPU the same quantity read
+from Linux's counters: the bytes of the weights and input plus the peak increase of the resident
+set during the call (`peak_memory`). FLOPs are the matmul FLOPs `torch.utils.flop_counter` counts
+on the reference path on the meta device (`model_flops`), so every kernel path of a mixer is
+credited with the same work; on CUDA achieved FLOP/s is also given as a fraction of the device's
+dense bf16 peak. The scaling exponent of time with L is the slope of log(time) on log(L).
 Each (mixer, device, kernel, L) is one record under `<store>/throughput/`.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import re
 import statistics
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
@@ -133,9 +136,25 @@ def peak_memory(device: torch.device, fn: Callable[[], object], held: int) -> tu
 
 def _flops(fn: Callable[[], object]) -> int:
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, torch.no_grad():
         fn()
     return counter.get_total_flops()
+
+
+def model_flops(mixer: nn.Module, x: Tensor) -> tuple[int, str]:
+    """Matmul FLOPs of one forward, and how they were counted.
+
+    Counted on the reference path on the meta device: the same work is credited whichever kernel
+    runs (the counter cannot see inside Triton or CUDA-extension kernels, nor SDPA's CPU kernel),
+    and nothing is computed or allocated. A mixer that cannot run on meta is counted as it runs.
+    """
+    try:
+        reference = copy.deepcopy(mixer).to("meta")
+        if hasattr(reference, "kernel_choice"):
+            reference.kernel_choice = "reference"
+        return _flops(lambda: reference(x.to("meta"))), "reference path"
+    except Exception:  # noqa: BLE001 - e.g. an out-of-tree mixer that leaves torch
+        return _flops(lambda: mixer(x)), "as run (kernels invisible to the counter add nothing)"
 
 
 def device_peak_flops(device: torch.device) -> float | None:
@@ -184,7 +203,7 @@ def measure_mixer(
     out["kernel"] = getattr(mixer, "kernel", "unknown")
     held = _tensor_bytes(x, *mixer.parameters(), *mixer.buffers())
     out["peak_memory_bytes"], out["peak_memory_kind"] = peak_memory(device, forward_backward, held)
-    out["forward_flops"] = _flops(forward)
+    out["forward_flops"], out["flops_counted_on"] = model_flops(mixer, x)
     out["forward_flops_per_s"] = out["forward_flops"] / out["forward_s"]
     peak = device_peak_flops(device)
     if peak:

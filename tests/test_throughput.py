@@ -49,6 +49,20 @@ def test_flop_counter_counts_a_matmul():
     assert throughput._flops(lambda: a @ b) == 2 * 8 * 16 * 4
 
 
+def test_model_flops_credit_every_kernel_path_with_the_reference_work():
+    """Softmax attention at batch 1, one head: QK^T and PV are 2 * L^2 * d FLOPs each, the qkv and
+    output projections 2 * L * d * 3d and 2 * L * d * d; SDPA's CPU kernel, which the counter cannot
+    see, is credited with the same."""
+    from architectures import registry
+
+    d, length = 16, 32
+    expected = 2 * (2 * length**2 * d) + 2 * length * d * 3 * d + 2 * length * d * d
+    for kernel in ("auto", "reference"):
+        mixer = registry.build("attention", d_model=d, kernel=kernel)
+        flops, counted_on = throughput.model_flops(mixer, torch.randn(1, length, d))
+        assert (flops, counted_on) == (expected, "reference path")
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's peak-RSS reset")
 def test_cpu_peak_memory_of_a_known_allocation():
     """A call that fills 64 MiB at its peak (and frees it) reads as 64 MiB over what is held,
