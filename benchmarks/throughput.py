@@ -199,6 +199,7 @@ def measure_mixer(
     for mode, fn in (("forward", forward), ("forward_backward", forward_backward), ("prefill", prefill)):
         t = measure(fn, warmup=1, repeats=repeats, device=device)
         out[f"{mode}_s"] = t.median_s
+        out[f"{mode}_times_s"] = t.times_s  # every repeat, so the spread can be judged
         out[f"{mode}_tokens_per_s"] = tokens / t.median_s
     out["kernel"] = getattr(mixer, "kernel", "unknown")
     held = _tensor_bytes(x, *mixer.parameters(), *mixer.buffers())
@@ -222,6 +223,7 @@ def measure_mixer(
 
         t = measure(step, warmup=2, repeats=decode_steps, device=device)
     out["decode_step_s"] = t.median_s
+    out["decode_step_times_s"] = t.times_s
     out["decode_tokens_per_s"] = batch / t.median_s
     return out
 
