@@ -4,9 +4,10 @@
     python -m benchmarks.throughput mixers=attention,mamba lengths=256,1024 store=/tmp/tp
 
 Method (as kernel authors measure): fixed shapes and dtypes (fp32 on CPU, bf16 on CUDA), warm-up
-calls, then the median of repeated timings — CUDA events around each call with synchronisation on
-GPU, `time.perf_counter` on CPU. Prefill is the inference-mode forward over the prompt; decode is
-the median time of the `step` that produces token L, holding the cache of the L - 1 before it.
+calls, then the median of repeated timings (at least 5, and at least 0.25 s of them) — CUDA
+events around each call with synchronisation on GPU, `time.perf_counter` on CPU. Prefill is the
+inference-mode forward over the prompt; decode is the median time of the `step` that produces
+token L, holding the cache of the L - 1 before it.
 Peak memory of forward + backward is the CUDA allocator's peak, or on CPU the same quantity read
 from Linux's counters: the bytes of the weights and input plus the peak increase of the resident
 set during the call (`peak_memory`). FLOPs are the matmul FLOPs `torch.utils.flop_counter` counts
@@ -40,6 +41,7 @@ from benchmarks.provenance import provenance
 from benchmarks.store import Store, run_key
 
 CPU_LENGTHS = (128, 256, 512, 1024, 2048)
+MIN_TIME_S = 0.25  # timed seconds per measurement, at least (see `measure`)
 CUDA_LENGTHS = (1024, 2048, 4096, 8192, 16384)
 # dense bf16 tensor-core peaks (vendor datasheets), for achieved-vs-peak on CUDA
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
@@ -57,15 +59,22 @@ def measure(
     repeats: int = 5,
     device: torch.device | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    min_time_s: float = 0.0,
+    max_repeats: int = 1000,
 ) -> Timing:
-    """Median wall time of `fn()` after `warmup` calls; CUDA events with synchronisation on a GPU."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"measure: need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    """Median wall time of `fn()` after `warmup` calls; CUDA events with synchronisation on a GPU.
+
+    At least `repeats` timed calls, and more (up to `max_repeats`) until they add up to
+    `min_time_s`: short calls get many samples, so that one hiccup of a shared machine cannot
+    move the median.
+    """
+    if repeats < 1 or warmup < 0 or max_repeats < repeats:
+        raise ValueError(f"measure: need 1 <= repeats <= max_repeats and warmup >= 0, got {repeats}, {max_repeats}, {warmup}")
     for _ in range(warmup):
         fn()
-    times = []
+    times: list[float] = []
     cuda = device is not None and device.type == "cuda"
-    for _ in range(repeats):
+    while len(times) < repeats or (sum(times) < min_time_s and len(times) < max_repeats):
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize(device)
@@ -197,7 +206,7 @@ def measure_mixer(
 
     out: dict = {"mixer": name, "seq_len": length, "batch": batch, "d_model": d_model, "dtype": str(dtype).replace("torch.", "")}
     for mode, fn in (("forward", forward), ("forward_backward", forward_backward), ("prefill", prefill)):
-        t = measure(fn, warmup=1, repeats=repeats, device=device)
+        t = measure(fn, warmup=1, repeats=repeats, device=device, min_time_s=MIN_TIME_S)
         out[f"{mode}_s"] = t.median_s
         out[f"{mode}_times_s"] = t.times_s  # every repeat, so the spread can be judged
         out[f"{mode}_tokens_per_s"] = tokens / t.median_s
@@ -221,7 +230,7 @@ def measure_mixer(
         def step():
             current["y"], current["state_next"] = mixer.step(x_t, current["state"])
 
-        t = measure(step, warmup=2, repeats=decode_steps, device=device)
+        t = measure(step, warmup=2, repeats=decode_steps, device=device, min_time_s=MIN_TIME_S)
     out["decode_step_s"] = t.median_s
     out["decode_step_times_s"] = t.times_s
     out["decode_tokens_per_s"] = batch / t.median_s

@@ -32,6 +32,17 @@ def test_measure_reports_the_median_of_known_costs_after_warmup():
     assert timing.median_s == pytest.approx(0.3)
 
 
+def test_measure_takes_more_samples_of_short_calls():
+    clock = FakeClock()
+
+    def fn():
+        clock.now += 0.125  # exact in binary: the sums are exact
+
+    assert len(throughput.measure(fn, warmup=0, repeats=3, clock=clock, min_time_s=1.0).times_s) == 8
+    assert len(throughput.measure(fn, warmup=0, repeats=3, clock=clock, min_time_s=1.0, max_repeats=6).times_s) == 6
+    assert len(throughput.measure(fn, warmup=0, repeats=20, clock=clock, min_time_s=1.0).times_s) == 20
+
+
 def test_measure_rejects_bad_repeats():
     with pytest.raises(ValueError, match="repeats"):
         throughput.measure(lambda: None, repeats=0)
