@@ -95,7 +95,8 @@ class Attention(Mixer):
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(1, 2, 64, 16, generator=g) for _ in range(3))
         out = flash_attention(*(t.to(device, torch.bfloat16) for t in (q, k, v)), self.window_size)
-        return torch.allclose(out.float().cpu(), self._sdpa(q, k, v), atol=2e-2)
+        # bf16 against fp32: loose enough for rounding, far below what a wrong mask or layout gives
+        return torch.allclose(out.float().cpu(), self._sdpa(q, k, v), atol=5e-2)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
