@@ -43,8 +43,17 @@ from benchmarks.store import Store, run_key
 CPU_LENGTHS = (128, 256, 512, 1024, 2048)
 MIN_TIME_S = 0.25  # timed seconds per measurement, at least (see `measure`)
 CUDA_LENGTHS = (1024, 2048, 4096, 8192, 16384)
-# dense bf16 tensor-core peaks (vendor datasheets), for achieved-vs-peak on CUDA
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "4090": 165e12}
+# dense bf16 tensor-core peaks (NVIDIA datasheets, without sparsity), for achieved-vs-peak on
+# CUDA; most specific name first, since device names nest ("H100 PCIe" contains "H100").
+# Devices not listed get no fraction rather than a guessed one.
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM
+    ("H200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+)
 
 
 @dataclass
@@ -169,8 +178,11 @@ def model_flops(mixer: nn.Module, x: Tensor) -> tuple[int, str]:
 def device_peak_flops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    return peak_bf16_flops(torch.cuda.get_device_name(device))
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    return next((flops for key, flops in PEAK_BF16_FLOPS if key in device_name), None)
 
 
 def measure_mixer(

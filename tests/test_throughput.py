@@ -55,6 +55,15 @@ def test_scaling_exponent_recovers_a_power_law(exponent):
     assert throughput.scaling_exponent(lengths, times) == pytest.approx(exponent)
 
 
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+     ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA GeForce RTX 3060", None)],
+)  # fmt: skip
+def test_device_peak_matches_the_most_specific_name(name, peak):
+    assert throughput.peak_bf16_flops(name) == peak
+
+
 def test_flop_counter_counts_a_matmul():
     a, b = torch.randn(8, 16), torch.randn(16, 4)
     assert throughput._flops(lambda: a @ b) == 2 * 8 * 16 * 4
