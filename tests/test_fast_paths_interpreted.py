@@ -8,7 +8,8 @@ flash-linear-attention's `chunk_gla` (linear attention, GLA, WLA, Based) and mam
 replaced by the same packages' reference functions, which take the same arguments
 (`selective_scan_ref`, `causal_conv1d_ref`), behind the argument checks (dtypes, shapes,
 layouts) of the extensions' C++ entry points: for Mamba this checks our side of the call,
-not the CUDA kernels. flash-attn has no CPU form and is left to `tests/test_cuda.py`.
+not the CUDA kernels. flash-attn has no CPU form: how we call it is tested in
+`tests/test_flash_attn_convention.py`, the kernel itself in `tests/test_cuda.py`.
 
 What is patched, for the interpreter only: autotuners take their first config (the
 interpreter has no benchmarker), loop counters get a no-op `.to()` (the interpreter hands
