@@ -136,8 +136,12 @@ def speedup_table(tp: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["mixer", "device", "L", "fast kernel", "forward speedup", "fwd+bwd speedup"])
 
 
-def _nearest_throughput(tp: pd.DataFrame, mixer: str, device: str, length: int) -> float:
+def _nearest_throughput(tp: pd.DataFrame, mixer: str, device: str, length: int, kernels: list[str]) -> float:
+    """Forward tok/s of the mixer on the run's device, with the kernel the run used where that was
+    measured (a mixer can have fast and reference rows), at the nearest measured length."""
     g = tp[(tp["mixer"] == mixer) & (tp["device"] == device)]
+    if g["kernel"].isin(kernels).any():
+        g = g[g["kernel"].isin(kernels)]
     if g.empty:
         return float("nan")
     return float(g.iloc[(g["L"] - length).abs().argmin()]["forward tok/s"])
@@ -164,7 +168,7 @@ def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
                 "utilization": m["utilization"],
                 "cache_bytes": m["cache_bytes"],
                 "forward_tokens_per_s": _nearest_throughput(
-                    tp, mixer_spec(cfg["architecture"])[0], prov["device"], m["task"]["seq_len"]
+                    tp, mixer_spec(cfg["architecture"])[0], prov["device"], m["task"]["seq_len"], m["kernels"]
                 ),
                 "parameters": m["parameters"],
                 "steps": m["steps"],

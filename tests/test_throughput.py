@@ -1,5 +1,6 @@
 """Throughput measurement: helpers on functions of known cost, scaling exponents, fallbacks."""
 
+import math
 import os
 
 import pytest
@@ -175,3 +176,22 @@ def test_cli_force_remeasures(tmp_path, monkeypatch):
     assert len(calls) == 1
     throughput.main([*argv, "force=true"])
     assert len(calls) == 2 and len(Store(tmp_path / "throughput").records()) == 1
+
+
+def test_leaderboard_takes_the_throughput_of_the_kernel_the_run_used():
+    import pandas as pd
+
+    from benchmarks.leaderboard import _nearest_throughput
+
+    tp = pd.DataFrame(
+        [
+            {"mixer": "attention", "device": "cpu", "kernel": "reference", "L": 128, "forward tok/s": 10.0},
+            {"mixer": "attention", "device": "cpu", "kernel": "sdpa", "L": 128, "forward tok/s": 30.0},
+            {"mixer": "attention", "device": "cpu", "kernel": "sdpa", "L": 1024, "forward tok/s": 20.0},
+        ]
+    )
+    assert _nearest_throughput(tp, "attention", "cpu", 64, ["sdpa"]) == 30.0
+    assert _nearest_throughput(tp, "attention", "cpu", 64, ["reference"]) == 10.0
+    assert _nearest_throughput(tp, "attention", "cpu", 900, ["sdpa"]) == 20.0
+    assert _nearest_throughput(tp, "attention", "cpu", 64, ["flash-attn"]) in (10.0, 30.0)  # not measured: any
+    assert math.isnan(_nearest_throughput(tp, "attention", "cuda", 64, ["sdpa"]))  # no row on that device
