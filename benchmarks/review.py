@@ -247,14 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     lengths = [int(v) for v in opts.get("lengths", "128,256,512,1024").split(",")]
-    tp_records = throughput.run([name], lengths, str(out_dir), device, d_model=configs[0]["model"]["d_model"], repeats=3)
+    d_model = configs[0]["model"]["d_model"]
+    tp_records = throughput.run([name], lengths, str(out_dir), device, d_model=d_model, repeats=3)
 
     reference = Store(opts.get("reference", "results")).records()
     command = " ".join(["python -m benchmarks.review", *args])
     commands = [
         command,
         f"python -m benchmarks.conformance architecture={name}",
-        f"python -m benchmarks.throughput mixers={name} lengths={','.join(map(str, lengths))} store={out_dir}",
+        f"python -m benchmarks.throughput mixers={name} lengths={','.join(map(str, lengths))} d_model={d_model} repeats=3"
+        f" store={out_dir}",
     ]
     paths = build_report(name, report, Store(out_dir).records(), reference, tp_records, out_dir, commands)
     for p in paths:

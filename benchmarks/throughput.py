@@ -264,7 +264,7 @@ def run(
     device: torch.device,
     kernel: str = "auto",
     d_model: int = 64,
-    batch: int = 1,
+    batch: int = 4,
     repeats: int = 5,
     force: bool = False,
 ) -> list[dict]:

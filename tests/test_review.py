@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from benchmarks import bench, review
+from benchmarks import bench, review, throughput
 from benchmarks.conformance import ConformanceError, check_mixer
 from benchmarks.run import run_one
 from benchmarks.store import Store
@@ -26,7 +26,7 @@ def reference_store(tmp_path_factory):
     return root
 
 
-def test_example_mixer_review_has_every_section(reference_store, tmp_path):
+def test_example_mixer_review_has_every_section(reference_store, tmp_path, monkeypatch):
     args = [
         "architecture=examples.gated_ema:GatedEMA",
         "preset=smoke",
@@ -50,6 +50,11 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path):
         assert section.removeprefix("## ") in page
     (record,) = Store(folder).records()
     assert record["status"] == "ok" and record["metrics"]["ess"]["ess_max"] <= record["metrics"]["tss"]
+    # the report's throughput command names exactly the measurements it holds: rerun, it finds them all
+    (command,) = [line for line in md.splitlines() if line.startswith("python -m benchmarks.throughput")]
+    measured = []
+    monkeypatch.setattr(throughput, "measure_mixer", lambda *a, **k: measured.append(a))
+    assert throughput.main(command.split()[3:]) == 0 and measured == []
 
 
 def test_broken_example_is_rejected_naming_the_check_and_the_error(tmp_path):
