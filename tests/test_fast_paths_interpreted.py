@@ -155,7 +155,7 @@ def test_fast_path_matches_reference(interpreted_kernels, name):
         torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4, msg=lambda m, p=param: f"{name} grad of {p}: {m}")
 
 
-@pytest.mark.parametrize("name", ["gla", "mamba", "mamba2"])
+@pytest.mark.parametrize("name", ["gla", "based", "mamba", "mamba2"])  # based: the normalised path
 def test_fast_path_chosen_and_correct_under_autocast(interpreted_kernels, name, monkeypatch):
     """Training runs under autocast, so that is where the first call (and the kernel's probe)
     usually happens, and where the kernels see mixed dtypes. fp16 stands in for bf16 here: the
