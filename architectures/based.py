@@ -30,6 +30,7 @@ class Based(FlaChunked, GatedLinearMixer):
     normalize = True
 
     def __init__(self, d_model: int, num_heads: int = 1, feature_dim: int = 16, kernel: str = "auto"):
+        # feature_dim 16: Based's Taylor feature dimension (Arora et al. 2024; their reference configs)
         super().__init__(d_model, kernel)
         require_positive(self.name, num_heads=num_heads, feature_dim=feature_dim)
         require_divisible(self.name, "d_model", d_model, "num_heads", num_heads)

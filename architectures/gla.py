@@ -24,11 +24,11 @@ class GLA(FlaChunked, GatedLinearMixer):
     def __init__(
         self,
         d_model: int,
-        num_heads: int = 4,
-        expand_k: float = 0.5,
+        num_heads: int = 4,  # Yang et al. 2023 (and fla's GatedLinearAttention): 4 heads
+        expand_k: float = 0.5,  # key dim d_model / 2, as in the paper
         expand_v: float = 1.0,
-        gate_low_rank: int = 16,
-        gate_logit_normalizer: float = 16.0,
+        gate_low_rank: int = 16,  # low-rank gate projection, rank 16 as in the paper
+        gate_logit_normalizer: float = 16.0,  # the paper's tau = 16 in sigmoid(.)^(1/tau)
         kernel: str = "auto",
     ):
         super().__init__(d_model, kernel)

@@ -85,6 +85,7 @@ class Hyena(Mixer):
     def __init__(
         self, d_model: int, max_len: int = 4096, filter_order: int = 64, short_filter_order: int = 3, kernel: str = "auto"
     ):
+        # filter_order 64 and short_filter_order 3: safari's HyenaOperator defaults (Poli et al. 2023)
         super().__init__(d_model, kernel)
         require_positive(self.name, max_len=max_len, filter_order=filter_order, short_filter_order=short_filter_order)
         self.max_len, self.short = max_len, short_filter_order

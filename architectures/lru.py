@@ -38,10 +38,10 @@ class LRU(Mixer):
     def __init__(
         self,
         d_model: int,
-        state_dim: int | None = None,
-        r_min: float = 0.9,
+        state_dim: int | None = None,  # d_model (Orvieto et al. 2023 use 256 at larger widths)
+        r_min: float = 0.9,  # the paper's long-range ring init
         r_max: float = 0.999,
-        max_phase: float = math.pi / 10,
+        max_phase: float = math.pi / 10,  # the paper's LRA setting
         kernel: str = "auto",
     ):
         super().__init__(d_model, kernel)

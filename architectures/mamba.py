@@ -38,11 +38,11 @@ class Mamba(Mixer):
     def __init__(
         self,
         d_model: int,
-        d_state: int = 16,
-        d_conv: int = 4,
-        expand: int = 2,
-        dt_rank: int | None = None,
-        dt_min: float = 1e-3,
+        d_state: int = 16,  # N = 16: Gu & Dao 2023 and mamba-ssm's Mamba default
+        d_conv: int = 4,  # mamba-ssm default
+        expand: int = 2,  # paper: E = 2
+        dt_rank: int | None = None,  # paper: ceil(d_model / 16)
+        dt_min: float = 1e-3,  # mamba-ssm dt init range
         dt_max: float = 1e-1,
         kernel: str = "auto",
     ):

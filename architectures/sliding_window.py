@@ -23,6 +23,7 @@ class SlidingWindowAttention(Attention):
     name = "sliding_window"
 
     def __init__(self, d_model: int, window_size: int = 16, num_heads: int = 1, kernel: str = "auto"):
+        # window 16: Based's sliding-window layers use 64-128 at L = 2k (Arora et al. 2024), scaled to L 64-512
         require_positive(self.name, window_size=window_size)
         super().__init__(d_model, num_heads=num_heads, kernel=kernel)
         self.window_size = window_size

@@ -25,6 +25,7 @@ class WLA(FlaChunked, GatedLinearMixer):
     name = "wla"
 
     def __init__(self, d_model: int, num_heads: int = 4, kernel: str = "auto"):
+        # 4 heads: RetNet's per-head decays 1 - 2^(-5 - h) over a few heads (Sun et al. 2023), scaled down
         super().__init__(d_model, kernel)
         require_positive(self.name, num_heads=num_heads)
         require_divisible(self.name, "d_model", d_model, "num_heads", num_heads)
