@@ -8,6 +8,7 @@ spec plus PIP_EXTRA_INDEX_URL on a GPU machine).
 """
 
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -97,7 +98,9 @@ def fast_paths_cpu(session: nox.Session) -> None:
     install(session)
     session.install(*INTERPRETED_KERNELS, "setuptools", "wheel", "packaging")
     sources = Path(session.create_tmp()) / "kernel-sources"
-    if not sources.exists():
+    unpacked = sources / ".unpacked"  # written last: an interrupted download is redone
+    if not unpacked.exists():
+        shutil.rmtree(sources, ignore_errors=True)
         skip_build = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "CAUSAL_CONV1D_SKIP_CUDA_BUILD": "TRUE"}
         session.run(
             "pip", "download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:",
@@ -106,6 +109,7 @@ def fast_paths_cpu(session: nox.Session) -> None:
         for sdist in sources.glob("*.tar.gz"):
             with tarfile.open(sdist) as tar:
                 tar.extractall(sources, filter="data")
+        unpacked.touch()
     path = os.pathsep.join(str(p) for p in sorted(sources.iterdir()) if p.is_dir())
     env = {"TRITON_INTERPRET": "1", "PYTHONPATH": path}
     session.run("pytest", "-q", "-m", "interpret", "tests/test_fast_paths_interpreted.py", *session.posargs, env=env)
