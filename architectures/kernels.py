@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 
 KERNEL_CHOICES = ("auto", "fast", "reference")
+# device types the fast kernels run on; the CPU-interpreter tests add "cpu"
+FAST_DEVICE_TYPES = frozenset({"cuda"})
 _verdicts: dict[tuple[str, str], bool] = {}
 
 
@@ -51,8 +53,9 @@ def use_fast(name: str, kernel: str, device: torch.device, probe: Callable[[torc
     `probe(device)` runs the kernel once on a small input and returns whether it
     matched the reference; any exception counts as "not available".
     """
-    if kernel == "reference" or os.environ.get("MIXERBENCH_KERNELS") == "reference" or device.type != "cuda":
-        if kernel == "fast" and device.type != "cuda":
+    fast_device = device.type in FAST_DEVICE_TYPES
+    if kernel == "reference" or os.environ.get("MIXERBENCH_KERNELS") == "reference" or not fast_device:
+        if kernel == "fast" and not fast_device:
             raise RuntimeError(f"kernel='fast' requested for {name} but the tensors are on {device}, not CUDA")
         return False
     key = (name, str(device))

@@ -119,19 +119,10 @@ def interpreted_kernels():
         mp.setattr(conv, "causal_conv1d_fn", _checked(conv.causal_conv1d_interface.causal_conv1d_ref, _causal_conv1d_checks))
 
         # the mixers take their fast path on CUDA only: let them take it on the CPU, probes included
-        import architectures.fla_kernels
         import architectures.kernels
-        import architectures.mamba
-        import architectures.mamba2
 
+        mp.setattr(architectures.kernels, "FAST_DEVICE_TYPES", frozenset({"cuda", "cpu"}))
         mp.setattr(architectures.kernels, "_verdicts", {})
-        use_fast = architectures.kernels.use_fast
-
-        def use_fast_on_cpu(name, kernel, device, probe):
-            return use_fast(name, kernel, torch.device("cuda"), lambda _: probe(device))
-
-        for module in (architectures.fla_kernels, architectures.mamba, architectures.mamba2):
-            mp.setattr(module, "use_fast", use_fast_on_cpu)
         yield
 
 

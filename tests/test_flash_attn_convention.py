@@ -8,12 +8,12 @@ against the reference on a GPU by tests/test_cuda.py.
 """
 
 import copy
+import sys
 import types
 
 import pytest
 import torch
 
-import architectures.attention
 import architectures.kernels
 from architectures import registry
 
@@ -38,16 +38,9 @@ def documented_flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causa
 
 @pytest.fixture
 def flash_on_cpu(monkeypatch):
-    monkeypatch.setitem(
-        __import__("sys").modules, "flash_attn", types.SimpleNamespace(flash_attn_func=documented_flash_attn_func)
-    )
+    monkeypatch.setitem(sys.modules, "flash_attn", types.SimpleNamespace(flash_attn_func=documented_flash_attn_func))
+    monkeypatch.setattr(architectures.kernels, "FAST_DEVICE_TYPES", frozenset({"cuda", "cpu"}))
     monkeypatch.setattr(architectures.kernels, "_verdicts", {})
-    use_fast = architectures.kernels.use_fast
-    monkeypatch.setattr(
-        architectures.attention,
-        "use_fast",
-        lambda name, kernel, device, probe: use_fast(name, kernel, torch.device("cuda"), lambda _: probe(device)),
-    )
 
 
 @pytest.mark.parametrize(("name", "config"), [("attention", {}), ("sliding_window", {"window_size": 5})])
