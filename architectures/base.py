@@ -110,9 +110,13 @@ def with_length(factory, config: dict, seq_len: int) -> dict:
     return config
 
 
+def tensor_bytes(*tensors: Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def cache_bytes(state: dict[str, Tensor]) -> int:
     """Bytes held by the tensors of a decoding state (the real inference cache)."""
-    return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, Tensor))
+    return tensor_bytes(*(t for t in state.values() if isinstance(t, Tensor)))
 
 
 @torch.no_grad()

@@ -35,14 +35,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from architectures import registry
-from architectures.base import with_length
+from architectures.base import tensor_bytes, with_length
 from architectures.kernels import check_choice
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, run_key
 
 CPU_LENGTHS = (128, 256, 512, 1024, 2048)
-MIN_TIME_S = 0.25  # timed seconds per measurement, at least (see `measure`)
 CUDA_LENGTHS = (1024, 2048, 4096, 8192, 16384)
+MIN_TIME_S = 0.25  # timed seconds per measurement, at least (see `measure`)
 # dense bf16 tensor-core peaks (NVIDIA datasheets, without sparsity), for achieved-vs-peak on
 # CUDA; most specific name first, since device names nest ("H100 PCIe" contains "H100").
 # Devices not listed get no fraction rather than a guessed one.
@@ -128,10 +128,6 @@ def _cpu_peak_increase(fn: Callable[[], object]) -> int | None:
         return None
     fn()
     return max(_proc_status_kib("VmHWM") - before, 0) * 1024
-
-
-def _tensor_bytes(*tensors: Tensor) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def peak_memory(device: torch.device, fn: Callable[[], object], held: int) -> tuple[int, str]:
@@ -223,7 +219,7 @@ def measure_mixer(
         out[f"{mode}_times_s"] = t.times_s  # every repeat, so the spread can be judged
         out[f"{mode}_tokens_per_s"] = tokens / t.median_s
     out["kernel"] = getattr(mixer, "kernel", "unknown")
-    held = _tensor_bytes(x, *mixer.parameters(), *mixer.buffers())
+    held = tensor_bytes(x, *mixer.parameters(), *mixer.buffers())
     out["peak_memory_bytes"], out["peak_memory_kind"] = peak_memory(device, forward_backward, held)
     out["forward_flops"], out["flops_counted_on"] = model_flops(mixer, x)
     out["forward_flops_per_s"] = out["forward_flops"] / out["forward_s"]
@@ -346,17 +342,18 @@ def parse_args(argv: list[str]) -> dict:
     if kernel == "fast" and device.type != "cuda":
         raise SystemExit(f"kernel=fast: the fast kernels run on CUDA only, and device is {device}; use kernel=auto or reference")
     default = CUDA_LENGTHS if device.type == "cuda" else CPU_LENGTHS
-    return {
+    config = {
         "mixers": mixers,
         "lengths": _positive_ints("lengths", args["lengths"]) if "lengths" in args else list(default),
         "store_root": args.get("store", "results"),
         "device": device,
         "kernel": kernel,
-        "d_model": _positive_ints("d_model", args.get("d_model", "64"))[0],
-        "batch": _positive_ints("batch", args.get("batch", "4"))[0],
-        "repeats": _positive_ints("repeats", args.get("repeats", "5"))[0],
         "force": args.get("force", "false").lower() in ("1", "true", "yes"),
     }
+    for key in ("d_model", "batch", "repeats"):  # absent: run()'s defaults
+        if key in args:
+            config[key] = _positive_ints(key, args[key])[0]
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
