@@ -111,7 +111,7 @@ def test_measured_scaling_attention_quadratic_recurrence_linear():
             mixer = throughput.registry.build(name, d_model=32, kernel=kernel)
             x = torch.randn(1, n, 32)
             with torch.no_grad():
-                times.append(throughput.measure(lambda m=mixer, x=x: m(x), warmup=1, repeats=3).median_s)
+                times.append(throughput.measure(lambda m=mixer, x=x: m(x), warmup=1, repeats=3, min_time_s=0.1).median_s)
         exps[name] = throughput.scaling_exponent(lengths, times)
     assert exps["attention"] > 1.6, exps
     assert exps["lru"] < 1.4, exps
