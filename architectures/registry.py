@@ -52,11 +52,22 @@ def resolve(name: str) -> Callable[..., nn.Module]:
         module, cls = _REFERENCE[name].split(":")
         return getattr(importlib.import_module(module), cls)
     if ":" in name:
-        module, _, cls = name.partition(":")
+        module_name, _, cls = name.partition(":")
         try:
-            return getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError) as e:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
             raise ValueError(f"cannot load mixer class {name!r}: {e}") from None
+        if not hasattr(module, cls):
+            found = sorted(
+                n
+                for n, v in vars(module).items()
+                if isinstance(v, type) and issubclass(v, nn.Module) and v.__module__ == module.__name__
+            )
+            raise ValueError(
+                f"cannot load mixer class {name!r}: {module_name} has no {cls!r}; "
+                + (f"its mixer classes: {', '.join(found)}" if found else "it defines no nn.Module class")
+            )
+        return getattr(module, cls)
     raise UnknownMixerError(f"unknown mixer {name!r}; known mixers: {', '.join(names())} (or give 'module:ClassName')")
 
 

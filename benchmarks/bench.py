@@ -7,25 +7,35 @@
 The sweep is the preset's `hydra.sweeper.params` (the same grid that
 `python -m benchmarks.run -m preset=...` hands to a Hydra launcher), expanded
 by Hydra's own sweeper; overrides on the command line replace the preset's
-values. Runs whose records exist are skipped, so a second call only rebuilds
-the leaderboard. Failed runs are recorded and the sweep goes on.
+values. Each group is trained at every learning rate of its mixer's
+`architecture.lr_grid`. Every run is validated before the first one trains (a
+bad combination exits with one line saying which, and nothing is written).
+`workers=N` runs N processes, each with its share of the CPU threads. Runs
+whose records exist are skipped, so a second call only rebuilds the
+leaderboard. Failed runs are recorded and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
+import torch
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from benchmarks import leaderboard
-from benchmarks.overrides import normalize
+from benchmarks.config import ConfigError, describe, grid_runs, single_run, validate
+from benchmarks.overrides import normalize, one_line
 from benchmarks.run import run_one
-from benchmarks.store import Store, run_key
+from benchmarks.store import Store, group_key, run_key
 
 
 def _key_of(override: str) -> str:
@@ -51,25 +61,72 @@ def expand(overrides: list[str]) -> list[dict]:
     return configs
 
 
+def _run_in_worker(cfg: dict, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    return run_one({**cfg, "progress": False}, check=False)
+
+
+def plan(overrides: list[str]) -> list[dict]:
+    """Every run of the sweep (each group at every rate of its grid), all validated: raises
+    ConfigError naming the first bad combination before anything trains."""
+    configs = []
+    for group in expand(overrides):
+        try:
+            runs = grid_runs(group)
+        except ConfigError as e:
+            raise ConfigError(f"[{describe(group)}] {e}") from None
+        configs += runs
+    for cfg in configs:
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"[{describe(cfg)}] {e}") from None
+    return configs
+
+
 def main(argv: list[str] | None = None) -> int:
     overrides = normalize(list(sys.argv[1:] if argv is None else argv))
-    configs = expand(overrides)
+    try:
+        configs = plan(overrides)
+    except (ConfigError, HydraException, OmegaConfBaseException) as e:
+        print(f"configuration error: {one_line(e)}", file=sys.stderr)
+        return 2
     if not configs:
         print("nothing to run")
         return 0
     store = Store(configs[0]["store"])
-    todo = [c for c in configs if not store.exists(run_key(c))]
-    print(f"{len(configs)} runs in the sweep, {len(configs) - len(todo)} already recorded in {store.records_dir}")
+    todo = [c for c in configs if not store.exists(run_key(single_run(c)))]
+    workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
+    threads = max(1, torch.get_num_threads() // workers)
+    groups = len({group_key(single_run(c)) for c in configs})
+    print(
+        f"{len(configs)} runs ({groups} groups x their learning-rate grids) in the sweep, "
+        f"{len(configs) - len(todo)} already recorded in {store.records_dir}; {workers} worker(s) x {threads} thread(s)"
+    )
     start = time.time()
     failed = 0
+
+    def done(record: dict) -> None:
+        nonlocal failed
+        if record["status"] != "ok":
+            failed += 1
+            tqdm.write(f"run {record['key']} failed: {record['error']}")
+        bar.update()
+
     with tqdm(total=len(configs), initial=len(configs) - len(todo), desc="sweep", dynamic_ncols=True) as bar:
-        for cfg in todo:
-            bar.set_postfix_str(f"{cfg['architecture'].get('name') or cfg['architecture'].get('_target_')} {cfg['task']['name']}")
-            record = run_one(cfg)
-            if record["status"] != "ok":
-                failed += 1
-                tqdm.write(f"run {record['key']} failed: {record['error']}")
-            bar.update()
+        if workers == 1:
+            for cfg in todo:
+                bar.set_postfix_str(describe(cfg))
+                done(run_one(cfg, check=False))
+        else:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_run_in_worker, cfg, threads) for cfg in todo]
+                try:
+                    for future in as_completed(futures):
+                        done(future.result())
+                except KeyboardInterrupt:
+                    pool.shutdown(cancel_futures=True)
+                    raise
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     paths = leaderboard.build(store.root)
     for p in paths:

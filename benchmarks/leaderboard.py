@@ -16,16 +16,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.run import mixer_spec
+from benchmarks.config import mixer_spec
 from benchmarks.store import Store
 
 COLUMNS = {
     "mixer": "mixer",
     "task": "task",
+    "level": "level",
     "seq_len": "L",
     "memory_demand": "memory demand",
     "accuracy": "accuracy",
-    "chance": "chance",
+    "no_recall": "no-recall baseline",
+    "learned": "learned",
+    "val_accuracy": "val accuracy",
+    "lr": "lr",
+    "lr_grid": "lr grid",
+    "grid_spread": "accuracy over grid",
     "ess_mean": "ESS (mean)",
     "entropy_ess_mean": "entropy ESS",
     "tss": "TSS",
@@ -43,7 +49,9 @@ COLUMNS = {
 }
 FORMATS = {
     "accuracy": "{:.3f}",
-    "chance": "{:.3f}",
+    "no-recall baseline": "{:.3f}",
+    "val accuracy": "{:.3f}",
+    "lr": "{:.2g}",
     "ESS (mean)": "{:.2f}",
     "entropy ESS": "{:.2f}",
     "ESS/TSS": "{:.3f}",
@@ -147,40 +155,67 @@ def _nearest_throughput(tp: pd.DataFrame, mixer: str, device: str, length: int, 
     return float(g.iloc[(g["L"] - length).abs().argmin()]["forward tok/s"])
 
 
-def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
+# a row within this much of its no-recall baseline (or below it) has not learned recall
+LEARNED_MARGIN = 0.01
+
+
+def _run_row(r: dict, tp: pd.DataFrame) -> dict:
+    m, prov, cfg = r["metrics"], r["provenance"], r["config"]
+    mixer = mixer_spec(cfg["architecture"])[0]
+    return {
+        "group": r.get("group", r["key"]),
+        "mixer": mixer,
+        "task": m["task"]["name"],
+        "level": m["task"].get("level", cfg["task"].get("level")),
+        "seq_len": m["task"]["seq_len"],
+        "memory_demand": m["task"]["memory_demand"],
+        "accuracy": m["accuracy"],
+        "no_recall": m["task"].get("no_recall_accuracy", float("nan")),
+        "val_accuracy": m.get("val_accuracy", float("nan")),
+        "val_loss": m.get("val_loss", float("nan")),
+        "lr": cfg["train"]["lr"],
+        "ess_mean": m["ess"]["ess_mean"],
+        "entropy_ess_mean": m["ess"]["entropy_ess_mean"],
+        "tss": m["tss"],
+        "utilization": m["utilization"],
+        "cache_bytes": m["cache_bytes"],
+        "forward_tokens_per_s": _nearest_throughput(tp, mixer, prov["device"], m["task"]["seq_len"], m["kernels"]),
+        "parameters": m["parameters"],
+        "steps": m["steps"],
+        "seed": r["seed"],
+        "commit": prov["commit"][:10] + ("+dirty" if prov.get("dirty") else ""),
+        "device": prov["device"],
+        "kernels": ",".join(m["kernels"]),
+        "wall_time_s": r["wall_time_s"],
+        "key": r["key"],
+    }
+
+
+def run_rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per successful run (every learning rate of every group)."""
     tp = throughput_rows([]) if tp is None else tp
-    out = []
-    for r in records:
-        if r.get("status") != "ok":
-            continue
-        m, prov, cfg = r["metrics"], r["provenance"], r["config"]
-        out.append(
-            {
-                "mixer": mixer_spec(cfg["architecture"])[0],
-                "task": m["task"]["name"],
-                "seq_len": m["task"]["seq_len"],
-                "memory_demand": m["task"]["memory_demand"],
-                "accuracy": m["accuracy"],
-                "chance": m["task"]["chance_accuracy"],
-                "ess_mean": m["ess"]["ess_mean"],
-                "entropy_ess_mean": m["ess"]["entropy_ess_mean"],
-                "tss": m["tss"],
-                "utilization": m["utilization"],
-                "cache_bytes": m["cache_bytes"],
-                "forward_tokens_per_s": _nearest_throughput(
-                    tp, mixer_spec(cfg["architecture"])[0], prov["device"], m["task"]["seq_len"], m["kernels"]
-                ),
-                "parameters": m["parameters"],
-                "steps": m["steps"],
-                "seed": r["seed"],
-                "commit": prov["commit"][:10] + ("+dirty" if prov.get("dirty") else ""),
-                "device": prov["device"],
-                "kernels": ",".join(m["kernels"]),
-                "wall_time_s": r["wall_time_s"],
-                "key": r["key"],
-            }
-        )
-    df = pd.DataFrame(out, columns=list(COLUMNS))
+    out = [_run_row(r, tp) for r in records if r.get("status") == "ok"]
+    return pd.DataFrame(out, columns=["group", *COLUMNS, "val_loss"])
+
+
+def select_best(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each group's best run, chosen on validation (accuracy, then loss), never on test; with the
+    grid it was chosen from and the spread of test accuracy over that grid."""
+    if runs.empty:
+        return runs
+    ranked = runs.sort_values(["group", "val_accuracy", "val_loss", "lr"], ascending=[True, False, True, True])
+    best = ranked.groupby("group", sort=False).head(1).set_index("group")
+    by_group = runs.groupby("group")
+    best["lr_grid"] = by_group["lr"].agg(lambda v: ",".join(f"{x:.2g}" for x in sorted(v)))
+    best["grid_spread"] = by_group["accuracy"].agg(lambda v: f"{v.min():.2f}-{v.max():.2f}" if len(v) > 1 else "")
+    return best.reset_index()
+
+
+def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The leaderboard: one row per group (its best learning rate on validation)."""
+    df = select_best(run_rows(records, tp))
+    df["learned"] = np.where(df["accuracy"] > df["no_recall"] + LEARNED_MARGIN, "yes", "not learned")
+    df = df[list(COLUMNS)] if not df.empty else pd.DataFrame(columns=list(COLUMNS))
     return df.sort_values(
         ["task", "seq_len", "memory_demand", "accuracy"], ascending=[True, True, True, False], ignore_index=True
     )
@@ -215,17 +250,25 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def correlations(df: pd.DataFrame) -> dict:
-    """Pearson r of accuracy with ESS / memory demand and with TSS / memory demand (the ESS paper's claim)."""
-    if len(df) < 3:
-        return {}
-    demand = df["memory_demand"].clip(lower=1)
-    out = {}
-    for name, col in (("ess", "ess_mean"), ("tss", "tss")):
-        x = df[col] / demand
-        out[name] = float(np.corrcoef(x, df["accuracy"])[0, 1]) if x.std() > 0 and df["accuracy"].std() > 0 else float("nan")
-    out["n"] = len(df)
-    return out
+def correlations(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy against ESS / memory demand and TSS / memory demand (the ESS paper's claim), per task
+    (never pooled across tasks), over the rows that learned and, apart, over all rows: Pearson and
+    Spearman coefficients with n. A coefficient needs 3 rows and some spread on both axes."""
+    from scipy import stats
+
+    out = []
+    for task, g in df.groupby("task"):
+        for subset, part in (("learned", g[g["learned"] == "yes"]), ("all", g)):
+            row = {"task": task, "rows": subset, "n": len(part)}
+            demand = part["memory_demand"].clip(lower=1)
+            for name, col in (("ESS", "ess_mean"), ("TSS", "tss")):
+                x, y = part[col] / demand, part["accuracy"]
+                ok = len(part) >= 3 and x.nunique() > 1 and y.nunique() > 1
+                row[f"Pearson {name}/demand"] = float(stats.pearsonr(x, y)[0]) if ok else float("nan")
+                row[f"Spearman {name}/demand"] = float(stats.spearmanr(x, y)[0]) if ok else float("nan")
+            out.append(row)
+    cols = ["task", "rows", "n", "Pearson ESS/demand", "Spearman ESS/demand", "Pearson TSS/demand", "Spearman TSS/demand"]
+    return pd.DataFrame(out, columns=cols)
 
 
 def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFrame | None = None) -> dict[str, Path]:
@@ -347,19 +390,41 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFra
     ax.legend(fontsize=7)
     save(fig, "ess_vs_tss")
 
-    corr = correlations(df)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    demand = df["memory_demand"].clip(lower=1)
-    for ax, col, label in ((axes[0], "ess_mean", "ess"), (axes[1], "tss", "tss")):
-        sns.scatterplot(x=df[col] / demand, y=df["accuracy"], hue=df["mixer"], palette=palette, ax=ax, legend=ax is axes[1], s=50)
+    corr = correlations(df).set_index(["task", "rows"])
+    scatter = df.assign(
+        ESS_per_demand=df["ess_mean"] / df["memory_demand"].clip(lower=1),
+        TSS_per_demand=df["tss"] / df["memory_demand"].clip(lower=1),
+    ).melt(
+        id_vars=["mixer", "task", "accuracy", "learned"],
+        value_vars=["ESS_per_demand", "TSS_per_demand"],
+        var_name="measure",
+        value_name="per demand",
+    )
+    scatter["measure"] = scatter["measure"].str.replace("_per_demand", " / memory demand")
+    grid = sns.relplot(
+        data=scatter,
+        x="per demand",
+        y="accuracy",
+        hue="mixer",
+        palette=palette,
+        style="learned",
+        markers={"yes": "o", "not learned": "X"},
+        row="task",
+        col="measure",
+        height=3.4,
+        aspect=1.2,
+        s=60,
+        facet_kws={"sharex": False},
+    )
+    for (task, measure), ax in grid.axes_dict.items():
         ax.set_xscale("log")
         log_axis(ax.xaxis)
-        ax.set_xlabel(f"{label.upper()} / memory demand")
-        ax.set_title(f"accuracy vs {label.upper()}/demand: r = {corr.get(label, float('nan')):.2f}")
-    axes[0].set_ylabel("test accuracy")
-    if axes[1].get_legend():
-        axes[1].legend(fontsize=7)
-    save(fig, "accuracy_vs_ess")
+        name = measure.split()[0]
+        r = corr["Spearman " + name + "/demand"].get((task, "learned"), float("nan"))
+        n = corr["n"].get((task, "learned"), 0)
+        ax.set_title(f"{task}: {measure}\nSpearman (learned rows) = {r:.2f}, n = {n}", fontsize=9)
+    grid.set_axis_labels("", "test accuracy")
+    save(grid.figure, "accuracy_vs_ess")
     return paths
 
 
@@ -376,8 +441,10 @@ img {{ max-width: 100%; margin: 1em 0; }} details {{ font-size: 12px; }} code {{
 </style></head><body>
 <h1>mixerbench leaderboard</h1>
 <p>{summary}</p>
-<h2>Runs</h2>
+<h2>Leaderboard</h2>
 {table}
+<h2>Accuracy vs. ESS and TSS per memory demand, per task</h2>
+{correlations}
 <h2>Throughput</h2>
 {throughput}
 <h2>Figures</h2>
@@ -420,7 +487,7 @@ def _html_table(df: pd.DataFrame, table_id: str, rename: bool = True) -> str:
     return f'<table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _page(records, df, failed, fig_paths, summary, tp=None, scaling=None, speedups=None) -> str:
+def _page(records, df, failed, fig_paths, summary, tp=None, scaling=None, speedups=None, corr=None) -> str:
     figs = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>"
@@ -458,6 +525,7 @@ def _page(records, df, failed, fig_paths, summary, tp=None, scaling=None, speedu
     return PAGE.format(
         summary=html.escape(summary),
         table=_html_table(df, "runs"),
+        correlations=_html_table(corr, "correlations", rename=False) if corr is not None else "",
         throughput=tables,
         figures=figs,
         failed=fails,
@@ -479,16 +547,21 @@ def build(store_root: str | Path = "results") -> list[Path]:
     fig_paths = figures([r for r in records if r.get("status") == "ok"], df, root / "figures", tp)
     scaling, speedups = scaling_table(tp), speedup_table(tp)
     corr = correlations(df)
+    not_learned = int((df["learned"] != "yes").sum())
     summary = (
-        f"{len(df)} runs ({len(failed)} failed). Accuracy: test accuracy on scored positions. ESS: tolerance "
+        f"{len(df)} groups from {len(records)} runs ({len(failed)} failed); each row is its group's best learning rate, "
+        "chosen on the validation split (val accuracy), with test accuracy reported. "
+        f"No-recall baseline: the accuracy of the best guess that uses no key-value association, measured on the "
+        f"test split; {not_learned} rows are within {LEARNED_MARGIN} of it or below and are marked not learned. "
+        "ESS: tolerance "
         "effective state-size per channel, mean over channels, layers, test examples and the interior window "
         "of splits (each record's ess.window). TSS: theoretical state size per channel (attention and Hyena: "
         "the sequence length). cache bytes: decoding state of all layers after L tokens at batch 1."
     )
-    if corr:
+    for row in corr[corr["rows"] == "learned"].itertuples():
         summary += (
-            f" Across these runs, accuracy correlates with ESS/memory demand at r = {corr['ess']:.2f} "
-            f"and with TSS/memory demand at r = {corr['tss']:.2f} (n = {corr['n']})."
+            f" {row.task} (learned rows, n = {row.n}): Spearman of accuracy with ESS/demand {row[5]:.2f}, "
+            f"with TSS/demand {row[7]:.2f}."
         )
     text = [
         "# mixerbench leaderboard",
@@ -497,6 +570,10 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "Each row's full config, versions and curves are in `records/<record>.json`; rerun it with the command in the README.",
         "",
         _markdown(df),
+        "",
+        "## Accuracy vs. ESS and TSS per memory demand, per task",
+        "",
+        _plain_markdown(corr),
     ]
     if not tp.empty:
         text += [
@@ -528,7 +605,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
                 f"| {r['key']} | {r['config']['architecture'].get('name', '?')} | {r.get('error', '').replace('|', '/')[:200]} |"
             )
     md_path.write_text("\n".join(text) + "\n")
-    html_path.write_text(_page(records, df, failed, fig_paths, summary, tp, scaling, speedups))
+    html_path.write_text(_page(records, df, failed, fig_paths, summary, tp, scaling, speedups, corr))
     return [md_path, csv_path, html_path]
 
 

@@ -42,3 +42,11 @@ def architecture_from_overrides(args: list[str]) -> str | None:
             module, _, cls = value.rpartition(".")
             found = f"{module}:{cls}"
     return found
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (Hydra's and OmegaConf's span several, with full-key blocks)."""
+    lines = [
+        ln.strip() for ln in str(error).splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type"))
+    ]
+    return " ".join(lines) or type(error).__name__

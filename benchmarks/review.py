@@ -23,10 +23,11 @@ import pandas as pd
 import torch
 
 from benchmarks import leaderboard, throughput
-from benchmarks.bench import expand
+from benchmarks.bench import plan
+from benchmarks.config import mixer_spec
 from benchmarks.conformance import ConformanceError, check_mixer
 from benchmarks.overrides import architecture_from_overrides, normalize
-from benchmarks.run import mixer_spec, run_one
+from benchmarks.run import run_one
 from benchmarks.store import Store
 
 # ESS/TSS thresholds for the state-utilization verdict
@@ -93,7 +94,7 @@ def _figure_accuracy(table: pd.DataFrame, path: Path) -> Path:
     x = np.arange(len(table))
     ax.plot(x, table["accuracy"], "o-", color="black", label="under review")
     ax.plot(x, table["best reference accuracy"], "s--", label="best reference")
-    ax.plot(x, table["chance"], ":", color="grey", label="chance")
+    ax.plot(x, table["no-recall baseline"], ":", color="grey", label="no-recall baseline")
     ax.set_xticks(
         x, [f"{t}\nL={n} d={m}" for t, n, m in zip(table["task"], table["L"], table["memory demand"], strict=True)], fontsize=7
     )
@@ -129,7 +130,8 @@ def build_report(
                 "L": row["seq_len"],
                 "memory demand": row["memory_demand"],
                 "accuracy": row["accuracy"],
-                "chance": row["chance"],
+                "no-recall baseline": row["no_recall"],
+                "learned": row["learned"],
                 "rank": f"{1 + int((same['accuracy'] > row['accuracy']).sum())} of {len(same) + 1}",
                 "best reference": best["mixer"] if best is not None else "",
                 "best reference accuracy": best["accuracy"] if best is not None else float("nan"),
@@ -177,7 +179,9 @@ def build_report(
     if not ranks.empty:
         figures["Accuracy per difficulty"] = _figure_accuracy(ranks, out_dir / "accuracy.png")
         md += [
-            leaderboard._plain_markdown(ranks[["task", "L", "memory demand", "accuracy", "best reference accuracy", "chance"]]),
+            leaderboard._plain_markdown(
+                ranks[["task", "L", "memory demand", "accuracy", "best reference accuracy", "no-recall baseline", "learned"]]
+            ),
             "",
             "![accuracy](accuracy.png)",
             "",
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(opts.get("out", "reviews")) / _slug(name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    configs = expand([*overrides, f"store={out_dir}"])
+    configs = plan([*overrides, f"store={out_dir}"])  # every run of the preset's ladder at every rate of the grid
     arch_config = mixer_spec(configs[0]["architecture"])[1]
     report = check_mixer(name, d_model=configs[0]["model"]["d_model"], **arch_config)
     print(report.message())

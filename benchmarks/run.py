@@ -3,8 +3,11 @@
     python -m benchmarks.run architecture=mamba task.num_kv_pairs=16       # one run
     python -m benchmarks.run -m architecture=attention,mamba task.level=0,1   # a Hydra multirun sweep
 
-A run whose record already exists is skipped; a crash or a NaN loss is
-recorded as `failed` with the error, and the caller (a sweep) goes on.
+One run trains at one learning rate, `train.lr` (a sweep, `benchmarks.bench`, trains every
+rate of the mixer's `architecture.lr_grid`). The config is checked before anything trains: a bad
+one exits with one line naming the field and the fix, and writes nothing. A run whose record
+already exists is skipped; a crash or a NaN loss during training is recorded as `failed` with the
+error, and the caller (a sweep) goes on.
 """
 
 from __future__ import annotations
@@ -18,16 +21,14 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from architectures import registry
-from architectures.backbone import BACKBONES, LanguageModel
+from architectures.backbone import LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
-from benchmarks.conformance import check_mixer
+from benchmarks.config import ConfigError, build_model, build_task, mixer_spec, single_run, validate
 from benchmarks.overrides import normalize
 from benchmarks.provenance import provenance
-from benchmarks.store import Store, run_key
+from benchmarks.store import Store, group_key, run_key
 from benchmarks.train import TrainConfig, train
-from tasks import registry as tasks
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,49 +36,8 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} requested but CUDA is not available; use device=cpu or device=auto")
+        raise ConfigError(f"device: {name!r} requested but CUDA is not available; use device=cpu or device=auto")
     return device
-
-
-def build_task(task_cfg: dict):
-    params = {k: v for k, v in task_cfg.items() if k not in ("name", "level")}
-    level = task_cfg.get("level")
-    if level is not None:
-        ladder = tasks.get(task_cfg["name"]).ladder
-        if not 0 <= level < len(ladder):
-            raise ValueError(f"task.level={level} out of range: {task_cfg['name']} has levels 0..{len(ladder) - 1}")
-        params.update(ladder[level])
-    return tasks.build(task_cfg["name"], **params)
-
-
-def mixer_spec(arch_cfg: dict) -> tuple[str, dict]:
-    """(registry name or "module:Class", constructor config) from the `architecture` config."""
-    arch = dict(arch_cfg)
-    target = arch.pop("_target_", None)
-    name = arch.pop("name", None)
-    if target:
-        module, _, cls = target.rpartition(".")
-        name = f"{module}:{cls}"
-    if not name:
-        raise ValueError(
-            "architecture: give a mixer: architecture=<name> (one of the registry) or architecture=package.module:Class"
-        )
-    return name, arch
-
-
-def build_model(cfg: dict, task) -> LanguageModel:
-    """The backbone the task asks for (MAD's compression: an autoencoder) around the configured mixer."""
-    name, arch = mixer_spec(cfg["architecture"])
-    backbone = BACKBONES[getattr(task, "backbone", "language_model")]
-    return backbone(task.vocab_size, name, mixer_config=arch, seq_len=task.seq_len, **cfg["model"])
-
-
-def check_out_of_tree(cfg: dict) -> None:
-    """A mixer from outside the registry must pass the conformance checks before it is trained."""
-    name, arch = mixer_spec(cfg["architecture"])
-    if name in registry.names():
-        return
-    check_mixer(name, d_model=cfg["model"]["d_model"], **arch).raise_if_failed()
 
 
 @torch.no_grad()
@@ -94,30 +54,37 @@ def measure_cache(model: LanguageModel, seq_len: int, device: torch.device) -> d
 def execute(cfg: dict, device: torch.device) -> dict:
     """Train and measure; returns the metrics of a successful run."""
     seed = cfg["seed"]
-    check_out_of_tree(cfg)
     torch.manual_seed(seed)
     task = build_task(cfg["task"])
     model = build_model(cfg, task)
     train_cfg = TrainConfig(**cfg["train"])
-    train_set, test_set = task.splits(cfg["data"]["num_train"], cfg["data"]["num_test"], seed)
-    label = f"{mixer_spec(cfg['architecture'])[0]} {task.name} L={task.seq_len}"
-    result = train(model, train_set, test_set, train_cfg, device, seed, progress=cfg.get("progress", True), desc=label)
-    test = {"accuracy": result["accuracy"], "loss": result["loss"]}  # train() evaluates the final model
-    if not all(torch.isfinite(torch.tensor(v)) for v in test.values()):
-        raise ArithmeticError(f"evaluation produced non-finite metrics {test}")
+    data = task.splits(cfg["data"]["num_train"], cfg["data"]["num_val"], cfg["data"]["num_test"], seed)
+    label = f"{mixer_spec(cfg['architecture'])[0]} {task.name} L={task.seq_len} lr={train_cfg.lr:g}"
+    result = train(
+        model, data.train, data.val, data.test, train_cfg, device, seed, progress=cfg.get("progress", True), desc=label
+    )
+    if not all(torch.isfinite(torch.tensor(result[k])) for k in ("accuracy", "loss")):
+        raise ArithmeticError(f"evaluation produced non-finite metrics {result['accuracy']}, {result['loss']}")
     window = tuple(cfg["ess"]["window"])
-    layers = ess_lib.model_ess(model, test_set[0][: cfg["ess"]["num_examples"]].to(device))
+    layers = ess_lib.model_ess(model, data.test[0][: cfg["ess"]["num_examples"]].to(device))
     summary = ess_lib.summarize(layers, window)
     return {
-        "accuracy": test["accuracy"],
-        "test_loss": test["loss"],
+        "accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "val_accuracy": result["val_accuracy"],
+        "val_loss": result["val_loss"],
         "steps": result["steps"],
+        "best_step": result["best_step"],
+        "stopped": result["stopped"],
         "history": result["history"],
         "task": {
             "name": task.name,
+            "level": cfg["task"].get("level"),
             **task.params(),
             "memory_demand": task.memory_demand,
             "chance_accuracy": task.chance_accuracy,
+            "no_recall_accuracy": task.no_recall_accuracy(*data.test),
+            "no_recall_rule": task.no_recall_rule,
         },
         "ess": summary,
         "tss": summary["tss"],
@@ -128,22 +95,28 @@ def execute(cfg: dict, device: torch.device) -> dict:
     }
 
 
-def run_one(cfg: dict, force: bool = False) -> dict:
-    """Run `cfg` unless its record exists; always returns the (new or existing) record."""
+def run_one(cfg: dict, force: bool = False, check: bool = True) -> dict:
+    """Run `cfg` (one learning rate) unless its record exists; always returns the (new or existing)
+    record. The config is validated first (`check=False` when the caller already did): a bad one
+    raises ConfigError and writes nothing; only failures during training become `failed` records."""
+    cfg = single_run(cfg)
     store = Store(cfg["store"])
     key = run_key(cfg)
     if store.exists(key) and not force:
         return store.read(key)
+    if check:
+        validate(cfg)
+    device = resolve_device(cfg.get("device", "auto"))
     start = time.time()
     record = {
         "key": key,
+        "group": group_key(cfg),
         "config": cfg,
         "seed": cfg["seed"],
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance(device),
     }
     try:
-        device = resolve_device(cfg.get("device", "auto"))
-        record["provenance"] = provenance(device)
         record["metrics"] = execute(cfg, device)
         record["status"] = "ok"
     except KeyboardInterrupt:
@@ -162,7 +135,11 @@ def main(cfg: DictConfig) -> None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for k in ("preset", "sweep_progress"):
         resolved.pop(k, None)
-    record = run_one(resolved)
+    try:
+        record = run_one(resolved)
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        sys.exit(2)
     status = record["status"]
     acc = record.get("metrics", {}).get("accuracy")
     print(f"[{status}] {record['key']} accuracy={acc} -> {Store(resolved['store']).path(record['key'])}")

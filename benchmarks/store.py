@@ -14,13 +14,18 @@ import tempfile
 from pathlib import Path
 
 # Config keys that say where or how to run, not what is measured: not part of a run's identity.
-NON_IDENTITY_KEYS = ("store", "device", "progress")
+NON_IDENTITY_KEYS = ("store", "device", "progress", "workers")
 
 
 def run_key(config: dict) -> str:
     ident = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
     blob = json.dumps(ident, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def group_key(config: dict) -> str:
+    """The key shared by the runs of one group: the same config at every learning rate of its grid."""
+    return run_key({**config, "train": {k: v for k, v in config["train"].items() if k != "lr"}})
 
 
 class Store:

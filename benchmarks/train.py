@@ -1,13 +1,18 @@
 """Training and evaluation of one model on one task.
 
-AdamW with linear warmup and cosine decay, gradient clipping, evaluation on
-held-out examples, early stop once the task is solved. The loss and the
-accuracy count only scored positions (targets != -100), as in Zoology.
+AdamW with linear warmup and cosine decay, gradient clipping; every `eval_every`
+steps the model is scored on the validation split, and training stops when
+validation accuracy reaches `solved_accuracy` (Zoology and MAD stop at 0.99 and
+0.999), when validation has not improved for `patience` evaluations (a plateau),
+or at the step budget. The checkpoint with the best validation accuracy is kept
+and only then scored on the test split, which nothing is selected on. The loss
+and the accuracy count only scored positions (targets != -100), as in Zoology.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from dataclasses import dataclass
 
@@ -33,17 +38,31 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 100
     eval_batch_size: int = 256
-    solved_accuracy: float = 0.99  # early stop at or above this test accuracy
+    solved_accuracy: float = 0.99  # early stop at or above this validation accuracy
+    # stop after this many evaluations without a new best validation accuracy or a validation loss
+    # `plateau_delta` (relative) below the best so far; 0 never stops on a plateau
+    patience: int = 0
+    plateau_delta: float = 0.01
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"train: `{name}` must be a positive integer; got {value!r}")
-        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
-            raise ValueError(
-                f"train: need lr > 0, warmup_steps >= 0, grad_clip > 0; got {self.lr}, {self.warmup_steps}, {self.grad_clip}"
-            )
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"train.{name}: must be a positive integer; got {value!r}")
+        for name, lo in (("warmup_steps", 0), ("patience", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+                raise ValueError(f"train.{name}: must be an integer >= {lo}; got {value!r}")
+        for name in ("lr", "grad_clip"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"train.{name}: must be a number > 0; got {value!r}")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay: must be a number >= 0; got {self.weight_decay!r}")
+        if not 0 < self.solved_accuracy <= 1:
+            raise ValueError(f"train.solved_accuracy: must be in (0, 1]; got {self.solved_accuracy!r}")
+        if not 0 <= self.plateau_delta < 1:
+            raise ValueError(f"train.plateau_delta: must be in [0, 1); got {self.plateau_delta!r}")
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -86,6 +105,7 @@ def evaluate(model: nn.Module, inputs: Tensor, targets: Tensor, batch_size: int,
 def train(
     model: nn.Module,
     train_set: tuple[Tensor, Tensor],
+    val_set: tuple[Tensor, Tensor],
     test_set: tuple[Tensor, Tensor],
     cfg: TrainConfig,
     device: torch.device,
@@ -93,7 +113,8 @@ def train(
     progress: bool = True,
     desc: str = "train",
 ) -> dict:
-    """Train in place; returns the final test metrics and the training history."""
+    """Train in place, selecting on `val_set`; returns the best checkpoint's validation and test
+    metrics (the model is left at that checkpoint), why training stopped, and the history."""
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
 
@@ -109,7 +130,9 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     inputs, targets = train_set
     history = []
-    metrics = {"accuracy": 0.0, "loss": float("nan")}
+    best = {"val_accuracy": -1.0, "val_loss": math.inf, "step": 0}
+    best_state = copy.deepcopy(model.state_dict())
+    best_loss, stale, stopped = math.inf, 0, "budget"
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     step = 0
     for step in bar:
@@ -125,10 +148,36 @@ def train(
         opt.step()
         sched.step()
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            metrics = evaluate(model, *test_set, cfg.eval_batch_size, device)
-            history.append({"step": step + 1, "train_loss": loss.item(), **metrics})
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{metrics['accuracy']:.3f}")
-            if metrics["accuracy"] >= cfg.solved_accuracy:
+            val = evaluate(model, *val_set, cfg.eval_batch_size, device)
+            history.append(
+                {"step": step + 1, "train_loss": loss.item(), "val_accuracy": val["accuracy"], "val_loss": val["loss"]}
+            )
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val['accuracy']:.3f}")
+            improved = val["accuracy"] > best["val_accuracy"]
+            if improved:
+                best = {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "step": step + 1}
+                best_state = copy.deepcopy(model.state_dict())
+            if improved or val["loss"] < best_loss * (1 - cfg.plateau_delta):
+                stale = 0
+            else:
+                stale += 1
+            best_loss = min(best_loss, val["loss"])
+            if val["accuracy"] >= cfg.solved_accuracy:
+                stopped = "solved"
+                break
+            if cfg.patience and stale >= cfg.patience:
+                stopped = "plateau"
                 break
     bar.close()
-    return {**metrics, "steps": step + 1, "history": history}
+    model.load_state_dict(best_state)
+    test = evaluate(model, *test_set, cfg.eval_batch_size, device)
+    return {
+        "accuracy": test["accuracy"],
+        "loss": test["loss"],
+        "val_accuracy": best["val_accuracy"],
+        "val_loss": best["val_loss"],
+        "best_step": best["step"],
+        "steps": step + 1,
+        "stopped": stopped,
+        "history": history,
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -19,19 +19,29 @@ def require_int(task: str, lo: int = 1, **params) -> None:
             raise ValueError(f"{task}: `{name}` must be an integer >= {lo}; got {value!r}")
 
 
+class Splits(NamedTuple):
+    """Train, validation and test sets, each `(inputs, targets)`."""
+
+    train: tuple[Tensor, Tensor]
+    val: tuple[Tensor, Tensor]
+    test: tuple[Tensor, Tensor]
+
+
 class Task:
     """A synthetic sequence task.
 
     `generate(num_examples, seed) -> (inputs, targets)`: LongTensors `(num_examples, seq_len)`,
     `targets[b, t]` the token the model must output at position t, -100 where nothing is scored.
     Class attributes: `ladder` (difficulty levels, easiest first, as parameter overrides),
-    `source` (the definition followed). Properties: `memory_demand` (items to hold per example)
-    and `chance_accuracy`.
+    `source` (the definition followed), `no_recall_rule` (what the no-recall baseline guesses).
+    Properties: `memory_demand` (items to hold per example) and `chance_accuracy`;
+    `no_recall_accuracy(inputs, targets)` scores the no-recall baseline on a split.
     """
 
     name: ClassVar[str] = "task"
     source: ClassVar[str] = ""
     ladder: ClassVar[list[dict]] = []
+    no_recall_rule: ClassVar[str] = "the most frequent target of the split"
     vocab_size: int
     seq_len: int
 
@@ -45,6 +55,16 @@ class Task:
     @property
     def chance_accuracy(self) -> float:
         raise NotImplementedError
+
+    def no_recall_accuracy(self, inputs: Tensor, targets: Tensor) -> float:
+        """Expected accuracy of the best guess that uses no key -> value association (`no_recall_rule`).
+
+        A model at or below it has learned token statistics, not recall. The base rule is the best
+        constant answer; recall tasks override it with a guess from the tokens seen so far.
+        """
+        y = targets.numpy()
+        scored = y[y != IGNORE]
+        return float(np.bincount(scored).max() / len(scored)) if len(scored) else float("nan")
 
     def _generate_chunk(self, rng: np.random.Generator, n: int, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -73,13 +93,44 @@ class Task:
             np.concatenate(targets).astype(np.int64)
         )
 
-    def splits(self, num_train: int, num_test: int, seed: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """Train and test sets from separate seeds; train examples that also occur in test are dropped."""
-        test = self.generate(num_test, 2 * seed + 1, split="test")
-        train = self.generate(num_train, 2 * seed, split="train")
-        seen = {_row_hash(row) for row in test[0].numpy()}
+    def splits(self, num_train: int, num_val: int, num_test: int, seed: int) -> Splits:
+        """Train, validation and test sets from separate seeds. Validation selects (learning rate,
+        checkpoint, early stop) and test only reports, so both follow the test distribution.
+        Train examples that also occur in validation or test are dropped."""
+        require_int(self.name, num_train=num_train, num_val=num_val, num_test=num_test)
+        test = self.generate(num_test, 3 * seed + 1, split="test")
+        val = self.generate(num_val, 3 * seed + 2, split="test")
+        train = self.generate(num_train, 3 * seed, split="train")
+        seen = {_row_hash(row) for row in torch.cat([test[0], val[0]]).numpy()}
         keep = torch.tensor([_row_hash(row) not in seen for row in train[0].numpy()], dtype=torch.bool)
-        return (train[0][keep], train[1][keep]), test
+        return Splits((train[0][keep], train[1][keep]), val, test)
+
+
+def running_mode_accuracy(inputs: Tensor, targets: Tensor, counted: np.ndarray, causal: bool = True) -> float:
+    """Expected accuracy of guessing, at every scored position, uniformly among the most frequent
+    `counted` tokens seen so far (`causal=False`: in the whole sequence). `counted` is a boolean
+    `(n, L)` mask of the tokens that enter the counts. Where nothing was counted yet, the guess is
+    uniform over the whole vocabulary."""
+    x, y = inputs.numpy(), targets.numpy()
+    n, length = x.shape
+    vocab = int(max(x.max(), y.max())) + 1
+    counts = np.zeros((n, vocab), dtype=np.int64)
+    rows = np.arange(n)
+    if not causal:
+        np.add.at(counts, (np.nonzero(counted)[0], x[counted]), 1)
+    total, hits = 0, 0.0
+    for t in range(length):
+        scored = y[:, t] != IGNORE
+        if scored.any():
+            c = counts[scored]
+            top = c.max(axis=1, keepdims=True)
+            modes = (c == top).sum(axis=1)  # ties: a uniform guess among the modes
+            is_mode = c[np.arange(len(c)), y[scored, t]] == top[:, 0]
+            hits += float(np.where(top[:, 0] > 0, is_mode / modes, 1.0 / vocab).sum())
+            total += int(scored.sum())
+        if causal:
+            counts[rows[counted[:, t]], x[counted[:, t], t]] += 1
+    return hits / total if total else float("nan")
 
 
 def _row_hash(row: np.ndarray) -> bytes:

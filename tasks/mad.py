@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from tasks.base import IGNORE, Task, require_int
+from tasks.base import IGNORE, Task, require_int, running_mode_accuracy
 
 
 def _require_fraction(task: str, name: str, value: float, upper_inclusive: bool = False) -> None:
@@ -86,6 +86,7 @@ def _recall_vocab(task: str, vocab_size: int, noise_vocab_size: int, special: in
 
 class InContextRecall(_MADTask):
     name = "in_context_recall"
+    no_recall_rule = "the most frequent value seen so far (values repeat across keys)"
     defaults = {"vocab_size": 16, "seq_len": 128, "noise_vocab_size": 0, "frac_noise": 0.0}
     changes = {"vocab_size": [32, 64, 128], "seq_len": [256, 512, 1024]}
 
@@ -106,6 +107,12 @@ class InContextRecall(_MADTask):
     @property
     def chance_accuracy(self) -> float:
         return 1.0 / (self.regular - self.num_keys)
+
+    def no_recall_accuracy(self, inputs, targets) -> float:
+        x = inputs.numpy()
+        counted = (x >= self.num_keys) & (x < self.regular)  # value tokens (noise tokens lie above)
+        counted[:, 0::2] = False
+        return running_mode_accuracy(inputs, targets, counted)
 
     def _generate_chunk(self, rng, n, split="train"):
         pairs, k = self.num_pairs, self.num_keys
@@ -148,6 +155,7 @@ class FuzzyRecall(_MADTask):
     k_motif_size long (as in MAD). Sequences are left-padded with the pad token to seq_len."""
 
     name = "fuzzy_recall"
+    no_recall_rule = "the most frequent value token seen so far"
     defaults = {"vocab_size": 16, "seq_len": 128, "k_motif_size": 3, "v_motif_size": 3}
     changes = {"vocab_size": [32, 64, 128], "seq_len": [256, 512, 1024]}
 
@@ -170,6 +178,10 @@ class FuzzyRecall(_MADTask):
     @property
     def chance_accuracy(self) -> float:
         return 1.0 / (self.regular - self.num_keys)
+
+    def no_recall_accuracy(self, inputs, targets) -> float:
+        x = inputs.numpy()
+        return running_mode_accuracy(inputs, targets, (x >= self.num_keys) & (x < self.regular))
 
     def _table(self, vocab: np.ndarray, sizes: list[int]) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[int, int]]]:
         """Every motif (distinct tokens, each size in `sizes`) as a padded row: motifs, lengths, size -> (offset, count)."""
@@ -275,6 +287,7 @@ class SelectiveCopying(_MADTask):
     tokens, so none follow the last one); at the blanks after the copy token they are output in order."""
 
     name = "selective_copying"
+    no_recall_rule = "the most frequent content token seen so far (the right tokens, not their order)"
     defaults = {"vocab_size": 16, "seq_len": 256, "num_tokens_to_copy": 16}
     changes = {"vocab_size": [32, 64, 128], "seq_len": [512, 1024], "num_tokens_to_copy": [32, 64, 96]}
 
@@ -297,6 +310,9 @@ class SelectiveCopying(_MADTask):
     def chance_accuracy(self) -> float:
         return 1.0 / (self.vocab_size - 2)
 
+    def no_recall_accuracy(self, inputs, targets) -> float:
+        return running_mode_accuracy(inputs, targets, inputs.numpy() < self.vocab_size - 2)
+
     def _generate_chunk(self, rng, n, split="train"):
         k, length = self.num_tokens_to_copy, self.seq_len
         blanks = length - 2 * k - 1
@@ -316,6 +332,7 @@ class Compression(_MADTask):
     encoder's state at the compression token (MAD's autoencoder backbone)."""
 
     name = "compression"
+    no_recall_rule = "the sequence's most frequent token, everywhere (its statistics, not its order)"
     backbone = "autoencoder"
     defaults = {"vocab_size": 16, "seq_len": 32, "noise_vocab_size": 0, "frac_noise": 0.0}
     changes = {"vocab_size": [32, 64, 128], "seq_len": [64, 128, 256]}
@@ -334,6 +351,9 @@ class Compression(_MADTask):
     def chance_accuracy(self) -> float:
         return 1.0 / self.regular
 
+    def no_recall_accuracy(self, inputs, targets) -> float:
+        return running_mode_accuracy(inputs, targets, inputs.numpy() < self.regular, causal=False)
+
     def _generate_chunk(self, rng, n, split="train"):
         inputs = rng.integers(0, self.regular, size=(n, self.seq_len))
         inputs[:, -1] = self.vocab_size - 1
@@ -351,6 +371,7 @@ class Memorization(_MADTask):
     the weights: inputs alternate key, insert token; the value is the target at the insert token."""
 
     name = "memorization"
+    no_recall_rule = "the most frequent value overall (no memorized key -> value map)"
     defaults = {"vocab_size": 256, "seq_len": 32, "kv_map_seed": 12345}
     changes = {"vocab_size": [512, 1024, 2048, 4096, 8192]}
 

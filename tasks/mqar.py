@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.base import IGNORE, Task, require_int, sample_without_replacement
+from tasks.base import IGNORE, Task, require_int, running_mode_accuracy, sample_without_replacement
 
 
 class MQAR(Task):
@@ -35,6 +35,8 @@ class MQAR(Task):
         {"seq_len": 256, "num_kv_pairs": 64},
         {"seq_len": 512, "num_kv_pairs": 64},
     ]
+
+    no_recall_rule = "a uniform guess among the values of the context's kv pairs (right value, wrong key)"
 
     def __init__(self, vocab_size: int = 8192, seq_len: int = 64, num_kv_pairs: int = 8, power_a: float = 0.01):
         # defaults: Zoology's vocab_size 8192, input_seq_len 64, num_kv_pairs 8, power_a 0.01
@@ -73,6 +75,11 @@ class MQAR(Task):
     def chance_accuracy(self) -> float:
         # a model that knows which values occurred but not which key they followed
         return 1.0 / self.num_kv_pairs
+
+    def no_recall_accuracy(self, inputs, targets) -> float:
+        counted = np.zeros(inputs.shape, dtype=bool)
+        counted[:, 1 : 2 * self.num_kv_pairs : 2] = True  # the values of the kv pairs, all distinct: a tie
+        return running_mode_accuracy(inputs, targets, counted)
 
     @property
     def space(self) -> int:

@@ -8,7 +8,7 @@ import torch
 from benchmarks import bench
 from benchmarks.ess import effective_state_size, model_ess
 from benchmarks.run import build_model, build_task, run_one
-from benchmarks.store import Store, run_key
+from benchmarks.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,9 @@ def smoke_store(tmp_path_factory):
 
 def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
     records = Store(smoke_store).records()
-    assert sorted(r["config"]["architecture"]["name"] for r in records) == ["attention", "gla", "lru", "mamba"]
+    names = sorted(r["config"]["architecture"]["name"] for r in records)
+    assert names == sorted(["attention", "gla", "lru", "mamba"] * 2)  # each at both rates of the smoke grid
+    assert len({r["group"] for r in records}) == 4
     assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
     for r in records:
         m = r["metrics"]
@@ -31,7 +33,18 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
         for field in ("commit", "dirty", "device", "versions"):
             assert field in r["provenance"]
     board = (smoke_store / "leaderboard.md").read_text()
-    for column in ("accuracy", "ESS (mean)", "TSS", "commit", "device", "seed"):
+    for column in (
+        "accuracy",
+        "no-recall baseline",
+        "learned",
+        "val accuracy",
+        "lr grid",
+        "ESS (mean)",
+        "TSS",
+        "commit",
+        "device",
+        "seed",
+    ):
         assert column in board
     assert "attention" in board and "mamba" in board
     assert (smoke_store / "leaderboard.csv").exists()
@@ -40,7 +53,7 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
 def test_second_sweep_skips_recorded_runs(smoke_store, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in (smoke_store / "records").glob("*.json")}
     assert bench.main(["preset=smoke", f"store={smoke_store}", "progress=false"]) == 0
-    assert "4 already recorded" in capsys.readouterr().out
+    assert "8 already recorded" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (smoke_store / "records").glob("*.json")}
     assert before == after
 
@@ -58,11 +71,12 @@ def test_trained_model_ess_never_above_state_size(smoke_store):
         assert effective_state_size(mixer.operator(h).matrix).max() <= mixer.state_size(task.seq_len)
 
 
-def test_bad_config_is_recorded_as_failed_with_a_clear_error(tmp_path, smoke_store):
+def test_records_show_the_task_parameters_their_level_set(smoke_store, tmp_path):
     cfg = json.loads(json.dumps(next(iter(Store(smoke_store).records()))["config"]))
-    cfg["store"] = str(tmp_path)
-    cfg["architecture"] = {"name": "nonexistent_mixer"}
+    cfg.update(store=str(tmp_path))
+    cfg["task"].update(level=1, num_kv_pairs=3, seq_len=32, vocab_size=256)  # level 1 is (L 64, kv 8)
+    cfg["train"]["steps"] = 2
     record = run_one(cfg)
-    assert record["status"] == "failed"
-    assert "known mixers" in record["error"] and "attention" in record["error"]
-    assert Store(tmp_path).exists(run_key(cfg))
+    assert record["config"]["task"]["level"] == 1
+    assert (record["config"]["task"]["seq_len"], record["config"]["task"]["num_kv_pairs"]) == (64, 8)
+    assert record["metrics"]["task"]["num_kv_pairs"] == 8

@@ -108,7 +108,7 @@ def test_compression_targets_are_the_clean_tokens():
 
 def test_memorization_map_is_fixed_and_learnable_from_training_data():
     task = Memorization()
-    (x_tr, y_tr), (x_te, y_te) = task.splits(512, 64, seed=0)
+    (x_tr, y_tr), _, (x_te, y_te) = task.splits(512, 64, 64, seed=0)
     table = {}
     for xs, ys in zip(x_tr.tolist(), y_tr.tolist(), strict=True):
         for t in range(0, len(xs), 2):

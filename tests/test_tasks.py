@@ -46,12 +46,13 @@ def test_generation_is_deterministic_and_seed_dependent():
     assert not torch.equal(a[0], task.generate(2500, seed=8)[0])
 
 
-def test_train_and_test_never_share_an_example():
+def test_train_never_shares_an_example_with_validation_or_test():
     task = MQAR(vocab_size=10, seq_len=8, num_kv_pairs=2)  # ~5e4 distinct examples: collisions are certain
-    (x_train, _), (x_test, _) = task.splits(2000, 500, seed=0)
-    test_rows = {tuple(r) for r in x_test.tolist()}
+    (x_train, _), (x_val, _), (x_test, _) = task.splits(2000, 300, 500, seed=0)
+    held_out = {tuple(r) for r in x_test.tolist()} | {tuple(r) for r in x_val.tolist()}
     assert len(x_train) < 2000  # some were dropped...
-    assert not any(tuple(r) in test_rows for r in x_train.tolist())  # ...and none remain
+    assert not any(tuple(r) in held_out for r in x_train.tolist())  # ...and none remain
+    assert not torch.equal(x_val, x_test[:300])  # validation is its own draw
 
 
 def test_query_gaps_follow_the_power_law():

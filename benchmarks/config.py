@@ -1,0 +1,186 @@
+"""From a resolved run config to the things it names, and the checks made before anything trains.
+
+A sweep is a list of run configs; each group (mixer, mixer config, task setting, width, seed,
+training budget) is trained at every learning rate of its grid (`architecture.lr_grid`, the
+mixer's default in `conf/architecture/<mixer>.yaml`, overridable on the command line), one
+run and one record per rate. `validate` builds everything a run needs except the training
+itself, so a bad configuration fails in seconds with one line naming the field and the fix,
+and writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from pathlib import Path
+
+from architectures import registry
+from architectures.backbone import BACKBONES, LanguageModel
+from tasks import registry as tasks
+
+LR_GRID = "lr_grid"  # key of the learning-rate grid in the architecture config
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one line naming the field and the fix."""
+
+
+def build_task(task_cfg: dict):
+    params = {k: v for k, v in task_cfg.items() if k not in ("name", "level")}
+    level = task_cfg.get("level")
+    if level is not None:
+        ladder = tasks.get(task_cfg["name"]).ladder
+        if not isinstance(level, int) or not 0 <= level < len(ladder):
+            raise ValueError(f"task.level={level!r} out of range: {task_cfg['name']} has levels 0..{len(ladder) - 1}")
+        params.update(ladder[level])
+    return tasks.build(task_cfg["name"], **params)
+
+
+def effective_task(task_cfg: dict) -> dict:
+    """The task config with its level's parameters applied (what the run really trains on)."""
+    task = build_task(task_cfg)
+    return {"name": task.name, "level": task_cfg.get("level"), **task.params()}
+
+
+def mixer_spec(arch_cfg: dict) -> tuple[str, dict]:
+    """(registry name or "module:Class", constructor config) from the `architecture` config."""
+    arch = dict(arch_cfg)
+    target = arch.pop("_target_", None)
+    name = arch.pop("name", None)
+    arch.pop(LR_GRID, None)
+    if target:
+        module, _, cls = target.rpartition(".")
+        name = f"{module}:{cls}"
+    if not name:
+        raise ValueError(
+            "architecture: give a mixer: architecture=<name> (one of the registry) or architecture=package.module:Class"
+        )
+    return name, arch
+
+
+def build_model(cfg: dict, task) -> LanguageModel:
+    """The backbone the task asks for (MAD's compression: an autoencoder) around the configured mixer."""
+    name, arch = mixer_spec(cfg["architecture"])
+    backbone = BACKBONES[getattr(task, "backbone", "language_model")]
+    return backbone(task.vocab_size, name, mixer_config=arch, seq_len=task.seq_len, **cfg["model"])
+
+
+def lr_grid(cfg: dict) -> list[float]:
+    grid = cfg["architecture"].get(LR_GRID)
+    if grid is None:
+        return [cfg["train"]["lr"]]
+    grid = [grid] if isinstance(grid, (int, float)) else list(grid)
+    if not grid or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in grid):
+        raise ConfigError(f"architecture.lr_grid: must be a non-empty list of learning rates > 0, e.g. [1e-3,3e-3]; got {grid!r}")
+    return sorted(set(float(v) for v in grid))
+
+
+def single_run(cfg: dict) -> dict:
+    """One run's config as recorded: the grid key removed (`train.lr` is the rate it trains at)
+    and the task's parameters as its `level` sets them, so a record says what it trained on."""
+    out = copy.deepcopy(cfg)
+    out["architecture"].pop(LR_GRID, None)
+    try:
+        out["task"] = effective_task(out["task"])
+    except ValueError:
+        pass  # left as given: validate() reports it
+    return out
+
+
+def grid_runs(cfg: dict) -> list[dict]:
+    """The runs of `cfg`'s group, one per learning rate of its grid."""
+    runs = []
+    for lr in lr_grid(cfg):
+        run = single_run(cfg)
+        run["train"]["lr"] = lr
+        runs.append(run)
+    return runs
+
+
+def _positive_int(field: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{field}: must be a positive integer; got {value!r}")
+
+
+def check_store(root: str | Path) -> None:
+    """The store must be (or be creatable as) a writable directory; checked without leaving anything."""
+    path = Path(root).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"store: {existing} is a file, so {path} cannot be created; give store=<a writable directory>")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(f"store: {existing} is not writable ({e.strerror}); give store=<a writable directory>") from None
+
+
+_CONFORMING: set[str] = set()  # mixer configs that passed, so a sweep checks each once
+
+
+def _check_conformance(name: str, d_model: int, arch: dict) -> None:
+    from benchmarks.conformance import check_mixer
+
+    ident = repr((name, d_model, sorted(arch.items())))
+    if ident in _CONFORMING:
+        return
+    report = check_mixer(name, d_model=d_model, **arch)
+    if not report.passed:
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failures())
+        raise ConfigError(f"architecture: {name} fails conformance ({failed}); fix the mixer (nox -s conformance)")
+    _CONFORMING.add(ident)
+
+
+def validate(cfg: dict) -> None:
+    """Raise ConfigError (one line: field and fix) if this run's config cannot run; trains nothing."""
+    from benchmarks.train import TrainConfig  # torch-heavy module, imported where used
+
+    try:
+        lr_grid(cfg)
+        try:
+            TrainConfig(**cfg["train"])
+        except TypeError as e:
+            raise ConfigError(f"train: {e}") from None
+        for name in ("num_train", "num_val", "num_test"):
+            _positive_int(f"data.{name}", cfg["data"].get(name))
+        _positive_int("ess.num_examples", cfg["ess"]["num_examples"])
+        lo, hi = cfg["ess"]["window"]
+        if not 0 <= lo < hi <= 1:
+            raise ConfigError(f"ess.window: must be [lo, hi] with 0 <= lo < hi <= 1; got {[lo, hi]}")
+        if not isinstance(cfg["seed"], int) or cfg["seed"] < 0:
+            raise ConfigError(f"seed: must be an integer >= 0; got {cfg['seed']!r}")
+        try:
+            task = build_task(cfg["task"])
+        except ValueError as e:
+            raise ConfigError(f"task: {e}") from None
+        name, arch = mixer_spec(cfg["architecture"])
+        try:
+            build_model(cfg, task)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"architecture/model: {e}") from None
+        if name not in registry.names():  # a user's mixer must pass the checks the reference mixers pass
+            _check_conformance(name, cfg["model"]["d_model"], arch)
+        check_store(cfg["store"])
+    except ConfigError:
+        raise
+    except ValueError as e:  # the builders' own messages name the field
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def describe(cfg: dict) -> str:
+    """A run's coordinates in a sweep, for messages: mixer, task, level, lr."""
+    level = cfg["task"].get("level")
+    lr = cfg["train"].get("lr")
+    return " ".join(
+        s
+        for s in (
+            mixer_spec(cfg["architecture"])[0] if cfg["architecture"].get("name") or cfg["architecture"].get("_target_") else "?",
+            cfg["task"].get("name", "?"),
+            f"level={level}" if level is not None else "",
+            f"lr={lr:g}" if isinstance(lr, (int, float)) and math.isfinite(lr) else "",
+        )
+        if s
+    )
