@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from benchmarks import leaderboard
 from benchmarks.config import ConfigError, describe, grid_runs, single_run, validate
-from benchmarks.overrides import normalize, one_line
+from benchmarks.overrides import explain, normalize
 from benchmarks.run import run_one
 from benchmarks.store import Store, group_key, run_key
 
@@ -88,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     overrides = normalize(list(sys.argv[1:] if argv is None else argv))
     try:
         configs = plan(overrides)
-    except (ConfigError, HydraException, OmegaConfBaseException) as e:
-        print(f"configuration error: {one_line(e)}", file=sys.stderr)
+    except (HydraException, OmegaConfBaseException) as e:
+        print(f"configuration error: {explain(e, overrides)}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
         return 2
     if not configs:
         print("nothing to run")

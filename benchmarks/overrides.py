@@ -8,6 +8,8 @@ A `_target_` works too: `architecture=custom +architecture._target_=package.modu
 
 from __future__ import annotations
 
+import difflib
+import re
 from pathlib import Path
 
 CONF = Path(__file__).resolve().parent / "conf" / "architecture"
@@ -42,6 +44,42 @@ def architecture_from_overrides(args: list[str]) -> str | None:
             module, _, cls = value.rpartition(".")
             found = f"{module}:{cls}"
     return found
+
+
+def _close(word: str, choices: list[str]) -> str:
+    near = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    return f"did you mean {' or '.join(near)}? " if near else ""
+
+
+def explain(error: BaseException, overrides: list[str]) -> str:
+    """One line for a composition error: the unknown key or option, the closest valid ones, and the
+    valid ones (instead of Hydra's hint to add the key with `+`, which would silently do nothing)."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    text = str(error)
+    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        return f"unknown {group} {option!r}: {_close(option, options)}choose one of {', '.join(options)}"
+    unknown = re.search(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        parent, _, leaf = key.rpartition(".")
+        rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+        try:
+            with initialize_config_module("benchmarks.conf", version_base="1.3"):
+                node = (
+                    OmegaConf.select(compose("config", overrides=rest), parent) if parent else compose("config", overrides=rest)
+                )
+            keys = sorted(node.keys()) if node is not None and OmegaConf.is_dict(node) else []
+        except Exception:  # noqa: BLE001 - the explanation must not fail where the config did
+            keys = []
+        where = f"{parent}." if parent else ""
+        valid = f"keys of {parent or 'the config'}: {', '.join(where + k for k in keys)}" if keys else ""
+        return f"unknown key {key!r}: {_close(leaf, [str(k) for k in keys]).replace('mean ', 'mean ' + where)}{valid}"
+    return one_line(error)
 
 
 def one_line(error: BaseException) -> str:

@@ -24,8 +24,8 @@ def _git(*args: str) -> str | None:
 @lru_cache(maxsize=1)
 def git_state() -> dict:
     commit = _git("rev-parse", "HEAD")
-    # results/ is written by the runs themselves: it does not make the code dirty
-    status = _git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)runs")
+    # results/, runs/ and reviews/ are written by the suite itself: they do not make the code dirty
+    status = _git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)runs", ":(exclude)reviews")
     return {"commit": commit or "unknown", "dirty": bool(status) if status is not None else None}
 
 

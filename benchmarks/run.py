@@ -25,7 +25,7 @@ from architectures.backbone import LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
 from benchmarks.config import ConfigError, build_model, build_task, mixer_spec, single_run, validate
-from benchmarks.overrides import normalize
+from benchmarks.overrides import explain, normalize
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, group_key, run_key
 from benchmarks.train import TrainConfig, train
@@ -147,6 +147,23 @@ def main(cfg: DictConfig) -> None:
         print(record["error"])
 
 
+def check_composes(overrides: list[str]) -> None:
+    """Compose the config before Hydra's main does, so a typo exits with one line naming the key."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_module("benchmarks.conf", version_base="1.3"):
+            compose("config", overrides=[o for o in overrides if not o.startswith(("-", "hydra"))])
+    except (HydraException, OmegaConfBaseException) as e:
+        if "-m" in overrides or "--multirun" in overrides:
+            return  # sweep syntax (a,b,c) is Hydra's to expand: let it report
+        print(f"configuration error: {explain(e, overrides)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
     sys.argv = [sys.argv[0], *normalize(sys.argv[1:])]
+    check_composes(sys.argv[1:])
     main()

@@ -160,6 +160,8 @@ BAD_CONFIGS = [
     ("benchmarks.bench", ["architecture.lr_grid=[0.001,-1]"], "lr_grid"),
     ("benchmarks.bench", ["architecture=examples.broken_mixer:BrokenOperator"], "conformance"),
     ("benchmarks.run", ["architecture=examples.gated_ema:GatedEma"], "GatedEMA"),  # lists the classes it has
+    ("benchmarks.run", ["train.stpes=100"], "did you mean train.steps"),  # not Hydra's hint to add +train.stpes
+    ("benchmarks.bench", ["architecture=atention"], "did you mean attention"),
 ]
 
 
