@@ -5,7 +5,7 @@ SSM per channel: h_t = exp(dt_t A) h_t-1 + dt_t B_t u_t, y_t = C_t h_t + D u_t;
 y * SiLU(z) -> out_proj. Defaults are the paper's (d_state 16, d_conv 4,
 expand 2, dt_rank ceil(d_model / 16), dt in [1e-3, 1e-1], S4D-real A init).
 
-Reference path: a parallel prefix scan in plain PyTorch (architectures.scan).
+Reference path: the selective scan in plain PyTorch, time-major (architectures.scan).
 Fast path on CUDA: mamba-ssm's selective_scan_fn and causal-conv1d when they
 import and pass a first-call check. TSS per channel: d_state.
 """
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from architectures.base import Mixer, MixerOperator, conv_step, init_step_sizes, require_positive
 from architectures.kernels import optional_import, use_fast
 from architectures.scan import linear_scan
+from architectures.selective_scan import selective_scan
 
 
 class _Projected(NamedTuple):
@@ -95,10 +96,11 @@ class Mamba(Mixer):
         return self._reference_scan(p)
 
     def _reference_scan(self, p: _Projected) -> Tensor:
-        decay = torch.exp(p.dt.unsqueeze(-1) * self._A()[:, None, :])  # (B, D, L, N)
-        inputs = (p.dt * p.u).unsqueeze(-1) * p.B.unsqueeze(1)  # dt_t B_t u_t
-        states = linear_scan(decay, inputs)  # in fp32 at least (A is fp32), as the kernel computes
-        return (states * p.C.unsqueeze(1)).sum(-1).to(p.u.dtype)
+        # time-major (L, B, .): the recurrence's steps are contiguous slices (architectures.selective_scan)
+        y = selective_scan(
+            p.u.permute(2, 0, 1), p.dt.permute(2, 0, 1), self._A(), p.B.transpose(0, 1), p.C.transpose(0, 1)
+        )  # (L, B, D), in fp32 at least (A is fp32), as the kernel computes
+        return y.permute(1, 2, 0).to(p.u.dtype)
 
     def _finish(self, y: Tensor, p: _Projected) -> Tensor:
         y = (y + self.D[:, None] * p.u) * F.silu(p.z)

@@ -1,12 +1,17 @@
-"""Parallel first-order linear recurrences, shared by the mixers and the ESS library.
+"""First-order linear recurrences, shared by the mixers and the ESS library.
 
-h_t = a_t * h_{t-1} + b_t along the sequence axis (dim -2). Forward: a
-work-efficient parallel prefix scan, log2(L) vectorised levels instead of a
-Python loop over time; every factor stays a product of decays (|a| <= 1 in our
-mixers), so unlike a cumsum of logs it can neither overflow nor cancel. Backward: the
-adjoint recurrence lambda_t = g_t + conj(a_{t+1}) lambda_{t+1} is the same scan
-run backwards (a suffix scan: no flips), so autograd stores only a and h instead
-of every scan level. Works for real and complex tensors.
+h_t = a_t * h_{t-1} + b_t along the sequence axis. The scan runs time-major: the
+sequence axis first, so each step reads and writes one contiguous slice, and the
+work is one pass over the data (a parallel prefix scan makes ~9 passes, and on a
+CPU these recurrences are bound by memory traffic, not arithmetic). Sequences
+longer than CHUNK steps are cut into chunks scanned side by side (one Python
+step per position of a chunk, not per position of the sequence), then the state
+entering each chunk is carried across chunks and added, scaled by the decay
+products. Backward: the adjoint recurrence lambda_t = g_t + conj(a_{t+1})
+lambda_{t+1}, the same scan run from the end, so autograd stores only a and h.
+Every factor stays a product of decays (|a| <= 1 in our mixers), so unlike a
+cumsum of logs it can neither overflow nor cancel. Works for real and complex
+tensors.
 """
 
 from __future__ import annotations
@@ -14,50 +19,43 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _prefix_scan(a: Tensor, b: Tensor) -> Tensor:
-    """Work-efficient (Blelloch-style) scan without autograd; a and b of the same shape (..., L, N).
-
-    Pairs of steps are fused into one (a2 a1, a2 b1 + b2), the half-length
-    sequence is scanned recursively, and the states in between are filled in:
-    O(L) work in log2(L) vectorised levels.
-    """
-    length = b.shape[-2]
-    if length == 1:
-        return b.clone()
-    if length % 2:  # pad one neutral step (a = 1, b = 0) at the end; causal, so nothing earlier changes
-        a = torch.cat([a, torch.ones_like(a[..., :1, :])], dim=-2)
-        b = torch.cat([b, torch.zeros_like(b[..., :1, :])], dim=-2)
-    a_even, a_odd = a[..., 0::2, :], a[..., 1::2, :]
-    b_even, b_odd = b[..., 0::2, :], b[..., 1::2, :]
-    h_odd = _prefix_scan(a_odd * a_even, a_odd * b_even + b_odd)  # states after each pair
-    h_even = b_even.clone()
-    h_even[..., 1:, :] += a_even[..., 1:, :] * h_odd[..., :-1, :]
-    return torch.stack([h_even, h_odd], dim=-2).flatten(-3, -2)[..., :length, :]
+CHUNK = 64  # steps scanned one after another; chunks of this length run side by side
 
 
-def _suffix_scan(c: Tensor, g: Tensor) -> Tensor:
-    """r_t = g_t + c_t * r_{t+1} with r_L = 0, the same work-efficient scheme run from the end:
-    pairs (2i, 2i+1) fuse into (c_2i c_2i+1, g_2i + c_2i g_2i+1), the half-length suffix scan
-    gives r at the even steps, and each odd step reads the even step after it."""
-    length = g.shape[-2]
-    if length == 1:
-        return g.clone()
-    if length % 2:  # a neutral step (g = 0) after the end: r_L = 0 whatever c_{L-1}
-        c = torch.cat([c, torch.zeros_like(c[..., :1, :])], dim=-2)
-        g = torch.cat([g, torch.zeros_like(g[..., :1, :])], dim=-2)
-    c_even, c_odd = c[..., 0::2, :], c[..., 1::2, :]
-    g_even, g_odd = g[..., 0::2, :], g[..., 1::2, :]
-    r_even = _suffix_scan(c_even * c_odd, g_even + c_even * g_odd)  # r at the start of each pair
-    r_odd = g_odd.clone()
-    r_odd[..., :-1, :] += c_odd[..., :-1, :] * r_even[..., 1:, :]
-    return torch.stack([r_even, r_odd], dim=-2).flatten(-3, -2)[..., :length, :]
+def _scan_time_major(a: Tensor, b: Tensor, reverse: bool = False) -> Tensor:
+    """h_t = a_t h_{t-1} + b_t over dim 0 (`reverse`: h_t = a_t h_{t+1} + b_t), h outside = 0.
+
+    `a` and `b`: contiguous `(L, ...)` of one shape; no autograd."""
+    length, rest = b.shape[0], b.shape[1:]
+    q = min(CHUNK, length)
+    n = -(-length // q)
+    if n * q != length:  # zero steps after the end: nothing earlier changes, and r_L = 0 backwards
+        pad = torch.zeros((n * q - length, *rest), dtype=b.dtype, device=b.device)
+        a, b = torch.cat([a, pad]), torch.cat([b, pad])
+    a, b = a.view(n, q, *rest), b.view(n, q, *rest)
+    steps = list(range(q - 1, -1, -1)) if reverse else list(range(q))
+    h = torch.empty_like(b)
+    h[:, steps[0]] = b[:, steps[0]]
+    for prev, t in zip(steps, steps[1:], strict=False):
+        torch.addcmul(b[:, t], a[:, t], h[:, prev], out=h[:, t])
+    if n > 1:
+        # decay from each chunk's start (end, backwards) to t, then the state carried into each chunk
+        decay = torch.empty_like(a)
+        decay[:, steps[0]] = a[:, steps[0]]
+        for prev, t in zip(steps, steps[1:], strict=False):
+            torch.mul(a[:, t], decay[:, prev], out=decay[:, t])
+        chunks = list(range(n - 1, -1, -1)) if reverse else list(range(n))
+        carry = torch.zeros((n, *rest), dtype=b.dtype, device=b.device)
+        for prev, c in zip(chunks, chunks[1:], strict=False):
+            torch.addcmul(h[prev, steps[-1]], decay[prev, steps[-1]], carry[prev], out=carry[c])
+        h.addcmul_(decay, carry.unsqueeze(1))
+    return h.view(n * q, *rest)[:length]
 
 
-class _LinearScan(torch.autograd.Function):
+class _TimeMajorScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
-        h = _prefix_scan(a, b)
+        h = _scan_time_major(a, b)
         ctx.save_for_backward(a, h)
         return h
 
@@ -66,13 +64,29 @@ class _LinearScan(torch.autograd.Function):
         a, h = ctx.saved_tensors
         # adjoint: lambda_t = grad_t + conj(a_{t+1}) lambda_{t+1} = dL/db_t; dL/da_t = lambda_t conj(h_{t-1})
         a_next = torch.empty_like(a)
-        a_next[..., :-1, :] = a[..., 1:, :].conj()
-        a_next[..., -1:, :] = 0
-        lam = _suffix_scan(a_next, grad.contiguous())
+        a_next[:-1] = a[1:].conj()
+        a_next[-1:] = 0
+        lam = _scan_time_major(a_next, grad.contiguous(), reverse=True)
         grad_a = torch.empty_like(lam)
-        torch.mul(lam[..., 1:, :], h[..., :-1, :].conj(), out=grad_a[..., 1:, :])
-        grad_a[..., :1, :] = 0  # h_{-1} = 0 (an initial state is folded into b_0)
+        torch.mul(lam[1:], h[:-1].conj(), out=grad_a[1:])
+        grad_a[:1] = 0  # h_{-1} = 0 (an initial state is folded into b_0)
         return grad_a, lam
+
+
+def _common(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    a, b = torch.broadcast_tensors(a, b)
+    if a.dtype != b.dtype:
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(dtype), b.to(dtype)
+    return a, b
+
+
+def linear_scan_time_major(a: Tensor, b: Tensor) -> Tensor:
+    """All states h_t of h_t = a_t * h_{t-1} + b_t, h_{-1} = 0, for time-major `(L, ...)` tensors
+    (broadcast-compatible, real or complex). Mixers that can build their inputs time-major save
+    the two transpositions `linear_scan` makes."""
+    a, b = _common(a, b)
+    return _TimeMajorScan.apply(a.contiguous(), b.contiguous())
 
 
 def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
@@ -81,10 +95,8 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     `a` and `b` are broadcast-compatible `(..., L, N)` tensors (real or complex);
     `h0` is `(..., N)`. Returns `(..., L, N)`.
     """
-    a, b = torch.broadcast_tensors(a, b)
-    if a.dtype != b.dtype:
-        dtype = torch.promote_types(a.dtype, b.dtype)
-        a, b = a.to(dtype), b.to(dtype)
+    a, b = _common(a, b)
     if h0 is not None:
         b = torch.cat([b[..., :1, :] + a[..., :1, :] * h0.unsqueeze(-2), b[..., 1:, :]], dim=-2)
-    return _LinearScan.apply(a.contiguous(), b.contiguous())
+    h = linear_scan_time_major(a.movedim(-2, 0), b.movedim(-2, 0))
+    return h.movedim(0, -2)

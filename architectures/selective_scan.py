@@ -1,0 +1,74 @@
+"""Mamba's selective scan (S6) in plain PyTorch, one time step after another, with a hand-written
+backward.
+
+    h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,   y_t = C_t . h_t        (per channel d, state n)
+
+All tensors are time-major (sequence axis first), so a step touches one contiguous (batch, D, N)
+slice, small enough to stay in cache. Each step builds its decay and input in that slice instead
+of materializing (L, batch, D, N) tensors of them (on a CPU the scan is bound by memory traffic;
+the parallel form and autograd made ~30 passes over such tensors). Forward keeps only the states;
+the backward runs the adjoint lambda_t = C_t gy_t + exp(dt_{t+1} A) lambda_{t+1} from the end,
+accumulating the gradients of dt and A step by step, and reduces the rest with batched matrix
+products. This is how mamba-ssm's kernel is organised (recompute in fast memory), in PyTorch ops;
+it matches the definition (tests/test_scan.py) and mamba-ssm's `selective_scan_ref`
+(tests/test_fast_paths_interpreted.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class _SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+        # u, dt: (L, b, D); A: (D, N); B, C: (L, b, N)
+        length, batch, d = u.shape
+        n = A.shape[-1]
+        dtu = dt * u
+        states = torch.empty(length, batch, d, n, dtype=u.dtype, device=u.device)
+        for t in range(length):
+            drive = dtu[t].unsqueeze(-1) * B[t].unsqueeze(1)
+            if t == 0:
+                states[0] = drive
+            else:
+                torch.addcmul(drive, torch.exp(dt[t].unsqueeze(-1) * A), states[t - 1], out=states[t])
+        y = torch.bmm(states.view(-1, d, n), C.reshape(-1, n, 1)).view(length, batch, d)
+        ctx.save_for_backward(u, dt, A, B, C, states)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        u, dt, A, B, C, states = ctx.saved_tensors
+        length, batch, d = u.shape
+        n = A.shape[-1]
+        gy = gy.contiguous()
+        flat = (-1, d, n)
+        g_c = torch.bmm(gy.view(-1, 1, d), states.view(flat)).view(length, batch, n)
+        lam = torch.empty_like(states)  # lambda_t = dL/d(drive_t)
+        g_dt = torch.zeros_like(dt)
+        g_a = torch.zeros_like(A)
+        decay_next = None
+        for t in range(length - 1, -1, -1):
+            direct = gy[t].unsqueeze(-1) * C[t].unsqueeze(1)
+            if decay_next is None:
+                lam[t] = direct
+            else:
+                torch.addcmul(direct, decay_next, lam[t + 1], out=lam[t])
+            decay = torch.exp(dt[t].unsqueeze(-1) * A)
+            if t > 0:  # d/d(dt_t A) through decay_t = lambda_t h_{t-1} decay_t (h_{-1} = 0)
+                g_log = lam[t] * states[t - 1]
+                g_log.mul_(decay)
+                g_dt[t] = (g_log * A).sum(-1)
+                g_a.add_((g_log * dt[t].unsqueeze(-1)).sum(0))
+            decay_next = decay
+        g_dtu = torch.bmm(lam.view(flat), B.reshape(-1, n, 1)).view(length, batch, d)
+        g_b = torch.bmm((dt * u).view(-1, 1, d), lam.view(flat)).view(length, batch, n)
+        return g_dtu * dt, g_dt + g_dtu * u, g_a, g_b, g_c
+
+
+def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    """y `(L, b, D)` of the selective scan for time-major u, dt `(L, b, D)`, B, C `(L, b, N)`, A `(D, N)`."""
+    dtype = torch.promote_types(u.dtype, A.dtype)  # fp32 at least, as the kernel computes
+    return _SelectiveScan.apply(*(t.to(dtype).contiguous() for t in (u, dt, A, B, C)))
