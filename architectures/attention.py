@@ -10,6 +10,7 @@ TSS per channel grows with position (the KV cache holds every past token):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,12 +23,31 @@ from architectures.kernels import optional_import, use_fast
 FLASH_DTYPES = (torch.float16, torch.bfloat16)  # flash-attn has no fp32 kernel
 
 
-def rotary(x: Tensor, positions: Tensor, base: float = 10000.0) -> Tensor:
-    """Rotate pairs (x_j, x_{j + d/2}) of x `(..., L, d)` by angle pos * base^(-2j/d)."""
+def rotary_angles(positions: Tensor, dim: int, dtype: torch.dtype, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos and sin `(L, dim/2)` of the angles pos * base^(-2j/dim)."""
+    half = dim // 2
+    freqs = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    angles = positions.to(torch.float32)[:, None] * freqs
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _rotary_table(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    # the angles of positions 0..L-1 depend only on the shape: computed once, not every call (and
+    # outside inference mode, whose tensors autograd could not save for a later training step)
+    with torch.inference_mode(False), torch.no_grad():
+        return rotary_angles(torch.arange(length, device=device), dim, dtype)
+
+
+def rotary(x: Tensor, positions: Tensor | None = None, base: float = 10000.0) -> Tensor:
+    """Rotate pairs (x_j, x_{j + d/2}) of x `(..., L, d)` by angle pos * base^(-2j/d); positions
+    default to 0..L-1."""
     half = x.shape[-1] // 2
-    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * freqs  # (L, d/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    if positions is None and base == 10000.0:
+        cos, sin = _rotary_table(x.shape[-2], x.shape[-1], x.device, x.dtype)
+    else:
+        positions = torch.arange(x.shape[-2], device=x.device) if positions is None else positions
+        cos, sin = rotary_angles(positions, x.shape[-1], x.dtype, base)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -61,8 +81,7 @@ class Attention(Mixer):
     def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, length, _ = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        pos = torch.arange(length, device=x.device)
-        return rotary(q, pos), rotary(k, pos), v  # each (B, H, L, Dh)
+        return rotary(q), rotary(k), v  # each (B, H, L, Dh)
 
     def _mask(self, length: int, device: torch.device) -> Tensor:
         """Which keys each query sees: the past (and itself), within the window if there is one."""

@@ -27,6 +27,7 @@ def taylor_features(x: Tensor) -> Tensor:
 
 class Based(FlaChunked, GatedLinearMixer):
     name = "based"
+    chunk_size = 64  # the fastest reference chunk for training on a CPU (benchmarks/perf, L 64)
     normalize = True
 
     def __init__(self, d_model: int, num_heads: int = 1, feature_dim: int = 16, kernel: str = "auto"):

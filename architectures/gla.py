@@ -20,6 +20,7 @@ from architectures.linear_recurrence import GatedLinearMixer, Heads
 
 class GLA(FlaChunked, GatedLinearMixer):
     name = "gla"
+    chunk_size = 8  # the fastest reference chunk for training on a CPU (benchmarks/perf, L 64)
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from architectures.linear_recurrence import GatedLinearMixer, Heads
 
 class LinearAttention(FlaChunked, GatedLinearMixer):
     name = "linear_attention"
+    chunk_size = 32  # the fastest reference chunk for training on a CPU (benchmarks/perf, L 64)
     normalize = True
 
     def __init__(self, d_model: int, num_heads: int = 1, kernel: str = "auto"):

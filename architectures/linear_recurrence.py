@@ -55,23 +55,23 @@ def chunked_gla(
     else:
         c = log_a.reshape(b, h, n_chunks, chunk_size, log_a.shape[-1]).cumsum(-2)  # inclusive, <= 0
         gaps = (c.unsqueeze(-2) - c.unsqueeze(-3)).masked_fill(~causal[..., None], float("-inf"))  # (.., Q, Q, K|1)
-        scores = (
-            torch.einsum("...tk,...sk,...tsk->...ts", q, k, gaps.exp())
-            if log_a.shape[-1] > 1
-            else ((q @ k.transpose(-1, -2)) * gaps.squeeze(-1).exp())
-        )
+        if log_a.shape[-1] > 1:  # a decay per key dim: sum_k q_tk k_sk exp(c_tk - c_sk), one fused product
+            scores = (q.unsqueeze(-2) * k.unsqueeze(-3) * gaps.exp()).sum(-1)
+        else:
+            scores = (q @ k.transpose(-1, -2)) * gaps.squeeze(-1).exp()
         q_in = q * c.exp()  # decays from the chunk start to t
         k_out = k * (c[..., -1:, :] - c).exp()  # decays from s to the chunk end
         chunk_decay = c[..., -1, :].exp()  # (B, H, n_chunks, K|1)
     intra = scores @ v
     # state contributed by each chunk, then the state at every chunk end by a scan over chunks
     contrib = (k_out.transpose(-1, -2) @ v).reshape(b, h, n_chunks, kdim * vdim)
-    if chunk_decay is None:
-        decay = torch.ones_like(contrib)
+    h0 = None if initial_state is None else initial_state.reshape(b, h, 1, kdim * vdim)
+    if chunk_decay is None:  # no decay: the states are running sums
+        ends = contrib.cumsum(2) if h0 is None else contrib.cumsum(2) + h0
     else:
         decay = chunk_decay.unsqueeze(-1).expand(b, h, n_chunks, kdim, vdim).reshape(b, h, n_chunks, kdim * vdim)
-    h0 = None if initial_state is None else initial_state.reshape(b, h, kdim * vdim)
-    ends = linear_scan(decay, contrib, h0).reshape(b, h, n_chunks, kdim, vdim)
+        ends = linear_scan(decay, contrib, None if h0 is None else h0[:, :, 0])
+    ends = ends.reshape(b, h, n_chunks, kdim, vdim)
     start = torch.zeros_like(ends[:, :, :1]) if initial_state is None else initial_state.unsqueeze(2)
     before = torch.cat([start, ends[:, :, :-1]], dim=2)  # state entering each chunk
     out = intra + q_in @ before
