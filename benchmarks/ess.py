@@ -356,6 +356,23 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
     }
 
 
+def _shared_channels(matrix: Tensor | Semiseparable) -> tuple[Tensor | Semiseparable, Tensor]:
+    """The distinct channel operators (dim 1) and, per channel, the index of its operator.
+
+    Heads share one operator across their value channels (attention's weights, the linear-attention
+    family's decays and keys): their singular values are computed once and expanded. Exact: only
+    channels whose operators are equal in every example and entry are merged."""
+    parts = [matrix] if isinstance(matrix, Tensor) else [t for t in (matrix.q, matrix.k, matrix.log_decay) if t is not None]
+    channels = parts[0].shape[1]
+    rows = torch.cat([t.transpose(0, 1).reshape(channels, -1) for t in parts], dim=1)
+    if rows.is_complex():
+        rows = torch.view_as_real(rows).flatten(1)
+    _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    firsts = torch.full((int(inverse.max()) + 1,), channels, dtype=torch.long, device=inverse.device)
+    firsts = firsts.scatter_reduce(0, inverse, torch.arange(channels, device=inverse.device), "amin")
+    return matrix[:, firsts], inverse
+
+
 @torch.no_grad()
 def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] | None = None) -> list[LayerESS]:
     """ESS curves (both kinds) of every mixer layer of a built model on a batch of token ids.
@@ -380,17 +397,21 @@ def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] |
     pos = _check_positions(length, positions)
     out = []
     for i, mixer in mixers:
-        matrix = mixer.operator(captured[i]).matrix
+        matrix, channel_of = _shared_channels(mixer.operator(captured[i]).matrix)
         if isinstance(matrix, Semiseparable) and 2 * matrix.state_dim >= length:
             matrix = matrix.dense()  # state wider than the blocks: the dense SVDs are the cheaper exact path
         sv, _, batch_shape, dtype = _block_singular_values(matrix, pos)
+        tolerance, entropy = (
+            _ess_from_singular_values(sv, pos, length, batch_shape, dtype, kind)[:, channel_of].cpu()
+            for kind in ("tolerance", "entropy")
+        )
         out.append(
             LayerESS(
                 layer=i,
                 mixer=getattr(mixer, "name", type(mixer).__name__),
                 positions=pos,
-                tolerance=_ess_from_singular_values(sv, pos, length, batch_shape, dtype, "tolerance").cpu(),
-                entropy=_ess_from_singular_values(sv, pos, length, batch_shape, dtype, "entropy").float().cpu(),
+                tolerance=tolerance,
+                entropy=entropy.float(),
                 tss=int(mixer.state_size(length)),
                 seq_len=length,
             )
