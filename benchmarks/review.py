@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from benchmarks import leaderboard, throughput
-from benchmarks.bench import plan
+from benchmarks.bench import expand, plan
 from benchmarks.config import mixer_spec
 from benchmarks.conformance import ConformanceError, check_mixer
 from benchmarks.overrides import architecture_from_overrides, normalize
@@ -237,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(opts.get("out", "reviews")) / _slug(name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    configs = plan([*overrides, f"store={out_dir}"])  # every run of the preset's ladder at every rate of the grid
-    arch_config = mixer_spec(configs[0]["architecture"])[1]
-    report = check_mixer(name, d_model=configs[0]["model"]["d_model"], **arch_config)
+    first = expand([*overrides, f"store={out_dir}"])[0]
+    report = check_mixer(name, d_model=first["model"]["d_model"], **mixer_spec(first["architecture"])[1])
     print(report.message())
     if not report.passed:
         raise ConformanceError(report.message())
+    configs = plan([*overrides, f"store={out_dir}"])  # every run of the preset's ladder at every rate of the grid
 
     for i, cfg in enumerate(configs, 1):
         record = run_one(cfg)

@@ -1,0 +1,76 @@
+"""One training step of the suite's model, as `benchmarks.train` takes it, for the training-speed
+benchmarks: `nox -s perf -- -k train_step` (pytest-benchmark) and `compare_train_step.py` (this
+checkout against another, interleaved).
+
+The shape is the CPU presets': Zoology's 2-block model, d_model 64, vocabulary 256, L 64, batch 32,
+fp32. This module imports only what every version of the suite has (the backbone and the loss), so
+the comparison script can load it against an older checkout.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from architectures.backbone import LanguageModel
+from benchmarks.train import loss_fn
+
+SHAPE = {"d_model": 64, "vocab_size": 256, "seq_len": 64, "batch": 32, "n_layers": 2}
+MATMUL_SIZE = 1024  # square fp32 GEMM whose rate is the reference "matmul rate" of the machine
+
+
+def build(mixer: str, seed: int = 0, **shape):
+    """(model, optimizer, inputs, targets) of the training step."""
+    s = {**SHAPE, **shape}
+    torch.manual_seed(seed)
+    model = LanguageModel(s["vocab_size"], mixer, d_model=s["d_model"], n_layers=s["n_layers"], seq_len=s["seq_len"])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, s["vocab_size"], (s["batch"], s["seq_len"]), generator=g)
+    y = torch.randint(0, s["vocab_size"], (s["batch"], s["seq_len"]), generator=g)
+    return model.train(), opt, x, y
+
+
+def step(model, opt, x, y) -> float:
+    """Forward, loss, backward, clipping and AdamW: one step of `benchmarks.train.train`."""
+    loss = loss_fn(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
+def time_steps(model, opt, x, y, min_seconds: float = 1.0, min_steps: int = 5) -> list[float]:
+    """Seconds per step of at least `min_steps` steps and `min_seconds` in all (after one warm-up)."""
+    step(model, opt, x, y)
+    times: list[float] = []
+    while len(times) < min_steps or sum(times) < min_seconds:
+        start = time.perf_counter()
+        step(model, opt, x, y)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def flops_per_step(mixer: str, **shape) -> int:
+    """Matmul-type FLOPs of one step (forward and backward) as torch's FlopCounterMode counts them."""
+    model, opt, x, y = build(mixer, **shape)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss_fn(model(x), y).backward()
+    return counter.get_total_flops()
+
+
+def matmul_rate(size: int = MATMUL_SIZE, min_seconds: float = 0.5) -> float:
+    """FLOP/s of a square fp32 matmul on this machine with the current thread count (median)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times: list[float] = []
+    while len(times) < 5 or sum(times) < min_seconds:
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return 2 * size**3 / times[len(times) // 2]
