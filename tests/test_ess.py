@@ -151,3 +151,22 @@ def test_interior_window():
     assert interior_window(64) == (16, 48)
     with pytest.raises(ValueError):
         interior_window(64, (0.8, 0.2))
+
+
+def test_model_ess_of_shared_channels_equals_each_channel_measured_alone():
+    from architectures.backbone import LanguageModel
+    from benchmarks.ess import effective_state_size, model_ess
+
+    for mixer in ("attention", "gla", "mamba"):
+        torch.manual_seed(0)
+        model = LanguageModel(64, mixer, d_model=16, n_layers=1, seq_len=24)
+        tokens = torch.randint(0, 64, (2, 24))
+        (layer,) = model_ess(model, tokens)
+        captured = {}
+        hook = model.mixers[0].register_forward_pre_hook(lambda m, a: captured.setdefault("x", a[0]))
+        with torch.no_grad():
+            model(tokens)
+        hook.remove()
+        matrix = model.mixers[0].operator(captured["x"]).matrix
+        dense = matrix.dense() if hasattr(matrix, "dense") else matrix
+        assert torch.equal(layer.tolerance, effective_state_size(dense).cpu()), mixer
