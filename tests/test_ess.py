@@ -163,7 +163,7 @@ def test_model_ess_of_shared_channels_equals_each_channel_measured_alone():
         tokens = torch.randint(0, 64, (2, 24))
         (layer,) = model_ess(model, tokens)
         captured = {}
-        hook = model.mixers[0].register_forward_pre_hook(lambda m, a: captured.setdefault("x", a[0]))
+        hook = model.mixers[0].register_forward_pre_hook(lambda m, a, c=captured: c.setdefault("x", a[0]))
         with torch.no_grad():
             model(tokens)
         hook.remove()
