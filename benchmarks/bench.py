@@ -17,7 +17,10 @@ leaderboard. Failed runs are recorded and the sweep goes on.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -59,6 +62,15 @@ def expand(overrides: list[str]) -> list[dict]:
             cfg.pop("preset", None)
             configs.append(cfg)
     return configs
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: a worker exits when the sweep's process does (killed or interrupted), instead
+    of running on, orphaned, through the tasks already queued to it."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def _run_in_worker(cfg: dict, threads: int) -> dict:
@@ -122,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix_str(describe(cfg))
                 done(run_one(cfg, check=False))
         else:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
                 futures = [pool.submit(_run_in_worker, cfg, threads) for cfg in todo]
                 try:
                     for future in as_completed(futures):

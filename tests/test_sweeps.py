@@ -43,6 +43,23 @@ def test_killed_sweep_resumes_without_recomputing_or_corrupting(tmp_path):
         assert record["status"] == "ok"
 
 
+def test_killed_parallel_sweep_leaves_no_worker_running(tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks.bench", "preset=smoke", f"store={tmp_path}", "progress=false", "workers=2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((tmp_path / "records").glob("*.json")):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    time.sleep(1.0)  # a worker finishing the run it was in may still write that one record
+    before = snapshot(tmp_path)
+    time.sleep(8.0)  # orphaned workers would go on through the queued runs (about a second each)
+    assert snapshot(tmp_path) == before
+    assert len(before) < 8
+
+
 def test_nan_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
     overrides = [
         "preset=smoke",
