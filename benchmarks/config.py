@@ -20,7 +20,8 @@ from architectures.backbone import BACKBONES, LanguageModel
 from tasks import registry as tasks
 
 LR_GRID = "lr_grid"  # key of the learning-rate grid in the architecture config
-
+STATE_SIZES = "state_sizes"  # the architecture config's state knob and the sizes a sweep's `state` indexes
+SWEEP_KEYS = (LR_GRID, STATE_SIZES)  # architecture keys that describe sweeps, not the mixer
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message is one line naming the field and the fix."""
@@ -48,7 +49,8 @@ def mixer_spec(arch_cfg: dict) -> tuple[str, dict]:
     arch = dict(arch_cfg)
     target = arch.pop("_target_", None)
     name = arch.pop("name", None)
-    arch.pop(LR_GRID, None)
+    for key in SWEEP_KEYS:
+        arch.pop(key, None)
     if target:
         module, _, cls = target.rpartition(".")
         name = f"{module}:{cls}"
@@ -76,11 +78,25 @@ def lr_grid(cfg: dict) -> list[float]:
     return sorted(set(float(v) for v in grid))
 
 
+def state_knob(cfg: dict) -> tuple[str, list] | None:
+    """The mixer's state-size knob and the sizes `state=<index>` picks from (None: it has none)."""
+    sizes = cfg["architecture"].get(STATE_SIZES) or {}
+    if not isinstance(sizes, dict) or len(sizes) > 1:
+        raise ConfigError(f"architecture.state_sizes: must map one constructor argument to a list of sizes; got {sizes!r}")
+    return next(iter(sizes.items()), None)
+
+
 def single_run(cfg: dict) -> dict:
-    """One run's config as recorded: the grid key removed (`train.lr` is the rate it trains at)
-    and the task's parameters as its `level` sets them, so a record says what it trained on."""
+    """One run's config as recorded: the sweep keys removed (`train.lr` is the rate it trains at; a
+    `state` index set the state knob), and the task's parameters as its `level` sets them, so a
+    record says what it trained on."""
     out = copy.deepcopy(cfg)
-    out["architecture"].pop(LR_GRID, None)
+    index = out.pop("state", None)  # recorded as the knob's value it set
+    knob = state_knob(out) if index is not None else None
+    if knob is not None and isinstance(index, int) and 0 <= index < len(knob[1]):
+        out["architecture"][knob[0]] = knob[1][index]
+    for key in SWEEP_KEYS:
+        out["architecture"].pop(key, None)
     try:
         out["task"] = effective_task(out["task"])
     except ValueError:
@@ -89,7 +105,16 @@ def single_run(cfg: dict) -> dict:
 
 
 def grid_runs(cfg: dict) -> list[dict]:
-    """The runs of `cfg`'s group, one per learning rate of its grid."""
+    """The runs of `cfg`'s group, one per learning rate of its grid; none where `state` indexes past
+    the mixer's list of state sizes (a mixer with fewer sizes, e.g. attention with none, is trained
+    once, at index 0)."""
+    index = cfg.get("state")
+    if index is not None:
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ConfigError(f"state: must be null or an index >= 0 into architecture.state_sizes; got {index!r}")
+        knob = state_knob(cfg)
+        if index >= (len(knob[1]) if knob else 1):
+            return []
     runs = []
     for lr in lr_grid(cfg):
         run = single_run(cfg)
