@@ -24,7 +24,7 @@ def table(path: str) -> str:
         "| mixer | ms/step (median) | steps/s | share of the matmul rate |",
         "|---|---|---|---|",
     ]
-    for name, b in sorted(rows.items()):
+    for name, b in sorted(rows.items(), key=lambda kv: kv[1]["params"]["name"]):
         median = b["stats"]["median"]
         share = b["extra_info"]["flops"] / median / rate
         lines.append(f"| `{name.split('[')[1].rstrip(']')}` | {1e3 * median:.1f} | {1 / median:.1f} | {100 * share:.0f}% |")
