@@ -336,19 +336,28 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFra
         height=3.2,
         facet_kws={"sharex": False},
     )
+    for task, ax in grid.axes_dict.items():  # the no-recall baseline, and the rows at or below it
+        rows_of = df[df["task"] == task]
+        base = rows_of.groupby("memory_demand")["no_recall"].mean()
+        ax.plot(base.index, base.values, "k--", lw=1, label="no-recall baseline")
+        below = rows_of[rows_of["learned"] != "yes"]
+        ax.scatter(below["memory_demand"], below["accuracy"], marker="x", color="black", s=30, zorder=5, label="not learned")
     grid.set_axis_labels("memory demand (e.g. kv pairs)", "test accuracy")
-    grid.figure.suptitle("Accuracy vs. difficulty", y=1.03)
+    grid.figure.suptitle("Accuracy vs. difficulty (dashed: no-recall baseline; x: not learned)", y=1.03)
     save(grid.figure, "accuracy_vs_difficulty")
 
     curves = []
+    shown = set(df["key"]) if "key" in df else set()
+    learned = df.groupby("mixer")["learned"].agg(lambda v: (v == "yes").any()).to_dict()
     for r in records:
-        if r.get("status") != "ok":
+        if r.get("status") != "ok" or r["key"] not in shown:  # each group's best run, as in the table
             continue
         e = r["metrics"]["ess"]
         for i, v in zip(e["positions"], e["ess_curve"], strict=True):
             curves.append(
                 {
-                    "mixer": mixer_spec(r["config"]["architecture"])[0],
+                    "mixer": mixer_spec(r["config"]["architecture"])[0]
+                    + ("" if learned.get(mixer_spec(r["config"]["architecture"])[0]) else " (not learned)"),
                     "task": r["metrics"]["task"]["name"],
                     "L": r["metrics"]["task"]["seq_len"],
                     "split i": i,
@@ -360,7 +369,8 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFra
         task, length = cdf.groupby(["task", "L"]).size().idxmax()  # the most common setting, for a like-for-like plot
         sub = cdf[(cdf["task"] == task) & (cdf["L"] == length)]
         fig, ax = plt.subplots(figsize=(7, 4))
-        sns.lineplot(data=sub, x="split i", y="ESS", hue="mixer", palette=palette, ax=ax, errorbar=None)
+        colours = {m: palette[m.removesuffix(" (not learned)")] for m in sub["mixer"].unique()}
+        sns.lineplot(data=sub, x="split i", y="ESS", hue="mixer", palette=colours, ax=ax, errorbar=None)
         lo, hi = next(r["metrics"]["ess"]["window"] for r in records if r.get("status") == "ok")
         ax.axvspan(lo, hi, color="grey", alpha=0.12, label="headline window")
         ax.plot(
@@ -376,9 +386,11 @@ def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFra
         save(fig, "ess_curves")
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    agg = df.groupby("mixer", as_index=False)[["ess_mean", "tss"]].mean()
-    sns.scatterplot(data=agg, x="tss", y="ess_mean", hue="mixer", palette=palette, s=80, ax=ax)
-    top = max(agg["tss"].max(), agg["ess_mean"].max(), 1)
+    sns.scatterplot(
+        data=df, x="tss", y="ess_mean", hue="mixer", palette=palette, style="learned", markers={"yes": "o", "not learned": "X"},
+        s=80, ax=ax,
+    )  # fmt: skip
+    top = max(df["tss"].max(), df["ess_mean"].max(), 1)
     ax.plot([0.5, top], [0.5, top], "k:", lw=1, label="ESS = TSS")
     ax.set_xscale("log")
     ax.set_yscale("log")
