@@ -23,6 +23,7 @@ LR_GRID = "lr_grid"  # key of the learning-rate grid in the architecture config
 STATE_SIZES = "state_sizes"  # the architecture config's state knob and the sizes a sweep's `state` indexes
 SWEEP_KEYS = (LR_GRID, STATE_SIZES)  # architecture keys that describe sweeps, not the mixer
 
+
 class ConfigError(ValueError):
     """A configuration that cannot run; the message is one line naming the field and the fix."""
 

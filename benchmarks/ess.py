@@ -20,7 +20,7 @@ L x L matrix is never built.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -32,6 +32,11 @@ KINDS = ("tolerance", "entropy")
 # Headline means skip the splits near both ends, where min(i, L - i) rather than
 # the mixer caps the rank: the interior window is [L * lo, L * hi).
 DEFAULT_WINDOW = (0.25, 0.75)
+# Tolerances that measure use rather than floating-point rank: a singular value counts if it is
+# above rtol times the largest singular value of its own block ("block", matrix_rank's rule with a
+# larger rtol) or of the channel's whole operator, over all splits ("operator": a block whose
+# values are all tiny next to what the channel carries elsewhere counts as unused).
+RELATIVE_TOLERANCES = (1e-4, 1e-3, 1e-2, 1e-1)
 
 
 class Semiseparable:
@@ -301,6 +306,7 @@ class LayerESS:
     entropy: Tensor
     tss: int
     seq_len: int
+    by_tolerance: dict = field(default_factory=dict)  # "block:1e-3" / "operator:1e-3" -> ESS like `tolerance`
 
 
 def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WINDOW) -> dict:
@@ -353,6 +359,15 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
         "ess_curve": torch.stack([lay.tolerance.double().mean((0, 1)) for lay in layers]).mean(0).tolist(),
         "entropy_ess_curve": torch.stack([lay.entropy.double().mean((0, 1)) for lay in layers]).mean(0).tolist(),
         "per_layer": per_layer,
+        # the same headline and curve at each tolerance that measures use (RELATIVE_TOLERANCES)
+        "ess_mean_by_tolerance": {
+            key: sum(lay.by_tolerance[key].double()[..., inside].mean().item() for lay in layers) / len(layers)
+            for key in layers[0].by_tolerance
+        },
+        "ess_curve_by_tolerance": {
+            key: torch.stack([lay.by_tolerance[key].double().mean((0, 1)) for lay in layers]).mean(0).tolist()
+            for key in layers[0].by_tolerance
+        },
     }
 
 
@@ -405,6 +420,13 @@ def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] |
             _ess_from_singular_values(sv, pos, length, batch_shape, dtype, kind)[:, channel_of].cpu()
             for kind in ("tolerance", "entropy")
         )
+        by_tolerance = {}
+        operator_scale = sv.amax((-1, -2), keepdim=True)  # per example and channel, over every split
+        for rtol in RELATIVE_TOLERANCES:
+            block = _ess_from_singular_values(sv, pos, length, batch_shape, dtype, "tolerance", rtol=rtol)
+            whole = (sv > rtol * operator_scale).sum(-1).masked_fill(torch.tensor([i == 0 for i in pos]), 0)
+            by_tolerance[f"block:{rtol:g}"] = block[:, channel_of].cpu()
+            by_tolerance[f"operator:{rtol:g}"] = whole.reshape(*batch_shape, len(pos))[:, channel_of].cpu()
         out.append(
             LayerESS(
                 layer=i,
@@ -412,6 +434,7 @@ def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] |
                 positions=pos,
                 tolerance=tolerance,
                 entropy=entropy.float(),
+                by_tolerance=by_tolerance,
                 tss=int(mixer.state_size(length)),
                 seq_len=length,
             )

@@ -60,12 +60,19 @@ def execute(cfg: dict, device: torch.device) -> dict:
     train_cfg = TrainConfig(**cfg["train"])
     data = task.splits(cfg["data"]["num_train"], cfg["data"]["num_val"], cfg["data"]["num_test"], seed)
     label = f"{mixer_spec(cfg['architecture'])[0]} {task.name} L={task.seq_len} lr={train_cfg.lr:g}"
+    window = tuple(cfg["ess"]["window"])
+    ess_inputs = data.val[0][: cfg["ess"]["num_examples"]].to(device)  # over training: validation examples
+
+    def ess_now(m) -> dict:
+        summary = ess_lib.summarize(ess_lib.model_ess(m, ess_inputs), window)
+        return {"ess": {k: summary[k] for k in ("ess_mean", "entropy_ess_mean", "utilization", "ess_mean_by_tolerance")}}
+
     result = train(
-        model, data.train, data.val, data.test, train_cfg, device, seed, progress=cfg.get("progress", True), desc=label
-    )
+        model, data.train, data.val, data.test, train_cfg, device, seed, progress=cfg.get("progress", True), desc=label,
+        measure=ess_now if cfg["ess"].get("over_training", True) else None,
+    )  # fmt: skip
     if not all(torch.isfinite(torch.tensor(result[k])) for k in ("accuracy", "loss")):
         raise ArithmeticError(f"evaluation produced non-finite metrics {result['accuracy']}, {result['loss']}")
-    window = tuple(cfg["ess"]["window"])
     layers = ess_lib.model_ess(model, data.test[0][: cfg["ess"]["num_examples"]].to(device))
     summary = ess_lib.summarize(layers, window)
     return {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -112,9 +113,13 @@ def train(
     seed: int,
     progress: bool = True,
     desc: str = "train",
+    measure: Callable[[nn.Module], dict] | None = None,
 ) -> dict:
     """Train in place, selecting on `val_set`; returns the best checkpoint's validation and test
-    metrics (the model is left at that checkpoint), why training stopped, and the history."""
+    metrics (the model is left at that checkpoint), why training stopped, and the history.
+
+    `measure(model)`, if given, is recorded in the history at the 1st, 2nd, 4th, 8th, ...
+    evaluation and at the last (e.g. ESS over training: a log-spaced record at a bounded cost)."""
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
 
@@ -152,6 +157,8 @@ def train(
             history.append(
                 {"step": step + 1, "train_loss": loss.item(), "val_accuracy": val["accuracy"], "val_loss": val["loss"]}
             )
+            if measure is not None and len(history) & (len(history) - 1) == 0:  # a power of two
+                history[-1].update(measure(model))
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val['accuracy']:.3f}")
             improved = val["accuracy"] > best["val_accuracy"]
             if improved:
@@ -169,6 +176,8 @@ def train(
                 stopped = "plateau"
                 break
     bar.close()
+    if measure is not None and history and len(history) & (len(history) - 1):  # the last, if not measured yet
+        history[-1].update(measure(model))
     model.load_state_dict(best_state)
     test = evaluate(model, *test_set, cfg.eval_batch_size, device)
     return {

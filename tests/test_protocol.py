@@ -192,3 +192,35 @@ def test_a_sweep_with_one_bad_combination_trains_nothing_and_says_which(tmp_path
     err = capsys.readouterr().err
     assert "num_kv_pairs" in err and "attention mqar" in err
     assert not (tmp_path / "records").exists()
+
+
+def test_a_measure_is_recorded_at_log_spaced_evaluations_and_the_last():
+    task = tasks.build("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4)
+    data = task.splits(128, 32, 32, seed=0)
+    cfg = TrainConfig(steps=50, batch_size=8, eval_every=5, warmup_steps=1)
+    calls = []
+    out = train(_tiny_model(task), data.train, data.val, data.test, cfg, torch.device("cpu"), seed=0, progress=False,
+                measure=lambda m: calls.append(1) or {"ess": {"ess_mean": 1.0}})  # fmt: skip
+    measured = [h["step"] for h in out["history"] if "ess" in h]
+    assert measured == [5, 10, 20, 40, 50] and len(calls) == 5
+
+
+def test_ess_at_tolerances_that_measure_use_never_exceeds_the_rank():
+    from benchmarks.ess import RELATIVE_TOLERANCES, model_ess, summarize
+
+    task = tasks.build("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4)
+    for mixer in ("attention", "mamba", "gla"):
+        torch.manual_seed(0)
+        model = LanguageModel(task.vocab_size, mixer, d_model=16, n_layers=1, seq_len=task.seq_len)
+        layers = model_ess(model, task.generate(2, seed=0)[0])
+        summary = summarize(layers)
+        for kind in ("block", "operator"):
+            means = [summary["ess_mean_by_tolerance"][f"{kind}:{r:g}"] for r in RELATIVE_TOLERANCES]
+            assert all(a >= b for a, b in zip(means, means[1:], strict=False)), (
+                mixer,
+                kind,
+                means,
+            )  # larger tolerance, smaller ESS
+            assert means[0] <= summary["ess_mean"] + 1e-9
+        for key, ess in layers[0].by_tolerance.items():
+            assert (ess <= layers[0].tolerance).all(), key
