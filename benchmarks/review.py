@@ -205,22 +205,28 @@ def build_report(
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md))
 
-    # the same report as one self-contained page
-    body = []
-    for block in "\n".join(md).split("\n## "):
-        title, _, rest = block.partition("\n")
-        body.append(f"<h2>{html.escape(title.lstrip('# '))}</h2><pre>{html.escape(rest)}</pre>")
+    # the same report as one self-contained page: the markdown rendered (tables, emphasis, figures
+    # where report.md places them), each figure file embedded as a data URI
+    from markdown_it import MarkdownIt
 
-    def embed(title: str, path: Path) -> str:
-        data = base64.b64encode(path.read_bytes()).decode()
-        return f'<figure><img src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
+    rendered = MarkdownIt("commonmark").enable("table").render("\n".join(md))
 
-    imgs = "".join(embed(t, p) for t, p in figures.items())
-    style = "body{font-family:system-ui,sans-serif;margin:2em} pre{font-size:12px;white-space:pre-wrap} img{max-width:100%}"
+    def embed(match: re.Match) -> str:
+        path = out_dir / html.unescape(match.group(1))
+        if not path.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    rendered = re.sub(r'src="([^"]+\.png)"', embed, rendered)
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px}"
+        "th{background:#f0f0f0}td{text-align:right}td:first-child{text-align:left}"
+        "pre{font-size:12px;white-space:pre-wrap;background:#f7f7f7;padding:.6em}img{max-width:100%}"
+    )
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Design review: {html.escape(name)}</title>"
-        f"<style>{style}</style>"
-        f"</head><body><h1>Design review: {html.escape(name)}</h1>{''.join(body[1:])}<h2>Figures</h2>{imgs}</body></html>"
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+        f"<title>Design review: {html.escape(name)}</title><style>{style}</style></head><body>{rendered}</body></html>"
     )
     html_path = out_dir / "report.html"
     html_path.write_text(page)

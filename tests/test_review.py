@@ -47,6 +47,9 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     assert "python -m benchmarks.review architecture=examples.gated_ema:GatedEMA" in md
     page = (folder / "report.html").read_text()
     assert "data:image/png;base64," in page
+    assert "<table>" in page and "<strong>" in page  # rendered, not markdown source in a <pre>
+    for raw in ("|---", "**", "!["):
+        assert raw not in page, raw
     for section in SECTIONS:
         assert section.removeprefix("## ") in page
     records = Store(folder).records()
