@@ -34,6 +34,7 @@ def _complex(re: Tensor, im: Tensor) -> Tensor:
 
 class LRU(Mixer):
     name = "lru"
+    readout = None  # MIMO: its per-channel operators do not compose into its output (see `operator`)
 
     def __init__(
         self,
@@ -84,22 +85,35 @@ class LRU(Mixer):
         self.check_input(x)
         return self._read(self._states(self._drive(x)), x)
 
+    def impulse_response(self, length: int) -> Tensor:
+        """h[a, k] = Re(sum_n C[a, n] gamma_n B[n, a] lambda_n^k), `(d_model, L)`: how input channel a
+        reaches output channel a after k steps, through all state_dim modes (D aside)."""
+        powers = torch.exp(torch.arange(length, device=self.nu_log.device)[:, None] * self._log_lambda())  # (L, N)
+        gain = _complex(self.C_re, self.C_im) * (_complex(self.B_re, self.B_im) * torch.exp(self.gamma_log)[:, None]).T
+        return (gain @ powers.T).real  # (d_model, L)
+
     def operator(self, x: Tensor) -> MixerOperator:
-        from benchmarks.ess import Semiseparable
-
+        """Per channel a, the single-input single-output operator T^{aa} from input channel a to output
+        channel a (the ESS paper's definition): T[t, s] = h[a, t - s], a causal Toeplitz matrix (the LRU
+        is time-invariant). It runs through all state_dim complex modes, so its real rank is at most
+        2 * state_dim. The D skip sits on the diagonal, which no block T[i:, :i] contains. Its outputs
+        come from the recurrence itself, driven by channel a alone; the full output also mixes the
+        other channels' inputs (the LRU is MIMO), so there is no `readout` from these."""
         self.check_input(x)
-        drive = self._drive(x)  # (B, L, N)
-        b, length, n = drive.shape
-        ones = torch.ones(b, n, length, 1, dtype=drive.dtype, device=x.device)
-        log_decay = self._log_lambda().view(1, n, 1, 1).expand(b, n, length, 1)
-        matrix = Semiseparable(ones, ones, log_decay)
-        return MixerOperator(matrix, drive.transpose(1, 2), self._states(drive).transpose(1, 2))
-
-    def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
-        return self._read(outputs.transpose(1, 2), x)
+        b, length, d = x.shape
+        h = self.impulse_response(length).to(x.dtype)
+        lag = torch.arange(length, device=x.device)[:, None] - torch.arange(length, device=x.device)[None, :]
+        toeplitz = torch.where(lag >= 0, h[:, lag.clamp_min(0)], torch.zeros((), dtype=x.dtype, device=x.device))
+        matrix = toeplitz.unsqueeze(0).expand(b, d, length, length)
+        # each channel alone through the modes: drive (B, d, L, N), states by the mixer's scan
+        B = _complex(self.B_re, self.B_im) * torch.exp(self.gamma_log)[:, None]  # (N, d)
+        drive = x.transpose(1, 2).unsqueeze(-1).to(B.dtype) * B.T.unsqueeze(1)
+        states = self._states(drive)
+        outputs = (states * _complex(self.C_re, self.C_im).unsqueeze(1)).sum(-1).real.to(x.dtype)
+        return MixerOperator(matrix, x.transpose(1, 2), outputs)
 
     def state_size(self, seq_len: int) -> int:
-        return 1
+        return 2 * self.state_dim  # real rank bound of one channel's operator: the N complex modes
 
     def init_state(self, batch_size: int) -> dict[str, Tensor]:
         p = self._param()

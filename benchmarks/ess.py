@@ -372,20 +372,27 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
 
 
 def _shared_channels(matrix: Tensor | Semiseparable) -> tuple[Tensor | Semiseparable, Tensor]:
-    """The distinct channel operators (dim 1) and, per channel, the index of its operator.
+    """The distinct operators among all (example, channel) pairs, as one batch `(1, U, ...)`, and for
+    each pair `(B, C)` the index of its operator.
 
     Heads share one operator across their value channels (attention's weights, the linear-attention
-    family's decays and keys): their singular values are computed once and expanded. Exact: only
-    channels whose operators are equal in every example and entry are merged."""
+    family's decays and keys), and a time-invariant mixer (the LRU) has the same operator in every
+    example: singular values are computed once per distinct operator and expanded. Exact: only
+    operators equal in every entry are merged."""
     parts = [matrix] if isinstance(matrix, Tensor) else [t for t in (matrix.q, matrix.k, matrix.log_decay) if t is not None]
-    channels = parts[0].shape[1]
-    rows = torch.cat([t.transpose(0, 1).reshape(channels, -1) for t in parts], dim=1)
+    b, c = parts[0].shape[:2]
+    flat = [t.reshape(b * c, *t.shape[2:]) for t in parts]
+    rows = torch.cat([t.reshape(b * c, -1) for t in flat], dim=1)
     if rows.is_complex():
         rows = torch.view_as_real(rows).flatten(1)
     _, inverse = torch.unique(rows, dim=0, return_inverse=True)
-    firsts = torch.full((int(inverse.max()) + 1,), channels, dtype=torch.long, device=inverse.device)
-    firsts = firsts.scatter_reduce(0, inverse, torch.arange(channels, device=inverse.device), "amin")
-    return matrix[:, firsts], inverse
+    firsts = torch.full((int(inverse.max()) + 1,), b * c, dtype=torch.long, device=inverse.device)
+    firsts = firsts.scatter_reduce(0, inverse, torch.arange(b * c, device=inverse.device), "amin")
+    distinct = [t[firsts].unsqueeze(0) for t in flat]
+    if isinstance(matrix, Tensor):
+        return distinct[0], inverse.view(b, c)
+    q, k, *rest = distinct
+    return Semiseparable(q, k, rest[0] if rest else None), inverse.view(b, c)
 
 
 @torch.no_grad()
@@ -417,7 +424,7 @@ def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] |
             matrix = matrix.dense()  # state wider than the blocks: the dense SVDs are the cheaper exact path
         sv, _, batch_shape, dtype = _block_singular_values(matrix, pos)
         tolerance, entropy = (
-            _ess_from_singular_values(sv, pos, length, batch_shape, dtype, kind)[:, channel_of].cpu()
+            _ess_from_singular_values(sv, pos, length, batch_shape, dtype, kind)[0, channel_of].cpu()
             for kind in ("tolerance", "entropy")
         )
         by_tolerance = {}
@@ -425,8 +432,8 @@ def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] |
         for rtol in RELATIVE_TOLERANCES:
             block = _ess_from_singular_values(sv, pos, length, batch_shape, dtype, "tolerance", rtol=rtol)
             whole = (sv > rtol * operator_scale).sum(-1).masked_fill(torch.tensor([i == 0 for i in pos]), 0)
-            by_tolerance[f"block:{rtol:g}"] = block[:, channel_of].cpu()
-            by_tolerance[f"operator:{rtol:g}"] = whole.reshape(*batch_shape, len(pos))[:, channel_of].cpu()
+            by_tolerance[f"block:{rtol:g}"] = block[0, channel_of].cpu()
+            by_tolerance[f"operator:{rtol:g}"] = whole.reshape(*batch_shape, len(pos))[0, channel_of].cpu()
         out.append(
             LayerESS(
                 layer=i,

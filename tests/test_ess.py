@@ -157,7 +157,7 @@ def test_model_ess_of_shared_channels_equals_each_channel_measured_alone():
     from architectures.backbone import LanguageModel
     from benchmarks.ess import effective_state_size, model_ess
 
-    for mixer in ("attention", "gla", "mamba"):
+    for mixer in ("attention", "gla", "mamba", "lru"):
         torch.manual_seed(0)
         model = LanguageModel(64, mixer, d_model=16, n_layers=1, seq_len=24)
         tokens = torch.randint(0, 64, (2, 24))
