@@ -19,18 +19,12 @@ fixed input, a causal linear operator on its per-channel inputs. Besides
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from architectures.kernels import check_choice
-
-
-class MixerOperator(NamedTuple):
-    matrix: object  # Tensor (B, C, L, L) or benchmarks.ess.Semiseparable
-    inputs: Tensor  # (B, C, L)
-    outputs: Tensor  # (B, C, L)
+from architectures.operators import MixerOperator  # noqa: F401  (part of the mixer interface)
 
 
 def config_error(mixer: str, field: str, problem: str) -> ValueError:

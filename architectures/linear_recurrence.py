@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from architectures.base import Mixer, MixerOperator
+from architectures.operators import Semiseparable
 from architectures.scan import linear_scan
 
 
@@ -130,8 +131,6 @@ class GatedLinearMixer(Mixer):
         return t.unsqueeze(2).expand(b, h, vdim, length, kdim).reshape(b, h * vdim, length, kdim)
 
     def operator(self, x: Tensor) -> MixerOperator:
-        from benchmarks.ess import Semiseparable
-
         self.check_input(x)
         hd = self.heads(x)
         b, h, length, vdim = hd.v.shape

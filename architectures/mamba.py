@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, conv_step, init_step_sizes, require_positive
 from architectures.kernels import optional_import, use_fast
+from architectures.operators import Semiseparable
 from architectures.scan import linear_scan
 from architectures.selective_scan import selective_scan
 
@@ -113,8 +114,6 @@ class Mamba(Mixer):
 
     def operator(self, x: Tensor) -> MixerOperator:
         """Per d_inner channel: Semiseparable(q = C, k = dt B, log_decay = dt A), acting on u."""
-        from benchmarks.ess import Semiseparable
-
         self.check_input(x)
         p = self._project(x)
         n_channels = self.d_inner

@@ -188,7 +188,7 @@ def build_report(
         ]
 
     # throughput scaling
-    tp = leaderboard.throughput_rows(tp_records)
+    tp = throughput.throughput_rows(tp_records)
     md += ["## Throughput scaling", ""]
     if tp.empty:
         md += ["no throughput records", ""]
@@ -196,7 +196,7 @@ def build_report(
         md += [
             leaderboard._plain_markdown(tp.drop(columns=["commit"])),
             "",
-            leaderboard._plain_markdown(leaderboard.scaling_table(tp)),
+            leaderboard._plain_markdown(throughput.scaling_table(tp)),
             "",
         ]
 

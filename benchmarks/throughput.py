@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -356,12 +357,96 @@ def parse_args(argv: list[str]) -> dict:
     return config
 
 
+# ---------------------------------------------------------------- tables of throughput records
+
+
+def throughput_rows(records: list[dict]) -> pd.DataFrame:
+    out = []
+    for r in records:
+        if r.get("status") != "ok":
+            continue
+        m = r["metrics"]
+        out.append(
+            {
+                "mixer": m["mixer"],
+                "device": r["provenance"]["device"],
+                "kernel": m["kernel"],
+                "L": m["seq_len"],
+                "batch": m["batch"],
+                "forward tok/s": m["forward_tokens_per_s"],
+                "fwd+bwd tok/s": m["forward_backward_tokens_per_s"],
+                "prefill tok/s": m["prefill_tokens_per_s"],
+                "decode tok/s": m["decode_tokens_per_s"],
+                "forward ms": 1e3 * m["forward_s"],
+                "peak MB": m["peak_memory_bytes"] / 2**20,
+                "forward GFLOP/s": m["forward_flops_per_s"] / 1e9,
+                "% of peak": 100 * m["forward_fraction_of_peak"] if "forward_fraction_of_peak" in m else float("nan"),
+                "commit": r["provenance"]["commit"][:10] + ("+dirty" if r["provenance"].get("dirty") else ""),
+            }
+        )
+    cols = [
+        "mixer",
+        "device",
+        "kernel",
+        "L",
+        "batch",
+        "forward tok/s",
+        "fwd+bwd tok/s",
+        "prefill tok/s",
+        "decode tok/s",
+        "forward ms",
+        "peak MB",
+        "forward GFLOP/s",
+        "% of peak",
+        "commit",
+    ]
+    return pd.DataFrame(out, columns=cols).sort_values(["device", "mixer", "kernel", "L"], ignore_index=True)
+
+
+def scaling_table(tp: pd.DataFrame) -> pd.DataFrame:
+    """Exponent of time with L (slope of log time on log L) per mixer, device and kernel."""
+    out = []
+    for (mixer, device, kernel), g in tp.groupby(["mixer", "device", "kernel"]):
+        if g["L"].nunique() < 2:
+            continue
+        out.append(
+            {
+                "mixer": mixer,
+                "device": device,
+                "kernel": kernel,
+                "lengths": f"{g['L'].min()}-{g['L'].max()}",
+                "forward ~ L^": scaling_exponent(g["L"], g["L"] * g["batch"] / g["forward tok/s"]),
+                "fwd+bwd ~ L^": scaling_exponent(g["L"], g["L"] * g["batch"] / g["fwd+bwd tok/s"]),
+            }
+        )
+    return pd.DataFrame(out, columns=["mixer", "device", "kernel", "lengths", "forward ~ L^", "fwd+bwd ~ L^"])
+
+
+def speedup_table(tp: pd.DataFrame) -> pd.DataFrame:
+    """Fast kernel vs reference path, same mixer, device and L (both must have been measured)."""
+    ref = tp[tp["kernel"] == "reference"].set_index(["mixer", "device", "L"])
+    out = []
+    for _, row in tp[tp["kernel"] != "reference"].iterrows():
+        key = (row["mixer"], row["device"], row["L"])
+        if key in ref.index:
+            base = ref.loc[key]
+            out.append(
+                {
+                    "mixer": row["mixer"],
+                    "device": row["device"],
+                    "L": row["L"],
+                    "fast kernel": row["kernel"],
+                    "forward speedup": row["forward tok/s"] / base["forward tok/s"],
+                    "fwd+bwd speedup": row["fwd+bwd tok/s"] / base["fwd+bwd tok/s"],
+                }
+            )
+    return pd.DataFrame(out, columns=["mixer", "device", "L", "fast kernel", "forward speedup", "fwd+bwd speedup"])
+
+
 def main(argv: list[str] | None = None) -> int:
     config = parse_args(sys.argv[1:] if argv is None else argv)
     records = run(**config)
     failed = [r for r in records if r["status"] != "ok"]
-    from benchmarks.leaderboard import scaling_table, throughput_rows
-
     for _, row in scaling_table(throughput_rows(records)).iterrows():
         print(f"{row['mixer']:18s} {row['kernel']:14s} forward time ~ L^{row['forward ~ L^']:.2f}  ({row['device']})")
     print(f"{len(records)} throughput records ({len(failed)} failed) in {config['store_root']}/throughput")

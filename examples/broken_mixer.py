@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from architectures.base import MixerOperator
+from benchmarks.ess import Semiseparable
 from examples.gated_ema import GatedEMA
 
 
@@ -12,7 +13,5 @@ class BrokenOperator(GatedEMA):
 
     def operator(self, x):
         op = super().operator(x)
-        from benchmarks.ess import Semiseparable
-
         m = op.matrix
         return MixerOperator(Semiseparable(m.q * 1.1, m.k, m.log_decay), op.inputs, op.outputs)
