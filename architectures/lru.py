@@ -35,6 +35,7 @@ def _complex(re: Tensor, im: Tensor) -> Tensor:
 class LRU(Mixer):
     name = "lru"
     readout = None  # MIMO: its per-channel operators do not compose into its output (see `operator`)
+    linear_in_input = True  # so conformance checks each channel's operator against the forward's Jacobian
 
     def __init__(
         self,

@@ -9,6 +9,8 @@ Checks, each with what was measured against its tolerance:
   operator    operator(x) is a MixerOperator(matrix, inputs, outputs) with (B, C, L[, L]) shapes
   reproduces  outputs == matrix @ inputs, channel by channel
   readout     readout(matrix @ inputs, x) == forward(x)          (when the mixer has `readout`)
+  jacobian    for a mixer linear in its input (`linear_in_input = True`), channel a's operator equals
+              the Jacobian d y_a(t) / d x_a(s) of its forward below the diagonal
   causal      the operator is zero above the diagonal
   ess<=tss    tolerance ESS never exceeds state_size(L)
   step        init_state/step reproduce forward token by token
@@ -158,6 +160,24 @@ def check_mixer(
                         "readout",
                         err <= tol * max(1.0, y.abs().max().item()),
                         f"max |readout(matrix @ inputs) - forward| = {err:.3g}",
+                    )
+                )
+        if getattr(mixer, "linear_in_input", False) and T.shape[1] == x.shape[-1]:
+            # a mixer linear in its input: channel a's operator is d y_a(t) / d x_a(s) off the diagonal,
+            # read off the forward pass on one-hot inputs (one batch: every position and channel)
+            d = x.shape[-1]
+            basis = torch.eye(seq_len * d, dtype=x.dtype).view(seq_len * d, seq_len, d)
+            responses = attempt("jacobian", lambda: mixer(basis) - mixer(torch.zeros_like(basis[:1])))
+            if responses is not None:
+                jac = responses.view(seq_len, d, seq_len, d)  # (s, b, t, a): input (s, b) -> output (t, a)
+                own = jac.diagonal(dim1=1, dim2=3).permute(2, 1, 0)  # (channel a, t, s)
+                past = torch.ones(seq_len, seq_len, dtype=torch.bool).tril(-1)
+                err = (own[:, past] - T[0][:, past]).abs().max().item()
+                add(
+                    Check(
+                        "jacobian",
+                        err <= tol * max(1.0, scale),
+                        f"max |channel operator - Jacobian| below the diagonal = {err:.3g}",
                     )
                 )
         upper = T.triu(1).abs().max().item()

@@ -118,3 +118,15 @@ def test_target_syntax_builds_an_out_of_tree_mixer(tmp_path, reference_store):
     record = run_one(cfg)
     assert record["status"] == "ok", record.get("error")
     assert record["metrics"]["tss"] == 2
+
+
+def test_a_linear_mixer_whose_channel_operator_is_not_its_jacobian_fails_conformance(monkeypatch):
+    from architectures.lru import LRU
+
+    report = check_mixer("lru")
+    assert [c for c in report.checks if c.name == "jacobian"] and report.passed
+    real = LRU.impulse_response
+    monkeypatch.setattr(LRU, "impulse_response", lambda self, length: 1.1 * real(self, length))
+    report = check_mixer("lru")
+    failed = {c.name for c in report.failures()}
+    assert "jacobian" in failed, report.message()
