@@ -81,14 +81,6 @@ def _common(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return a, b
 
 
-def linear_scan_time_major(a: Tensor, b: Tensor) -> Tensor:
-    """All states h_t of h_t = a_t * h_{t-1} + b_t, h_{-1} = 0, for time-major `(L, ...)` tensors
-    (broadcast-compatible, real or complex). Mixers that can build their inputs time-major save
-    the two transpositions `linear_scan` makes."""
-    a, b = _common(a, b)
-    return _TimeMajorScan.apply(a.contiguous(), b.contiguous())
-
-
 def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     """All states h_t of h_t = a_t * h_{t-1} + b_t, with h_{-1} = h0 (default 0).
 
@@ -98,5 +90,5 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None) -> Tensor:
     a, b = _common(a, b)
     if h0 is not None:
         b = torch.cat([b[..., :1, :] + a[..., :1, :] * h0.unsqueeze(-2), b[..., 1:, :]], dim=-2)
-    h = linear_scan_time_major(a.movedim(-2, 0), b.movedim(-2, 0))
+    h = _TimeMajorScan.apply(a.movedim(-2, 0).contiguous(), b.movedim(-2, 0).contiguous())
     return h.movedim(0, -2)
