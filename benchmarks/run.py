@@ -73,8 +73,13 @@ def execute(cfg: dict, device: torch.device) -> dict:
     )  # fmt: skip
     if not all(torch.isfinite(torch.tensor(result[k])) for k in ("accuracy", "loss")):
         raise ArithmeticError(f"evaluation produced non-finite metrics {result['accuracy']}, {result['loss']}")
+    start = time.perf_counter()
     layers = ess_lib.model_ess(model, data.test[0][: cfg["ess"]["num_examples"]].to(device))
     summary = ess_lib.summarize(layers, window)
+    # where a run's time goes: training steps, evaluations, ESS over training, and the final ESS
+    seconds = dict(result["seconds"])
+    seconds["ess_over_training"] = seconds.pop("measure")
+    seconds["final_ess"] = round(time.perf_counter() - start, 2)
     return {
         "accuracy": result["accuracy"],
         "test_loss": result["loss"],
@@ -84,6 +89,7 @@ def execute(cfg: dict, device: torch.device) -> dict:
         "best_step": result["best_step"],
         "stopped": result["stopped"],
         "history": result["history"],
+        "seconds": seconds,
         "task": {
             "name": task.name,
             "level": cfg["task"].get("level"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -119,7 +120,8 @@ def train(
     metrics (the model is left at that checkpoint), why training stopped, and the history.
 
     `measure(model)`, if given, is recorded in the history at the 1st, 2nd, 4th, 8th, ...
-    evaluation and at the last (e.g. ESS over training: a log-spaced record at a bounded cost)."""
+    evaluation and at the last (e.g. ESS over training: a log-spaced record at a bounded cost).
+    `seconds` splits the wall time into the training steps, the evaluations and `measure`."""
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
 
@@ -140,6 +142,15 @@ def train(
     best_loss, stale, stopped = math.inf, 0, "budget"
     bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     step = 0
+    seconds = {"steps": 0.0, "evaluation": 0.0, "measure": 0.0}
+    clock = time.perf_counter()
+
+    def lap(part: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[part] += now - clock
+        clock = now
+
     for step in bar:
         idx = torch.randint(len(inputs), (cfg.batch_size,), generator=gen)
         x, y = inputs[idx].to(device), targets[idx].to(device)
@@ -152,13 +163,16 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
+        lap("steps")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             val = evaluate(model, *val_set, cfg.eval_batch_size, device)
             history.append(
                 {"step": step + 1, "train_loss": loss.item(), "val_accuracy": val["accuracy"], "val_loss": val["loss"]}
             )
+            lap("evaluation")
             if measure is not None and len(history) & (len(history) - 1) == 0:  # a power of two
                 history[-1].update(measure(model))
+                lap("measure")
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val['accuracy']:.3f}")
             improved = val["accuracy"] > best["val_accuracy"]
             if improved:
@@ -169,6 +183,7 @@ def train(
             else:
                 stale += 1
             best_loss = min(best_loss, val["loss"])
+            lap("evaluation")
             if val["accuracy"] >= cfg.solved_accuracy:
                 stopped = "solved"
                 break
@@ -178,8 +193,10 @@ def train(
     bar.close()
     if measure is not None and history and len(history) & (len(history) - 1):  # the last, if not measured yet
         history[-1].update(measure(model))
+        lap("measure")
     model.load_state_dict(best_state)
     test = evaluate(model, *test_set, cfg.eval_batch_size, device)
+    lap("evaluation")
     return {
         "accuracy": test["accuracy"],
         "loss": test["loss"],
@@ -189,4 +206,5 @@ def train(
         "steps": step + 1,
         "stopped": stopped,
         "history": history,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }

@@ -30,6 +30,11 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
         assert m["ess"]["ess_max"] <= m["tss"]  # ESS of the trained model never above TSS
         assert len(m["ess"]["ess_curve"]) == r["config"]["task"]["seq_len"]
         assert m["cache_bytes"] > 0
+        # the time split adds up to no more than the run's wall time and names where it went
+        parts = m["seconds"]
+        assert set(parts) == {"steps", "evaluation", "ess_over_training", "final_ess"}
+        assert all(v >= 0 for v in parts.values()) and parts["steps"] > 0
+        assert sum(parts.values()) <= r["wall_time_s"] + 0.1
         for field in ("commit", "dirty", "device", "versions"):
             assert field in r["provenance"]
     board = (smoke_store / "leaderboard.md").read_text()

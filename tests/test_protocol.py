@@ -203,6 +203,7 @@ def test_a_measure_is_recorded_at_log_spaced_evaluations_and_the_last():
                 measure=lambda m: calls.append(1) or {"ess": {"ess_mean": 1.0}})  # fmt: skip
     measured = [h["step"] for h in out["history"] if "ess" in h]
     assert measured == [5, 10, 20, 40, 50] and len(calls) == 5
+    assert set(out["seconds"]) == {"steps", "evaluation", "measure"}
 
 
 def test_ess_at_tolerances_that_measure_use_never_exceeds_the_rank():
