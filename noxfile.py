@@ -74,11 +74,16 @@ def review(session: nox.Session) -> None:
 
 @nox.session
 def page(session: nox.Session) -> None:
-    """The published results/index.html in headless Chromium: renders, sorts, figures load.
+    """The published page in headless Chromium: rebuilds results/index.html from the records, checks
+    that it renders, sorts and loads its figures, then screenshots it (and any design review under
+    reviews/) at 1400 and 400 px into results/screenshots, failing if anything overflows the window.
     Needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)."""
     install(session)
     session.install("selenium>=4.20")
+    session.run("python", "-m", "benchmarks.leaderboard", "results")
     session.run("pytest", "-q", "-m", "browser", "-rs", "tests/test_page.py", *session.posargs)
+    reviews = sorted(str(p) for p in Path("reviews").glob("*/report.html"))
+    session.run("python", "-m", "benchmarks.screenshots", "results/index.html", *reviews, "--out", "results/screenshots")
 
 
 # Pinned: the interpreter tests patch two Triton internals (see tests/test_fast_paths_interpreted.py).

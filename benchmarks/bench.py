@@ -18,12 +18,14 @@ leaderboard. Failed runs are recorded and the sweep goes on.
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing
 import os
 import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
@@ -62,6 +64,24 @@ def expand(overrides: list[str]) -> list[dict]:
             cfg.pop("preset", None)
             configs.append(cfg)
     return configs
+
+
+# overrides that say where or how to run, not which runs: a sweep with only these is its preset's
+WHERE_KEYS = {"store", "progress", "workers", "device", "preset"}
+
+
+def write_plan(store: Store, overrides: list[str], configs: list[dict]) -> Path | None:
+    """`<store>/plans/<preset>.json`: the keys of every run the preset plans, so the page can say how
+    many of them the store holds. Only for a whole preset (a narrowed sweep plans no coverage)."""
+    if any(_key_of(o) not in WHERE_KEYS for o in overrides):
+        return None
+    with initialize_config_module("benchmarks.conf", version_base="1.3"):
+        name = compose("config", overrides=[o for o in overrides if _key_of(o) == "preset"]).get("preset") or "sweep"
+    path = store.root / "plans" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = [run_key(single_run(c)) for c in configs]
+    path.write_text(json.dumps({"preset": name, "runs": len(keys), "keys": keys}, indent=1) + "\n")
+    return path
 
 
 def _die_with_parent(parent: int) -> None:
@@ -110,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing to run")
         return 0
     store = Store(configs[0]["store"])
+    write_plan(store, overrides, configs)
     todo = [c for c in configs if not store.exists(run_key(single_run(c)))]
     workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
     threads = max(1, torch.get_num_threads() // workers)

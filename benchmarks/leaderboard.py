@@ -1,8 +1,11 @@
-"""Build the leaderboard from a store's records: `leaderboard.md`, `leaderboard.csv`, `index.html`
-(a self-contained page: sortable tables, embedded figures, each row's provenance) and the seaborn
-figures under `figures/`.
+"""Build the leaderboard from a store's records: `leaderboard.md`, `leaderboard.csv` (every column of
+every best row), `index.html` (a self-contained page: a section per task with its table, figures and
+analyses; sortable tables; each row's provenance one click away) and the figures under `figures/`.
 
     python -m benchmarks.leaderboard [store_dir]     # default: results
+
+The numbers come from `benchmarks.analysis`, the figures from `benchmarks.figures`, the page's
+layout from `templates/leaderboard.html.j2`.
 """
 
 from __future__ import annotations
@@ -16,36 +19,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.config import mixer_spec
+from benchmarks import analysis, figures
+from benchmarks.analysis import (  # noqa: F401  (select_best: imported from here by users and tests)
+    COLLAPSE,
+    HEADLINE_TOLERANCE,
+    LEARNED_MARGIN,
+    SATURATION,
+    select_best,
+)
 from benchmarks.store import Store
 from benchmarks.throughput import scaling_table, speedup_table, throughput_rows
 
-COLUMNS = {
+# the narrow table of a task section: what a reader compares; provenance sits in the record cell
+TABLE = {
     "mixer": "mixer",
-    "task": "task",
-    "level": "level",
-    "seq_len": "L",
-    "memory_demand": "memory demand",
+    "state": "state",
+    "tss": "TSS",
+    "setting": "setting",
     "accuracy": "accuracy",
     "no_recall": "no-recall baseline",
     "learned": "learned",
     "val_accuracy": "val accuracy",
     "lr": "lr",
-    "lr_grid": "lr grid",
-    "grid_spread": "accuracy over grid",
-    "ess_mean": "ESS (mean)",
-    "entropy_ess_mean": "entropy ESS",
-    "tss": "TSS",
+    "ess": "ESS",
+    "entropy_ess": "entropy ESS",
     "utilization": "ESS/TSS",
-    "cache_bytes": "cache bytes",
-    "forward_tokens_per_s": "forward tok/s",
-    "parameters": "params",
-    "steps": "steps",
-    "seed": "seed",
-    "commit": "commit",
-    "device": "device",
-    "kernels": "kernel",
-    "wall_time_s": "time (s)",
+    "state_use": "state use",
     "key": "record",
 }
 FORMATS = {
@@ -53,11 +52,19 @@ FORMATS = {
     "no-recall baseline": "{:.3f}",
     "val accuracy": "{:.3f}",
     "lr": "{:.2g}",
-    "ESS (mean)": "{:.2f}",
+    "ESS": "{:.2f}",
     "entropy ESS": "{:.2f}",
+    "ESS (machine precision)": "{:.2f}",
     "ESS/TSS": "{:.3f}",
+    "ESS/demand": "{:.2f}",
     "forward tok/s": "{:,.0f}",
+    "MAD score": "{:.3f}",
+    "mean ESS/TSS": "{:.3f}",
+    "median spread": "{:.3f}",
+    "largest spread": "{:.3f}",
 }
+PROVENANCE = ["commit", "device", "kernels", "seed", "steps", "stopped", "lr_grid", "grid_spread", "parameters",
+              "cache_bytes", "forward_tokens_per_s", "wall_time_s"]  # fmt: skip
 
 
 def _nearest_throughput(tp: pd.DataFrame, mixer: str, device: str, length: int, kernels: list[str]) -> float:
@@ -71,470 +78,293 @@ def _nearest_throughput(tp: pd.DataFrame, mixer: str, device: str, length: int, 
     return float(g.iloc[(g["L"] - length).abs().argmin()]["forward tok/s"])
 
 
-# a row within this much of its no-recall baseline (or below it) has not learned recall
-LEARNED_MARGIN = 0.01
-
-
-def _run_row(r: dict, tp: pd.DataFrame) -> dict:
-    m, prov, cfg = r["metrics"], r["provenance"], r["config"]
-    mixer = mixer_spec(cfg["architecture"])[0]
-    return {
-        "group": r.get("group", r["key"]),
-        "mixer": mixer,
-        "task": m["task"]["name"],
-        "level": m["task"].get("level", cfg["task"].get("level")),
-        "seq_len": m["task"]["seq_len"],
-        "memory_demand": m["task"]["memory_demand"],
-        "accuracy": m["accuracy"],
-        "no_recall": m["task"].get("no_recall_accuracy", float("nan")),
-        "val_accuracy": m.get("val_accuracy", float("nan")),
-        "val_loss": m.get("val_loss", float("nan")),
-        "lr": cfg["train"]["lr"],
-        "ess_mean": m["ess"]["ess_mean"],
-        "entropy_ess_mean": m["ess"]["entropy_ess_mean"],
-        "tss": m["tss"],
-        "utilization": m["utilization"],
-        "cache_bytes": m["cache_bytes"],
-        "forward_tokens_per_s": _nearest_throughput(tp, mixer, prov["device"], m["task"]["seq_len"], m["kernels"]),
-        "parameters": m["parameters"],
-        "steps": m["steps"],
-        "seed": r["seed"],
-        "commit": prov["commit"][:10] + ("+dirty" if prov.get("dirty") else ""),
-        "device": prov["device"],
-        "kernels": ",".join(m["kernels"]),
-        "wall_time_s": r["wall_time_s"],
-        "key": r["key"],
-    }
-
-
-def run_rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per successful run (every learning rate of every group)."""
-    tp = throughput_rows([]) if tp is None else tp
-    out = [_run_row(r, tp) for r in records if r.get("status") == "ok"]
-    return pd.DataFrame(out, columns=["group", *COLUMNS, "val_loss"])
-
-
-def select_best(runs: pd.DataFrame) -> pd.DataFrame:
-    """Each group's best run, chosen on validation (accuracy, then loss), never on test; with the
-    grid it was chosen from and the spread of test accuracy over that grid."""
-    if runs.empty:
-        return runs
-    ranked = runs.sort_values(["group", "val_accuracy", "val_loss", "lr"], ascending=[True, False, True, True])
-    best = ranked.groupby("group", sort=False).head(1).set_index("group")
-    by_group = runs.groupby("group")
-    best["lr_grid"] = by_group["lr"].agg(lambda v: ",".join(f"{x:.2g}" for x in sorted(v)))
-    best["grid_spread"] = by_group["accuracy"].agg(lambda v: f"{v.min():.2f}-{v.max():.2f}" if len(v) > 1 else "")
-    return best.reset_index()
-
-
 def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The leaderboard: one row per group (its best learning rate on validation)."""
-    df = select_best(run_rows(records, tp))
-    df["learned"] = np.where(df["accuracy"] > df["no_recall"] + LEARNED_MARGIN, "yes", "not learned")
-    df = df[list(COLUMNS)] if not df.empty else pd.DataFrame(columns=list(COLUMNS))
-    return df.sort_values(
-        ["task", "seq_len", "memory_demand", "accuracy"], ascending=[True, True, True, False], ignore_index=True
-    )
+    """The leaderboard: one row per group (its best learning rate on validation), every column."""
+    tp = throughput_rows([]) if tp is None else tp
+    df = analysis.best_rows(analysis.run_rows(records))
+    df["forward_tokens_per_s"] = [
+        _nearest_throughput(tp, r.mixer, r.device, r.seq_len, r.kernels.split(",")) for r in df.itertuples()
+    ]
+    df["state_use"] = analysis.state_use(df)["state use"].values if not df.empty else []
+    return df
 
 
 def _cell(column: str, value) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
-    if column in FORMATS and isinstance(value, (int, float)):
+    if column in FORMATS and isinstance(value, (int, float, np.integer, np.floating)):
         return FORMATS[column].format(value)
-    if isinstance(value, float):  # other measurements: 3 significant digits, thousands separated
+    if isinstance(value, (float, np.floating)):  # other measurements: 3 significant digits, thousands separated
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
 
 
-def _plain_markdown(df: pd.DataFrame) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return "" if np.isnan(v) else (f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}")
-        return str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def _markdown(df: pd.DataFrame) -> str:
-    shown = df.rename(columns=COLUMNS)
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    for _, row in shown.iterrows():
-        lines.append("| " + " | ".join(_cell(c, v) for c, v in row.items()) + " |")
-    return "\n".join(lines)
-
-
-def correlations(df: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy against ESS / memory demand and TSS / memory demand (the ESS paper's claim), per task
-    (never pooled across tasks), over the rows that learned and, apart, over all rows: Pearson and
-    Spearman coefficients with n. A coefficient needs 3 rows and some spread on both axes."""
-    from scipy import stats
-
-    out = []
-    for task, g in df.groupby("task"):
-        for subset, part in (("learned", g[g["learned"] == "yes"]), ("all", g)):
-            row = {"task": task, "rows": subset, "n": len(part)}
-            demand = part["memory_demand"].clip(lower=1)
-            for name, col in (("ESS", "ess_mean"), ("TSS", "tss")):
-                x, y = part[col] / demand, part["accuracy"]
-                ok = len(part) >= 3 and x.nunique() > 1 and y.nunique() > 1
-                row[f"Pearson {name}/demand"] = float(stats.pearsonr(x, y)[0]) if ok else float("nan")
-                row[f"Spearman {name}/demand"] = float(stats.spearmanr(x, y)[0]) if ok else float("nan")
-            out.append(row)
-    cols = ["task", "rows", "n", "Pearson ESS/demand", "Spearman ESS/demand", "Pearson TSS/demand", "Spearman TSS/demand"]
-    return pd.DataFrame(out, columns=cols)
-
-
-def figures(records: list[dict], df: pd.DataFrame, out_dir: Path, tp: pd.DataFrame | None = None) -> dict[str, Path]:
-    """The seaborn figures; returns name -> PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
-
-    from architectures import registry
-
-    sns.set_theme(style="whitegrid", context="notebook")
-    extra = set(df["mixer"]) | (set(tp["mixer"]) if tp is not None else set())
-    known = registry.names() + sorted(extra - set(registry.names()))
-    palette = dict(zip(known, sns.color_palette("tab20", len(known)), strict=True))  # one colour per mixer everywhere
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def log_axis(axis):
-        axis.set_major_formatter(LogFormatterSciNotation())
-        axis.set_minor_formatter(NullFormatter())
-
-    paths: dict[str, Path] = {}
-
-    def save(fig, name: str):
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        paths[name] = path
-
-    if tp is not None and not tp.empty:
-        grid = sns.relplot(
-            data=tp,
-            x="L",
-            y="forward tok/s",
-            hue="mixer",
-            palette=palette,
-            style="kernel",
-            col="device",
-            kind="line",
-            marker="o",
-            height=3.6,
-            facet_kws={"sharey": False},
-        )
-        for ax in grid.axes.flat:
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            log_axis(ax.yaxis)
-        grid.figure.suptitle("Forward throughput vs. sequence length (device in each panel)", y=1.03)
-        save(grid.figure, "throughput_vs_length")
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured table, numbers formatted as on the page."""
     if df.empty:
-        return paths
-
-    grid = sns.relplot(
-        data=df,
-        x="memory_demand",
-        y="accuracy",
-        hue="mixer",
-        palette=palette,
-        col="task",
-        kind="line",
-        marker="o",
-        col_wrap=min(3, df["task"].nunique()),
-        height=3.2,
-        facet_kws={"sharex": False},
-    )
-    for task, ax in grid.axes_dict.items():  # the no-recall baseline, and the rows at or below it
-        rows_of = df[df["task"] == task]
-        base = rows_of.groupby("memory_demand")["no_recall"].mean()
-        ax.plot(base.index, base.values, "k--", lw=1, label="no-recall baseline")
-        below = rows_of[rows_of["learned"] != "yes"]
-        ax.scatter(below["memory_demand"], below["accuracy"], marker="x", color="black", s=30, zorder=5, label="not learned")
-    grid.set_axis_labels("memory demand (e.g. kv pairs)", "test accuracy")
-    grid.figure.suptitle("Accuracy vs. difficulty (dashed: no-recall baseline; x: not learned)", y=1.03)
-    save(grid.figure, "accuracy_vs_difficulty")
-
-    curves = []
-    shown = set(df["key"]) if "key" in df else set()
-    learned = df.groupby("mixer")["learned"].agg(lambda v: (v == "yes").any()).to_dict()
-    for r in records:
-        if r.get("status") != "ok" or r["key"] not in shown:  # each group's best run, as in the table
-            continue
-        e = r["metrics"]["ess"]
-        for i, v in zip(e["positions"], e["ess_curve"], strict=True):
-            curves.append(
-                {
-                    "mixer": mixer_spec(r["config"]["architecture"])[0]
-                    + ("" if learned.get(mixer_spec(r["config"]["architecture"])[0]) else " (not learned)"),
-                    "task": r["metrics"]["task"]["name"],
-                    "L": r["metrics"]["task"]["seq_len"],
-                    "split i": i,
-                    "ESS": v,
-                }
-            )
-    if curves:
-        cdf = pd.DataFrame(curves)
-        task, length = cdf.groupby(["task", "L"]).size().idxmax()  # the most common setting, for a like-for-like plot
-        sub = cdf[(cdf["task"] == task) & (cdf["L"] == length)]
-        fig, ax = plt.subplots(figsize=(7, 4))
-        colours = {m: palette[m.removesuffix(" (not learned)")] for m in sub["mixer"].unique()}
-        sns.lineplot(data=sub, x="split i", y="ESS", hue="mixer", palette=colours, ax=ax, errorbar=None)
-        lo, hi = next(r["metrics"]["ess"]["window"] for r in records if r.get("status") == "ok")
-        ax.axvspan(lo, hi, color="grey", alpha=0.12, label="headline window")
-        ax.plot(
-            sub["split i"].unique(),
-            np.minimum(sub["split i"].unique(), length - sub["split i"].unique()),
-            "k:",
-            lw=1,
-            label="min(i, L - i)",
-        )
-        ax.set_yscale("symlog", linthresh=1)
-        ax.set_title(f"ESS over position ({task}, L={length}); boundary effect beyond the window")
-        ax.legend(fontsize=7, ncol=2)
-        save(fig, "ess_curves")
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    sns.scatterplot(
-        data=df, x="tss", y="ess_mean", hue="mixer", palette=palette, style="learned", markers={"yes": "o", "not learned": "X"},
-        s=80, ax=ax,
-    )  # fmt: skip
-    top = max(df["tss"].max(), df["ess_mean"].max(), 1)
-    ax.plot([0.5, top], [0.5, top], "k:", lw=1, label="ESS = TSS")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    log_axis(ax.xaxis)
-    log_axis(ax.yaxis)
-    ax.set_xlabel("TSS per channel")
-    ax.set_ylabel("mean ESS per channel")
-    ax.set_title("ESS vs. TSS")
-    ax.legend(fontsize=7)
-    save(fig, "ess_vs_tss")
-
-    corr = correlations(df).set_index(["task", "rows"])
-    scatter = df.assign(
-        ESS_per_demand=df["ess_mean"] / df["memory_demand"].clip(lower=1),
-        TSS_per_demand=df["tss"] / df["memory_demand"].clip(lower=1),
-    ).melt(
-        id_vars=["mixer", "task", "accuracy", "learned"],
-        value_vars=["ESS_per_demand", "TSS_per_demand"],
-        var_name="measure",
-        value_name="per demand",
-    )
-    scatter["measure"] = scatter["measure"].str.replace("_per_demand", " / memory demand")
-    grid = sns.relplot(
-        data=scatter,
-        x="per demand",
-        y="accuracy",
-        hue="mixer",
-        palette=palette,
-        style="learned",
-        markers={"yes": "o", "not learned": "X"},
-        row="task",
-        col="measure",
-        height=3.4,
-        aspect=1.2,
-        s=60,
-        facet_kws={"sharex": False},
-    )
-    for (task, measure), ax in grid.axes_dict.items():
-        ax.set_xscale("log")
-        log_axis(ax.xaxis)
-        name = measure.split()[0]
-        r = corr["Spearman " + name + "/demand"].get((task, "learned"), float("nan"))
-        n = corr["n"].get((task, "learned"), 0)
-        ax.set_title(f"{task}: {measure}\nSpearman (learned rows) = {r:.2f}, n = {n}", fontsize=9)
-    grid.set_axis_labels("", "test accuracy")
-    save(grid.figure, "accuracy_vs_ess")
-    return paths
+        return "(none)"
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_cell(str(c), v).replace("|", "/") for c, v in row.items()) + " |")
+    return "\n".join(lines)
 
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>mixerbench leaderboard</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 13px; margin-bottom: 2em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }}
-th {{ background: #f0f0f0; cursor: pointer; user-select: none; }}
-th.asc::after {{ content: " \\25B2"; }} th.desc::after {{ content: " \\25BC"; }}
-td:first-child, td:nth-child(2) {{ text-align: left; }}
-img {{ max-width: 100%; margin: 1em 0; }} details {{ font-size: 12px; }} code {{ font-size: 12px; }}
-</style></head><body>
-<h1>mixerbench leaderboard</h1>
-<p>{summary}</p>
-<h2>Leaderboard</h2>
-{table}
-<h2>Accuracy vs. ESS and TSS per memory demand, per task</h2>
-{correlations}
-<h2>Throughput</h2>
-{throughput}
-<h2>Figures</h2>
-{figures}
-<h2>Failed runs</h2>
-{failed}
-<h2>Provenance</h2>
-{provenance}
-<script>
-document.querySelectorAll("table.sortable").forEach(function (table) {{
-  table.querySelectorAll("th").forEach(function (th, col) {{
-    th.addEventListener("click", function () {{
-      var asc = !th.classList.contains("asc");
-      table.querySelectorAll("th").forEach(function (h) {{ h.classList.remove("asc", "desc"); }});
-      th.classList.add(asc ? "asc" : "desc");
-      var body = table.tBodies[0];
-      var rows = Array.from(body.rows);
-      rows.sort(function (a, b) {{
-        var x = a.cells[col].dataset.value, y = b.cells[col].dataset.value;
-        var nx = parseFloat(x), ny = parseFloat(y);
-        var cmp = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
-        return asc ? cmp : -cmp;
-      }});
-      rows.forEach(function (r) {{ body.appendChild(r); }});
-    }});
-  }});
-}});
-</script>
-</body></html>
-"""
-
-
-def _html_table(df: pd.DataFrame, table_id: str, rename: bool = True) -> str:
-    shown = df.rename(columns=COLUMNS) if rename else df
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown.columns)
+def html_table(df: pd.DataFrame, table_id: str, row_class=None, details=None) -> str:
+    """A sortable table; `row_class(row)` styles a row, `details(row)` fills the last cell's
+    collapsed provenance."""
+    if df.empty:
+        return "<p>(none)</p>"
+    text_columns = {c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])}
+    head = "".join(f'<th class="{"text" if c in text_columns else ""}">{html.escape(str(c))}</th>' for c in df.columns)
     body = []
-    for _, row in shown.iterrows():
-        cells = "".join(f'<td data-value="{html.escape(str(v))}">{html.escape(_cell(c, v))}</td>' for c, v in row.items())
-        body.append(f"<tr>{cells}</tr>")
+    for i, (_, row) in enumerate(df.iterrows()):
+        cells = []
+        for c, v in row.items():
+            cls = "text" if c in text_columns else ""
+            if c == "state use" and v:
+                cls += f" use-{v}"
+            if c == "learned":
+                cls += " learned"
+            shown = html.escape(_cell(str(c), v))
+            if c == "record" and details is not None:
+                shown = f"<details><summary>{shown}</summary>{details(i)}</details>"
+            cells.append(f'<td class="{cls.strip()}" data-value="{html.escape(str(v))}">{shown}</td>')
+        klass = row_class(i) if row_class else ""
+        body.append(f'<tr class="{klass}">{"".join(cells)}</tr>')
     return f'<table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _page(records, df, failed, fig_paths, summary, tp=None, scaling=None, speedups=None, corr=None) -> str:
-    figs = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
-        f"<figcaption>{name.replace('_', ' ')}</figcaption></figure>"
-        for name, p in fig_paths.items()
-    )
-    fails = (
-        "<p>none</p>"
-        if not failed
-        else "<ul>"
-        + "".join(
-            f"<li><code>{html.escape(r['key'])}</code> {html.escape(r['config']['architecture'].get('name', '?'))}: "
-            f"{html.escape(r.get('error', ''))}</li>"
-            for r in failed
-        )
-        + "</ul>"
+def _figure(name: str, path: Path, caption: str) -> dict:
+    return {"name": name, "src": "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode(), "caption": caption}
+
+
+CAPTIONS = {
+    "accuracy_vs_state": "Accuracy against the model's decoding state (bytes) per setting, as Zoology plots accuracy "
+    "against state size: one line per mixer over its state sizes; dashed: the no-recall baseline; circled: not learned.",
+    "accuracy_vs_ess": "Accuracy against ESS / memory demand (left) and TSS / memory demand (right), every best row of the task.",
+    "ess_curves": "ESS at each split of the sequence (headline tolerance), each mixer's largest state, one panel per setting.",
+    "ess_over_training": "Headline ESS / TSS of each group's best run at the 1st, 2nd, 4th, 8th, ... evaluation and the last: "
+    "when state use grows, saturates or collapses as the mixer learns.",
+}
+
+
+def _definitions() -> str:
+    return (
+        f"ESS: tolerance effective state-size per channel at the headline tolerance ({HEADLINE_TOLERANCE}: singular values above "
+        "1% of the channel operator's largest; see the tolerance section), mean over channels, layers, 4 test examples and the "
+        "interior window of splits. TSS: the state size that bounds it (attention: L). Memory demand: what the task asks to "
+        f"hold (MQAR: kv pairs). Saturated: ESS >= {SATURATION} TSS. Collapsed: ESS below the memory demand although TSS "
+        f"is at least the demand, and ESS < {COLLAPSE} TSS. Not learned: test accuracy within {LEARNED_MARGIN} of the "
+        "no-recall baseline or below it. Each row is its group's best learning rate, chosen on validation accuracy; test "
+        "accuracy is reported."
     )
 
-    def provenance_of(r: dict) -> str:
-        blob = json.dumps({"config": r["config"], "provenance": r.get("provenance")}, indent=1)
-        name = r["config"]["architecture"].get("name", "?")
-        summary_line = f"<summary><code>{html.escape(r['key'])}</code> {html.escape(name)}</summary>"
-        return f"<details>{summary_line}<pre>{html.escape(blob)}</pre></details>"
 
-    prov = "".join(provenance_of(r) for r in records)
-    tables = "<p>No throughput records: run <code>nox -s kernels</code>.</p>"
-    if tp is not None and not tp.empty:
-        tables = (
-            _html_table(tp, "throughput", rename=False)
-            + "<h3>Scaling with sequence length</h3>"
-            + _html_table(scaling, "scaling", rename=False)
-        )
-        tables += "<h3>Fast kernels vs. reference path</h3>" + (
-            _html_table(speedups, "speedups", rename=False) if not speedups.empty else "<p>none measured on one device</p>"
-        )
-    return PAGE.format(
-        summary=html.escape(summary),
-        table=_html_table(df, "runs"),
-        correlations=_html_table(corr, "correlations", rename=False) if corr is not None else "",
-        throughput=tables,
-        figures=figs,
-        failed=fails,
-        provenance=prov,
-    )
+def _task_note(task: str, g: pd.DataFrame) -> str:
+    settings = g["setting"].nunique()
+    mixers = g["mixer"].nunique()
+    nl = int((g["learned"] != "yes").sum())
+    return f"{len(g)} best rows: {mixers} mixers x {settings} settings x their state sizes; {nl} not learned."
 
 
 def build(store_root: str | Path = "results") -> list[Path]:
-    store = Store(store_root)
-    records = [r for r in store.records() if "metrics" in r or r.get("status") == "failed"]
-    tp_records = Store(Path(store_root) / "throughput").records()
-    tp = throughput_rows(tp_records)
-    df = rows(records, tp)
-    failed = [r for r in records if r.get("status") != "ok"]
     root = Path(store_root)
+    store = Store(root)
+    records = [r for r in store.records() if "metrics" in r or r.get("status") == "failed"]
+    ok = [r for r in records if r.get("status") == "ok"]
+    failed = [r for r in records if r.get("status") != "ok"]
+    tp = throughput_rows(Store(root / "throughput").records())
+    runs = analysis.run_rows(records)
+    df = rows(records, tp)
     root.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path, html_path = root / "leaderboard.csv", root / "leaderboard.md", root / "index.html"
-    df.to_csv(csv_path, index=False)
-    fig_paths = figures([r for r in records if r.get("status") == "ok"], df, root / "figures", tp)
-    scaling, speedups = scaling_table(tp), speedup_table(tp)
-    corr = correlations(df)
-    not_learned = int((df["learned"] != "yes").sum())
-    summary = (
-        f"{len(df)} groups from {len(records)} runs ({len(failed)} failed); each row is its group's best learning rate, "
-        "chosen on the validation split (val accuracy), with test accuracy reported. "
-        f"No-recall baseline: the accuracy of the best guess that uses no key-value association, measured on the "
-        f"test split; {not_learned} rows are within {LEARNED_MARGIN} of it or below and are marked not learned. "
-        "ESS: tolerance "
-        "effective state-size per channel, mean over channels, layers, test examples and the interior window "
-        "of splits (each record's ess.window). TSS: theoretical state size per channel (attention and Hyena: "
-        "the sequence length). cache bytes: decoding state of all layers after L tokens at batch 1."
+    fig_dir = root / "figures"
+    for old in fig_dir.glob("*.png"):  # figures of tasks no longer in the store must not linger
+        old.unlink()
+
+    corr = analysis.correlations(df)
+    within = analysis.within_mixer_correlations(df)
+    use = analysis.state_use(df)
+    training = analysis.ess_over_training(ok, df)
+    curves = figures.ess_curves(ok, df)
+    verdict = analysis.verdict(corr, within, use)
+    mad = analysis.mad_scores(df)
+    lr = analysis.lr_sensitivity(runs)
+    tol = analysis.tolerance_sensitivity(ok, df)
+    coverage = analysis.coverage(root, records)
+
+    df.to_csv(root / "leaderboard.csv", index=False)
+    table = df.assign(record=df["key"])[list(TABLE)[:-1] + ["record"]].rename(columns=TABLE)
+    use_cols = ["setting", "mixer", "state", "memory_demand", "tss", "ess", "utilization", "ESS/demand", "accuracy", "state use"]
+    use_shown = use[use_cols].rename(
+        columns={"memory_demand": "memory demand", "tss": "TSS", "ess": "ESS", "utilization": "ESS/TSS"}
     )
-    for row in corr[corr["rows"] == "learned"].itertuples():
-        summary += (
-            f" {row.task} (learned rows, n = {row.n}): Spearman of accuracy with ESS/demand {row[5]:.2f}, "
-            f"with TSS/demand {row[7]:.2f}."
+
+    tasks_html, md_tasks = [], []
+    for task, g in df.groupby("task", sort=True):
+        idx = g.index
+        paths = figures.task_figures(task, df, training, curves, fig_dir)
+
+        def details(i, idx=idx):
+            r = df.loc[idx[i]]
+            items = "".join(f"<br>{html.escape(k)}: {html.escape(_cell(k, r[k]))}" for k in PROVENANCE)
+            return f"<a href='records/{r['key']}.json'>records/{r['key']}.json</a>{items}"
+
+        def row_class(i, idx=idx):
+            return "not-learned" if df.loc[idx[i], "learned"] != "yes" else ""
+
+        t_corr = corr[corr["task"] == task].drop(columns="task")
+        t_within = within[within["task"] == task].drop(columns="task")
+        t_use = use_shown[use["task"] == task]
+        tasks_html.append(
+            {
+                "name": task,
+                "note": _task_note(task, g),
+                "table": html_table(table.loc[idx], f"runs-{task}", row_class, details),
+                "figures": [_figure(n, p, CAPTIONS[n.removeprefix(task + "_")]) for n, p in paths.items()],
+                "correlations": html_table(t_corr, f"corr-{task}"),
+                "within": html_table(t_within, f"within-{task}"),
+                "use": html_table(t_use, f"use-{task}"),
+            }
         )
+        md_tasks += [
+            f"## {task}",
+            "",
+            _task_note(task, g),
+            "",
+            markdown_table(table.loc[idx]),
+            "",
+            *[f"![{n}](figures/{p.name})" for n, p in paths.items()],
+            "",
+            "### Correlations (accuracy vs. ESS/demand and TSS/demand)",
+            "",
+            markdown_table(t_corr),
+            "",
+            "### Within each mixer",
+            "",
+            markdown_table(t_within),
+            "",
+            "### State use",
+            "",
+            markdown_table(t_use[t_use["state use"] != ""]),
+            "",
+        ]
+    extra = {**figures.ess_vs_tss(df, fig_dir), **figures.throughput_figure(tp, fig_dir)}
+
+    runs_recorded = len(ok)
+    summary = (
+        f"{len(df)} groups from {runs_recorded} successful runs ({len(failed)} failed), {df['task'].nunique()} tasks. "
+        "Each row is its group's best learning rate on validation; the group's whole grid and its spread are in the "
+        "record cell and the CSV."
+    )
+    incomplete = any(c["ok"] + c["failed"] < c["planned"] for c in coverage)
+    tol_note = (
+        "The headline ESS and the correlations at other tolerances: machine precision is matrix_rank's default "
+        "(max(m, n) x eps x the block's largest singular value); block:r counts singular values above r x the block's largest, "
+        "operator:r above r x the largest over every split of the channel's operator. Spearman coefficients over all best rows."
+    )
+    throughput_html = "<p>No throughput records: run <code>nox -s kernels</code>.</p>"
+    if not tp.empty:
+        throughput_html = (
+            f"<div class='scroll'>{html_table(tp, 'throughput')}</div><h3>Scaling with sequence length</h3>"
+            f"<div class='scroll'>{html_table(scaling_table(tp), 'scaling')}</div>"
+        )  # fmt: skip
+        speedups = speedup_table(tp)
+        throughput_html += "<h3>Fast kernels vs. reference path</h3>" + (
+            "<div class='scroll'>" + html_table(speedups, "speedups") + "</div>"
+            if not speedups.empty
+            else "<p>none measured on one device</p>"
+        )
+    throughput_html += "".join(f"<figure><img alt='{n}' src='{_figure(n, p, '')['src']}'></figure>" for n, p in extra.items())
+
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["j2"]))
+    from markupsafe import Markup
+
+    page = env.get_template("leaderboard.html.j2").render(
+        summary=summary,
+        coverage=coverage,
+        incomplete=incomplete,
+        verdict=verdict,
+        definitions=_definitions(),
+        tasks=[
+            {k: (Markup(v) if k in ("table", "correlations", "within", "use") else v) for k, v in t.items()} for t in tasks_html
+        ],
+        mad=Markup(html_table(mad, "mad")) if not mad.empty else "No MAD task runs recorded yet.",
+        lr=Markup(html_table(lr, "lr")),
+        tolerance=Markup(html_table(tol, "tolerance")),
+        tolerance_note=tol_note,
+        throughput=Markup(throughput_html),
+        failed=[
+            {"key": r["key"], "mixer": r["config"]["architecture"].get("name", "?"), "error": r.get("error", "")} for r in failed
+        ],
+        provenance=[
+            {
+                "key": r["key"],
+                "mixer": r["config"]["architecture"].get("name", "?"),
+                "blob": json.dumps({"config": r["config"], "provenance": r.get("provenance")}, indent=1),
+            }
+            for r in records
+        ],
+    )
+    html_path = root / "index.html"
+    html_path.write_text(page)
+
+    cov = "; ".join(f"{c['sweep']}: {c['ok']} of {c['planned']} planned runs" for c in coverage)
     text = [
         "# mixerbench leaderboard",
         "",
-        summary,
-        "Each row's full config, versions and curves are in `records/<record>.json`; rerun it with the command in the README.",
+        summary + (f" Coverage: {cov}." if cov else ""),
         "",
-        _markdown(df),
+        "## Verdict: does ESS per memory demand track accuracy better than TSS does?",
         "",
-        "## Accuracy vs. ESS and TSS per memory demand, per task",
+        *[f"- {line}" for line in verdict],
         "",
-        _plain_markdown(corr),
+        _definitions(),
+        "",
+        "Each row's full config, versions and curves are in `records/<record>.json`; the CSV has every column.",
+        "",
+        *md_tasks,
+        "## MAD score",
+        "",
+        markdown_table(mad),
+        "",
+        "## Learning-rate sensitivity",
+        "",
+        markdown_table(lr),
+        "",
+        "## Tolerance sensitivity",
+        "",
+        tol_note,
+        "",
+        markdown_table(tol),
+        "",
     ]
     if not tp.empty:
         text += [
-            "",
             "## Throughput",
             "",
             "Measured by `nox -s kernels` (method in `benchmarks/throughput.py`); every row names its device and kernel path. "
             "peak MB is forward + backward: the weights and input plus the peak the call allocates "
             "(CUDA allocator peak; on CPU, the peak increase of the resident set).",
             "",
-            _plain_markdown(tp),
+            markdown_table(tp),
             "",
             "### Scaling of time with sequence length",
             "",
-            _plain_markdown(scaling),
+            markdown_table(scaling_table(tp)),
+            "",
         ]
-        text += ["", "### Fast kernels vs. reference path", ""]
-        text += [
-            _plain_markdown(speedups)
-            if not speedups.empty
-            else "No device here had both a fast kernel and the reference path measured."
-        ]
-    if fig_paths:
-        text += ["", "## Figures", ""] + [f"![{n}](figures/{p.name})" for n, p in fig_paths.items()]
+    text += [f"![{n}](figures/{p.name})" for n, p in extra.items()]
     if failed:
         text += ["", "## Failed runs", "", "| record | mixer | error |", "|---|---|---|"]
         for r in failed:
             text.append(
                 f"| {r['key']} | {r['config']['architecture'].get('name', '?')} | {r.get('error', '').replace('|', '/')[:200]} |"
             )
+    md_path = root / "leaderboard.md"
     md_path.write_text("\n".join(text) + "\n")
-    html_path.write_text(_page(records, df, failed, fig_paths, summary, tp, scaling, speedups, corr))
-    return [md_path, csv_path, html_path]
+    return [md_path, root / "leaderboard.csv", html_path]
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks import leaderboard, throughput
+from benchmarks import analysis, leaderboard, throughput
 from benchmarks.bench import expand, plan
 from benchmarks.config import mixer_spec
 from benchmarks.conformance import ConformanceError, check_mixer
@@ -30,17 +30,7 @@ from benchmarks.overrides import architecture_from_overrides, normalize
 from benchmarks.run import run_one
 from benchmarks.store import Store
 
-# ESS/TSS thresholds for the state-utilization verdict
-SATURATED, COLLAPSED = 0.9, 0.1
 REVIEW_ARGS = ("reference", "out", "lengths")
-
-
-def utilization_verdict(ratio: float) -> str:
-    if ratio >= SATURATED:
-        return "saturated"
-    if ratio <= COLLAPSED:
-        return "collapsed"
-    return "healthy"
 
 
 def _slug(name: str) -> str:
@@ -143,7 +133,7 @@ def build_report(
         "",
         f"Rank by test accuracy among the reference mixers run on the same task setting ({len(refs)} reference rows read).",
         "",
-        leaderboard._plain_markdown(ranks) if not ranks.empty else "no runs",
+        leaderboard.markdown_table(ranks) if not ranks.empty else "no runs",
         "",
     ]
 
@@ -162,15 +152,18 @@ def build_report(
     md += [""]
 
     # state utilization
-    util = mine[["task", "seq_len", "memory_demand", "ess_mean", "tss", "utilization"]].copy()
-    util["verdict"] = [utilization_verdict(u) for u in util["utilization"]]
+    util = analysis.state_use(mine)[["task", "setting", "memory_demand", "ess", "tss", "utilization", "ESS/demand", "state use"]]
+    util = util.replace({"state use": {"": "neither"}})
     md += [
         "## State utilization",
         "",
-        f"ESS/TSS (mean tolerance ESS in the interior window over the declared state size): "
-        f"**saturated** at >= {SATURATED}, **collapsed** at <= {COLLAPSED}, **healthy** in between.",
+        f"ESS (headline tolerance {analysis.HEADLINE_TOLERANCE}) against the declared state size TSS and the task's memory "
+        f"demand, as on the leaderboard: **saturated** where ESS >= {analysis.SATURATION} TSS; **collapsed** where ESS is "
+        f"below the memory demand although TSS is at least the demand, and ESS < {analysis.COLLAPSE} TSS.",
         "",
-        leaderboard._plain_markdown(util),
+        leaderboard.markdown_table(
+            util.rename(columns={"memory_demand": "memory demand", "ess": "ESS", "tss": "TSS", "utilization": "ESS/TSS"})
+        ),
         "",
     ]
 
@@ -179,7 +172,7 @@ def build_report(
     if not ranks.empty:
         figures["Accuracy per difficulty"] = _figure_accuracy(ranks, out_dir / "accuracy.png")
         md += [
-            leaderboard._plain_markdown(
+            leaderboard.markdown_table(
                 ranks[["task", "L", "memory demand", "accuracy", "best reference accuracy", "no-recall baseline", "learned"]]
             ),
             "",
@@ -194,9 +187,9 @@ def build_report(
         md += ["no throughput records", ""]
     else:
         md += [
-            leaderboard._plain_markdown(tp.drop(columns=["commit"])),
+            leaderboard.markdown_table(tp.drop(columns=["commit"])),
             "",
-            leaderboard._plain_markdown(throughput.scaling_table(tp)),
+            leaderboard.markdown_table(throughput.scaling_table(tp)),
             "",
         ]
 

@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -37,21 +38,17 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
         assert sum(parts.values()) <= r["wall_time_s"] + 0.1
         for field in ("commit", "dirty", "device", "versions"):
             assert field in r["provenance"]
+    plan = json.loads((smoke_store / "plans" / "smoke.json").read_text())  # the page's planned-vs-done count
+    assert sorted(plan["keys"]) == sorted(r["key"] for r in records)
     board = (smoke_store / "leaderboard.md").read_text()
-    for column in (
-        "accuracy",
-        "no-recall baseline",
-        "learned",
-        "val accuracy",
-        "lr grid",
-        "ESS (mean)",
-        "TSS",
-        "commit",
-        "device",
-        "seed",
-    ):
-        assert column in board
+    assert "smoke: 8 of 8 planned runs" in board
+    for column in ("accuracy", "no-recall baseline", "learned", "val accuracy", "lr", "ESS", "entropy ESS", "TSS", "state use"):
+        assert f"| {column} |" in board
+    assert "## mqar" in board and "Verdict" in board and "Tolerance sensitivity" in board
     assert "attention" in board and "mamba" in board
+    csv = pd.read_csv(smoke_store / "leaderboard.csv")
+    for column in ("commit", "device", "seed", "lr_grid", "grid_spread", "kernels", "key"):
+        assert column in csv.columns
     assert (smoke_store / "leaderboard.csv").exists()
 
 

@@ -13,26 +13,12 @@ PAGE = Path(__file__).resolve().parent.parent / "results" / "index.html"
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (chromium and driver_path):
+    pytest.importorskip("selenium.webdriver")
+    if not ((shutil.which("chromium") or shutil.which("chromium-browser")) and shutil.which("chromedriver")):
         pytest.skip("needs chromium and chromedriver on PATH (apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
+    from benchmarks.screenshots import browser as start
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = start()
     yield driver
     driver.quit()
 
@@ -40,10 +26,10 @@ def browser():
 def test_page_renders_sorts_and_loads_figures(browser):
     from selenium.webdriver.common.by import By
 
-    assert PAGE.exists(), "build it first: nox -s bench (or python -m benchmarks.leaderboard results)"
+    assert PAGE.exists(), "build it first: python -m benchmarks.leaderboard results"
     browser.get(PAGE.as_uri())
     assert "mixerbench leaderboard" in browser.title
-    table = browser.find_element(By.ID, "runs")
+    table = browser.find_element(By.CSS_SELECTOR, "table[id^=runs-]")  # the first task's table
     rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
     assert len(rows) > 0
     headers = table.find_elements(By.TAG_NAME, "th")
@@ -62,4 +48,13 @@ def test_page_renders_sorts_and_loads_figures(browser):
     images = browser.find_elements(By.TAG_NAME, "img")
     assert images
     for img in images:  # every embedded figure decoded to a real bitmap
+        browser.execute_script("arguments[0].scrollIntoView()", img)  # lazy images load when near
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+
+
+@pytest.mark.parametrize("width", [1400, 400])
+def test_nothing_overflows_a_laptop_or_a_phone(browser, width):
+    from benchmarks.screenshots import overflow
+
+    doc_width, window, offenders = overflow(browser, PAGE, width)
+    assert doc_width <= window, f"at {width}px the page is {doc_width}px wide: {offenders}"

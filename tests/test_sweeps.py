@@ -77,6 +77,7 @@ def test_nan_run_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path):
         else:
             assert r["status"] == "ok"
     assert "Failed runs" in (tmp_path / "leaderboard.md").read_text()
+    assert not (tmp_path / "plans").exists()  # a narrowed sweep is not its preset: it plans no coverage
 
 
 def _write_many(root: str, worker: int, n: int) -> None:
