@@ -105,17 +105,23 @@ def single_run(cfg: dict) -> dict:
     return out
 
 
+def has_state(cfg: dict) -> bool:
+    """Whether `cfg`'s `state` index names one of its mixer's state sizes (no index: yes). A mixer with
+    fewer sizes than a sweep's indices (attention has none) is trained once, at index 0."""
+    index = cfg.get("state")
+    if index is None:
+        return True
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise ConfigError(f"state: must be null or an index >= 0 into architecture.state_sizes; got {index!r}")
+    knob = state_knob(cfg)
+    return index < (len(knob[1]) if knob else 1)
+
+
 def grid_runs(cfg: dict) -> list[dict]:
     """The runs of `cfg`'s group, one per learning rate of its grid; none where `state` indexes past
-    the mixer's list of state sizes (a mixer with fewer sizes, e.g. attention with none, is trained
-    once, at index 0)."""
-    index = cfg.get("state")
-    if index is not None:
-        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-            raise ConfigError(f"state: must be null or an index >= 0 into architecture.state_sizes; got {index!r}")
-        knob = state_knob(cfg)
-        if index >= (len(knob[1]) if knob else 1):
-            return []
+    the mixer's list of state sizes (`has_state`)."""
+    if not has_state(cfg):
+        return []
     runs = []
     for lr in lr_grid(cfg):
         run = single_run(cfg)

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from architectures.backbone import LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
-from benchmarks.config import ConfigError, build_model, build_task, mixer_spec, single_run, validate
+from benchmarks.config import ConfigError, build_model, build_task, describe, has_state, mixer_spec, single_run, validate
 from benchmarks.overrides import explain, normalize
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, group_key, run_key
@@ -149,6 +149,9 @@ def main(cfg: DictConfig) -> None:
     for k in ("preset", "sweep_progress"):
         resolved.pop(k, None)
     try:
+        if not has_state(resolved):  # a sweep's state=1 for a mixer with fewer sizes (attention has none)
+            print(f"[skip] {describe(resolved)}: its mixer has no state size {resolved['state']}")
+            return
         record = run_one(resolved)
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)

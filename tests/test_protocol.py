@@ -225,3 +225,12 @@ def test_ess_at_tolerances_that_measure_use_never_exceeds_the_rank():
             assert means[0] <= summary["ess_mean"] + 1e-9
         for key, ess in layers[0].by_tolerance.items():
             assert (ess <= layers[0].tolerance).all(), key
+
+
+def test_a_launcher_sweep_skips_state_indices_a_mixer_does_not_have(tmp_path):
+    # `benchmarks.run -m ... state=0,1` (a Hydra launcher) must not train attention, which has no
+    # state knob, twice under one key
+    proc, _ = _cli("benchmarks.run", "architecture=attention", "state=1", store=tmp_path / "store")
+    assert proc.returncode == 0, proc.stderr
+    assert "[skip]" in proc.stdout and "no state size 1" in proc.stdout
+    assert not (tmp_path / "store").exists()
