@@ -33,8 +33,14 @@ from benchmarks.store import Store
 REVIEW_ARGS = ("reference", "out", "lengths")
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+def folder_name(name: str) -> str:
+    """`reviews/<mixer>/`: the mixer's own `name` (GatedEMA's is gated_ema), else its class name."""
+    from architectures import registry
+
+    cls = registry.resolve(name)
+    own = getattr(cls, "name", None)
+    named = isinstance(own, str) and own and own != "mixer"  # "mixer": the base class default, not a name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", own if named else getattr(cls, "__name__", name))
 
 
 def _curves(records: list[dict]) -> dict:
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     name = architecture_from_overrides(overrides)
     if not name:
         raise SystemExit("review: say which mixer, e.g. architecture=examples.gated_ema:GatedEMA")
-    out_dir = Path(opts.get("out", "reviews")) / _slug(name)
+    out_dir = Path(opts.get("out", "reviews")) / folder_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     first = expand([*overrides, f"store={out_dir}"])[0]

@@ -38,12 +38,14 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     ]
     assert review.main(args) == 0
     (folder,) = tmp_path.iterdir()
+    assert folder.name == "gated_ema"  # reviews/<mixer>/, named by the mixer's own name
     md = (folder / "report.md").read_text()
     for section in SECTIONS:
         assert section in md, section
     assert "passes all conformance checks" in md
     assert "of 3" in md  # ranked against the two reference mixers on the same task
-    assert "saturated" in md or "healthy" in md or "collapsed" in md
+    use = md.split("## State utilization")[1].split("##")[0]
+    assert "| state use |" in use and any(f"| {v} |" in use for v in ("neither", "saturated", "collapsed"))
     assert "python -m benchmarks.review architecture=examples.gated_ema:GatedEMA" in md
     page = (folder / "report.html").read_text()
     assert "data:image/png;base64," in page
