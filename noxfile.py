@@ -1,14 +1,18 @@
 """Sessions: `nox -s tests` (then `fast-paths-cpu`), `nox -s bench`, `nox -s cuda-kernels` (GPU machines).
 
-Environments are reused between runs (the first run builds them). Torch is
-installed first and pinned, so the project's torch range is already satisfied
-and pip never fetches a multi-GB CUDA build onto a CPU machine. Override the pin
-with MIXERBENCH_TORCH (e.g. MIXERBENCH_TORCH="torch==2.13.0" or a CUDA build's
-spec plus PIP_EXTRA_INDEX_URL on a GPU machine).
+Environments are reused between runs (the first run builds them) and built with uv where it is
+installed (`pip install "nox[uv]"` brings it): uv links packages from its cache, so a session's
+environment takes seconds once any session has downloaded them; without uv, virtualenv and pip.
+Torch is installed first and pinned, so the project's torch range is already satisfied and no
+installer fetches a multi-GB CUDA build onto a CPU machine; uv is given pip's configured
+find-links (where a machine keeps its CPU torch wheel), which it does not read itself. Override
+the pin with MIXERBENCH_TORCH (e.g. a CUDA build's spec plus PIP_EXTRA_INDEX_URL on a GPU machine).
 """
 
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -16,13 +20,30 @@ import nox
 
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests"]
+nox.options.default_venv_backend = "uv|virtualenv"
 
 TORCH = os.environ.get("MIXERBENCH_TORCH", "torch==2.13.0")
 
 
+def _pip_find_links() -> str | None:
+    """pip's find-links setting (environment or pip config), or None."""
+    if os.environ.get("PIP_FIND_LINKS"):
+        return os.environ["PIP_FIND_LINKS"]
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
 def install(session: nox.Session, extras: str = "dev") -> None:
-    session.install(TORCH)
-    session.install("-e", f".[{extras}]")
+    env = {}
+    if session.venv_backend == "uv" and "UV_FIND_LINKS" not in os.environ and (links := _pip_find_links()):
+        env["UV_FIND_LINKS"] = links  # the same torch wheel pip would take
+    session.install(TORCH, env=env)
+    session.install("-e", f".[{extras}]", env=env)
 
 
 @nox.session
