@@ -99,7 +99,9 @@ class Attention(Mixer):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(q.shape[-2], q.device))
 
     def _mix(self, x: Tensor) -> Tensor:
-        q, k, v = self._heads(x)
+        return self._attend(*self._heads(x))
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.kernel_choice == "reference":
             self.kernel = "reference"
             return self._weights(q, k) @ v
@@ -130,6 +132,17 @@ class Attention(Mixer):
         inputs = v.transpose(-1, -2).reshape(x.shape[0], self.d_model, x.shape[1])
         outputs = self._mix(x).transpose(-1, -2).reshape(inputs.shape)
         return MixerOperator(weights, inputs, outputs)
+
+    def frozen(self, x: Tensor):
+        """Values in, attention outputs out, with the queries and keys of `x` (its forward's kernel)."""
+        q, k, _ = self._heads(x)
+
+        def mix(inputs: Tensor) -> Tensor:  # (B, H*Dh, L) -> (B, H*Dh, L)
+            b, _, length = inputs.shape
+            v = inputs.reshape(b, self.num_heads, self.head_dim, length).transpose(-1, -2)
+            return self._attend(q, k, v).transpose(-1, -2).reshape(inputs.shape)
+
+        return mix
 
     def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
         b, _, length = outputs.shape

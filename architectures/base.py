@@ -19,6 +19,7 @@ fixed input, a causal linear operator on its per-channel inputs. Besides
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -64,6 +65,13 @@ class Mixer(nn.Module):
 
     def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def frozen(self, x: Tensor) -> Callable[[Tensor], Tensor] | None:
+        """The map from `operator(x).inputs` to `.outputs` with every input-dependent part (attention
+        weights, gates, decays, step sizes) held at its value for `x`, computed by the mixer's own
+        forward path, not from the materialized operator. It is linear, so conformance checks that its
+        Jacobian equals the operator, channel by channel. None where a mixer does not define one."""
+        return None
 
     def state_size(self, seq_len: int) -> int:
         raise NotImplementedError

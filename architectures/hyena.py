@@ -112,6 +112,17 @@ class Hyena(Mixer):
         y = x0 * (fft_causal_conv(u, self.filter(x.shape[1], x.device)) + self.bias[:, None] * u)
         return self.out_proj(y.transpose(1, 2))
 
+    def frozen(self, x: Tensor):
+        """Values v in, x0 * (h * (x1 v) + bias x1 v) out, with the gates x0, x1 of `x` (its forward's FFT)."""
+        x0, x1, _ = self._gates(x)
+        h = self.filter(x.shape[1], x.device)
+
+        def mix(inputs: Tensor) -> Tensor:
+            u = x1 * inputs
+            return x0 * (fft_causal_conv(u, h) + self.bias[:, None] * u)
+
+        return mix
+
     def operator(self, x: Tensor) -> MixerOperator:
         self.check_input(x)
         x0, x1, v = self._gates(x)

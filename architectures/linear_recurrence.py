@@ -145,6 +145,18 @@ class GatedLinearMixer(Mixer):
         outputs = self._recurrence(hd).permute(0, 1, 3, 2).reshape(b, h * vdim, length)
         return MixerOperator(matrix, inputs, outputs)
 
+    def frozen(self, x: Tensor):
+        """Values in, recurrence outputs out, with the keys, queries and decays of `x` (its forward's
+        chunked recurrence, normalization included)."""
+        hd = self.heads(x)
+
+        def mix(inputs: Tensor) -> Tensor:  # (B, H*V, L) -> (B, H*V, L)
+            b, _, length = inputs.shape
+            v = inputs.reshape(b, self.num_heads, -1, length).transpose(-1, -2)
+            return self._recurrence(hd._replace(v=v)).transpose(-1, -2).reshape(inputs.shape)
+
+        return mix
+
     def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
         b, _, length = outputs.shape
         h = self.num_heads

@@ -113,6 +113,18 @@ class LRU(Mixer):
         outputs = (states * _complex(self.C_re, self.C_im).unsqueeze(1)).sum(-1).real.to(x.dtype)
         return MixerOperator(matrix, x.transpose(1, 2), outputs)
 
+    def frozen(self, x: Tensor):
+        """Channel a's input in, its output through the modes out (the LRU is linear: nothing to freeze;
+        the recurrence driven by each channel alone, as `operator` computes its outputs)."""
+        B = _complex(self.B_re, self.B_im) * torch.exp(self.gamma_log)[:, None]  # (N, d)
+        C = _complex(self.C_re, self.C_im)
+
+        def mix(inputs: Tensor) -> Tensor:  # (B, d, L) -> (B, d, L)
+            states = self._states(inputs.unsqueeze(-1).to(B.dtype) * B.T.unsqueeze(1))
+            return (states * C.unsqueeze(1)).sum(-1).real.to(inputs.dtype)
+
+        return mix
+
     def state_size(self, seq_len: int) -> int:
         return 2 * self.state_dim  # real rank bound of one channel's operator: the N complex modes
 

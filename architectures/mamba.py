@@ -122,6 +122,11 @@ class Mamba(Mixer):
         log_decay = p.dt.unsqueeze(-1) * self._A()[:, None, :]
         return MixerOperator(Semiseparable(q, k, log_decay), p.u, self._scan(p))
 
+    def frozen(self, x: Tensor):
+        """SSM inputs u in, scan outputs out, with the step sizes, B and C of `x` (its forward's scan)."""
+        p = self._project(x)
+        return lambda inputs: self._scan(p._replace(u=inputs))
+
     def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
         return self._finish(outputs, self._project(x))
 

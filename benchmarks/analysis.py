@@ -325,16 +325,19 @@ def coverage(store_root: Path, records: list[dict]) -> list[dict]:
     """Planned and finished runs per sweep that wrote a plan into the store (`benchmarks.bench`)."""
     import json
 
-    done = {r["key"]: r.get("status") for r in records}
+    done = {r["key"]: r for r in records}
     out = []
     for plan in sorted((Path(store_root) / "plans").glob("*.json")):
         keys = json.loads(plan.read_text())["keys"]
+        ran = [done[k] for k in keys if k in done]
         out.append(
             {
                 "sweep": plan.stem,
                 "planned": len(keys),
-                "ok": sum(done.get(k) == "ok" for k in keys),
-                "failed": sum(done.get(k) == "failed" for k in keys),
+                "ok": sum(r.get("status") == "ok" for r in ran),
+                "failed": sum(r.get("status") == "failed" for r in ran),
+                # run time summed over the recorded runs (two workers run two at a time)
+                "run_hours": sum(r.get("wall_time_s", 0.0) for r in ran) / 3600,
             }
         )
     return out

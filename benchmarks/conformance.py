@@ -9,6 +9,9 @@ Checks, each with what was measured against its tolerance:
   operator    operator(x) is a MixerOperator(matrix, inputs, outputs) with (B, C, L[, L]) shapes
   reproduces  outputs == matrix @ inputs, channel by channel
   readout     readout(matrix @ inputs, x) == forward(x)          (when the mixer has `readout`)
+  frozen      with its input-dependent parts held (attention weights, gates, decays, step sizes:
+              `frozen(x)`, the mixer's own forward path), channel a's operator equals the Jacobian
+              d outputs_a(t) / d inputs_a(s) on and below the diagonal (skipped where not defined)
   jacobian    for a mixer linear in its input (`linear_in_input = True`), channel a's operator equals
               the Jacobian d y_a(t) / d x_a(s) of its forward below the diagonal
   causal      the operator is zero above the diagonal
@@ -66,6 +69,22 @@ class Report:
 
 def _dense(matrix):
     return matrix.dense() if hasattr(matrix, "dense") else matrix
+
+
+def _frozen_jacobian(mixer: nn.Module, x: torch.Tensor, channels: int) -> torch.Tensor | None:
+    """Channel a's Jacobian d outputs_a(t) / d inputs_a(s), `(C, L, L)`, of example 0's frozen forward,
+    read off one batched call on one-hot inputs (one per channel and position); None where the mixer
+    defines no `frozen`."""
+    if not callable(getattr(mixer, "frozen", None)):
+        return None
+    length = x.shape[1]
+    n = channels * length
+    mix = mixer.frozen(x[:1].expand(n, *x.shape[1:]))
+    if mix is None:
+        return None
+    basis = torch.eye(n, dtype=x.dtype).view(n, channels, length)  # row c * L + s: channel c, position s
+    responses = mix(basis).reshape(channels, length, channels, length)  # (c_in, s, c_out, t)
+    return responses.diagonal(dim1=0, dim2=2).permute(2, 1, 0)  # (c, t, s)
 
 
 def check_mixer(
@@ -162,6 +181,18 @@ def check_mixer(
                         f"max |readout(matrix @ inputs) - forward| = {err:.3g}",
                     )
                 )
+        frozen_map = attempt("frozen", lambda: _frozen_jacobian(mixer, x, T.shape[1]))
+        if frozen_map is not None:
+            own = frozen_map  # (channel a, t, s) of example 0
+            lower = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+            err = (own[:, lower] - T[0][:, lower]).abs().max().item()
+            add(
+                Check(
+                    "frozen",
+                    err <= tol * max(1.0, T[0].abs().max().item()),
+                    f"max |channel operator - Jacobian of the frozen forward| on and below the diagonal = {err:.3g}",
+                )
+            )
         if getattr(mixer, "linear_in_input", False) and T.shape[1] == x.shape[-1]:
             # a mixer linear in its input: channel a's operator is d y_a(t) / d x_a(s) off the diagonal,
             # read off the forward pass on one-hot inputs (one batch: every position and channel)

@@ -310,7 +310,9 @@ def build(store_root: str | Path = "results") -> list[Path]:
     html_path = root / "index.html"
     html_path.write_text(page)
 
-    cov = "; ".join(f"{c['sweep']}: {c['ok']} of {c['planned']} planned runs" for c in coverage)
+    cov = "; ".join(
+        f"{c['sweep']}: {c['ok']} of {c['planned']} planned runs ({c['run_hours']:.1f} h of run time)" for c in coverage
+    )
     text = [
         "# mixerbench leaderboard",
         "",

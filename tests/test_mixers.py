@@ -132,3 +132,24 @@ def test_lru_channel_operator_is_the_jacobian_of_its_forward():
         torch.testing.assert_close(jac[:, a, :, a][strictly_past], T[a][strictly_past], rtol=1e-10, atol=1e-12)
     ranks = effective_state_size(T.unsqueeze(0))
     assert ranks.max() > 2 and ranks.max() <= 2 * 3  # through all modes: more than one, at most 2 * state_dim
+
+
+class _DiagonalCheat(registry.resolve("mamba")):
+    """Reports the operator diag(outputs / inputs): it reproduces the outputs on the input it was built
+    for, is causal and has ESS 0, but it is not the map from inputs to outputs."""
+
+    def operator(self, x):
+        op = super().operator(x)
+        return type(op)(torch.diag_embed(op.outputs / op.inputs), op.inputs, op.outputs)
+
+
+def test_every_mixer_operator_is_the_jacobian_of_its_frozen_forward():
+    from benchmarks.conformance import check_mixer
+
+    for name in registry.names():
+        report = check_mixer(name)
+        (frozen,) = [c for c in report.checks if c.name == "frozen"]  # defined for every reference mixer
+        assert frozen.passed, f"{name}: {frozen.detail}"
+    cheat = check_mixer(f"{__name__}:_DiagonalCheat")
+    failed = {c.name for c in cheat.checks if not c.passed}
+    assert "frozen" in failed and "reproduces" not in failed, cheat.message()  # only the Jacobian sees it
