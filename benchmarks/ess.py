@@ -153,6 +153,8 @@ def _block_singular_values(operator, positions):
     length = operator.shape[-1]
     pos = _check_positions(length, positions)
     flat = operator.reshape(-1, length, length)
+    if flat.dtype in (torch.float32, torch.float16, torch.bfloat16) and not (torch.is_grad_enabled() and flat.requires_grad):
+        return _gram_singular_values(flat, pos), pos, operator.shape[:-2], operator.dtype
     # One batched SVD per split (all channels at once), padded to a common width.
     width = max([min(length - i, i) for i in pos] + [0])
     sv = torch.zeros(flat.shape[0], len(pos), width, dtype=flat.real.dtype, device=flat.device)
@@ -161,6 +163,46 @@ def _block_singular_values(operator, positions):
             s = torch.linalg.svdvals(flat[:, i:, :i])
             sv[:, j, : s.shape[-1]] = s
     return sv, pos, operator.shape[:-2], operator.dtype
+
+
+def _gram_singular_values(flat: Tensor, pos: list[int], budget_bytes: int = 2**28) -> Tensor:
+    """Singular values `(C, P, W)` of every block flat[:, i:, :i] of single-precision operators, from
+    the eigenvalues of the block's smaller Gram matrix in float64, the Grams of all splits built by
+    rank-one updates: G_i = sum_{t >= i} M[t, :i]^T M[t, :i] (columns, i <= L - i) and
+    H_i = sum_{s < i} M[i:, s] M[i:, s]^T (rows). Squaring costs float64 digits, not float32 ones:
+    a singular value is resolved down to ~sqrt(n eps64) = 1e-7 of the largest at n = 128, below
+    every tolerance a float32 operator supports (matrix_rank's max(m, n) eps32 = 1.5e-5 there);
+    a float32 SVD carries errors of that size itself. The eigensolver costs a fraction of an SVD."""
+    channels, length, _ = flat.shape
+    half = length // 2
+    width = max([min(length - i, i) for i in pos] + [0])
+    sv = torch.zeros(channels, len(pos), width, dtype=torch.float64, device=flat.device)
+    wanted = {i: j for j, i in enumerate(pos) if i > 0}
+    step = max(1, budget_bytes // (8 * 3 * max(half, 1) * max(length - half, 1)))  # channels per slice
+    for lo in range(0, channels, step):
+        m = flat[lo : lo + step].to(torch.float64)
+        block = sv[lo : lo + step]
+
+        def put(i: int, gram: Tensor, block: Tensor = block) -> None:
+            values = torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0).sqrt()
+            block[:, wanted[i], : values.shape[-1]] = values
+
+        # columns: G_i = S_i[:i, :i] with S_i = M[i:, :half]^T M[i:, :half], from i = half down to 1
+        gram = m[:, half:, :half].transpose(-1, -2) @ m[:, half:, :half]
+        for i in range(half, 0, -1):
+            if i < half:
+                row = m[:, i, :half]
+                gram += row.unsqueeze(-1) * row.unsqueeze(-2)
+            if i in wanted and i <= length - i:
+                put(i, gram[:, :i, :i])
+        # rows: H_i = P_i[i - half':, ...] with P_i = M[half:, :i] M[half:, :i]^T, from i = half + 1 up
+        gram = m[:, half:, :half] @ m[:, half:, :half].transpose(-1, -2)
+        for i in range(half + 1, length):
+            col = m[:, half:, i - 1]
+            gram += col.unsqueeze(-1) * col.unsqueeze(-2)
+            if i in wanted and i > length - i:
+                put(i, gram[:, i - half :, i - half :])
+    return sv
 
 
 def _ess_from_singular_values(sv, pos, length, batch_shape, dtype, kind, atol=None, rtol=None) -> Tensor:

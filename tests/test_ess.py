@@ -170,3 +170,32 @@ def test_model_ess_of_shared_channels_equals_each_channel_measured_alone():
         matrix = model.mixers[0].operator(captured["x"]).matrix
         dense = matrix.dense() if hasattr(matrix, "dense") else matrix
         assert torch.equal(layer.tolerance, effective_state_size(dense).cpu()), mixer
+
+
+def test_single_precision_blocks_match_a_double_precision_svd():
+    """Float32 operators take the Gram path (eigenvalues of each block's smaller Gram matrix in float64,
+    built by rank-one updates across splits): its singular values must be those of a float64 SVD of
+    every block, and its ranks those of matrix_rank, for full-rank, decaying and low-rank operators."""
+    from benchmarks.ess import _gram_singular_values
+
+    g = torch.Generator().manual_seed(0)
+    length = 24
+    lag = (torch.arange(length)[:, None] - torch.arange(length)[None, :]).float()
+    u = torch.randn(length, 3, generator=g)
+    ops = torch.stack(
+        [
+            torch.randn(length, length, generator=g).tril(),
+            (torch.randn(length, length, generator=g) * (-lag.clamp_min(0)).exp()).tril(),  # decaying: tiny far blocks
+            (u @ u.T).tril(-1),  # rank 3 below the diagonal
+        ]
+    )
+    pos = list(range(length))
+    sv = _gram_singular_values(ops, pos)
+    for j, i in enumerate(pos[1:], start=1):
+        exact = torch.linalg.svdvals(ops[:, i:, :i].double())
+        torch.testing.assert_close(sv[:, j, : exact.shape[-1]], exact, rtol=1e-6, atol=1e-6 * exact.amax().item())
+    ranks = effective_state_size(ops)
+    for i in pos[1:]:
+        float32_default = max(length - i, i) * torch.finfo(torch.float32).eps  # matrix_rank's rtol for these blocks
+        assert torch.equal(ranks[:, i], torch.linalg.matrix_rank(ops[:, i:, :i].double(), rtol=float32_default))
+    assert ranks[2].max() == 3
