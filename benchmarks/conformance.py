@@ -43,6 +43,7 @@ class Check:
     name: str
     passed: bool
     detail: str
+    skipped: bool = False  # not applicable to this mixer: neither passes nor fails
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Report:
 
     def message(self) -> str:
         lines = [f"mixer {self.mixer!r}: " + ("passes all conformance checks" if self.passed else "fails conformance")]
-        lines += [f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
+        lines += [f"  [{'skip' if c.skipped else 'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
         return "\n".join(lines)
 
     def raise_if_failed(self) -> None:
@@ -181,7 +182,10 @@ def check_mixer(
                         f"max |readout(matrix @ inputs) - forward| = {err:.3g}",
                     )
                 )
+        checked = len(report.checks)
         frozen_map = attempt("frozen", lambda: _frozen_jacobian(mixer, x, T.shape[1]))
+        if frozen_map is None and len(report.checks) == checked:  # none defined (a raise is reported as failed)
+            add(Check("frozen", True, "not checked: the mixer defines no frozen(x) (architectures/base.py)", skipped=True))
         if frozen_map is not None:
             own = frozen_map  # (channel a, t, s) of example 0
             lower = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()

@@ -217,11 +217,14 @@ def build_report(
         return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
 
     rendered = re.sub(r'src="([^"]+\.png)"', embed, rendered)
+    # wide tables scroll in their own box, so the page itself fits a phone
+    rendered = rendered.replace("<table>", '<div class="scroll"><table>').replace("</table>", "</table></div>")
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px}"
         "th{background:#f0f0f0}td{text-align:right}td:first-child{text-align:left}"
-        "pre{font-size:12px;white-space:pre-wrap;background:#f7f7f7;padding:.6em}img{max-width:100%}"
+        "pre{font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f7f7;padding:.6em}img{max-width:100%}"
+        ".scroll{overflow-x:auto;max-width:100%}code{overflow-wrap:anywhere}"
     )
     page = (
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
