@@ -17,8 +17,25 @@ from torch.utils.flop_counter import FlopCounterMode
 from architectures.backbone import LanguageModel
 from benchmarks.train import loss_fn
 
+try:  # the clipping each version's training loop uses (foreach since make_optimizer)
+    from benchmarks.train import make_optimizer as _  # noqa: F401
+
+    CLIP = {"foreach": True}
+except ImportError:
+    CLIP = {}
+
 SHAPE = {"d_model": 64, "vocab_size": 256, "seq_len": 64, "batch": 32, "n_layers": 2}
 MATMUL_SIZE = 1024  # square fp32 GEMM whose rate is the reference "matmul rate" of the machine
+
+
+def optimizer_for(model) -> torch.optim.Optimizer:
+    """The optimizer `benchmarks.train` builds in the checkout this module runs against (plain AdamW in
+    versions that predate `make_optimizer`), so a comparison times each version's own step."""
+    try:
+        from benchmarks.train import make_optimizer
+    except ImportError:
+        return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    return make_optimizer(model, 1e-3, 0.1, torch.device("cpu"))
 
 
 def build(mixer: str, seed: int = 0, **shape):
@@ -26,7 +43,7 @@ def build(mixer: str, seed: int = 0, **shape):
     s = {**SHAPE, **shape}
     torch.manual_seed(seed)
     model = LanguageModel(s["vocab_size"], mixer, d_model=s["d_model"], n_layers=s["n_layers"], seq_len=s["seq_len"])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    opt = optimizer_for(model)
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, s["vocab_size"], (s["batch"], s["seq_len"]), generator=g)
     y = torch.randint(0, s["vocab_size"], (s["batch"], s["seq_len"]), generator=g)
@@ -38,7 +55,7 @@ def step(model, opt, x, y) -> float:
     loss = loss_fn(model(x), y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, **CLIP)
     opt.step()
     return loss.item()
 
