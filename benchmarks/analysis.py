@@ -321,6 +321,24 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame) -> list
     return out
 
 
+def time_shares(records: list[dict]) -> pd.DataFrame:
+    """Where a run's time goes, per mixer, over the runs that recorded it: the share of the summed wall
+    time spent in training steps, evaluations, ESS over training and the final ESS."""
+    rows = []
+    for r in records:
+        parts = r.get("metrics", {}).get("seconds") if r.get("status") == "ok" else None
+        if parts:
+            rows.append({"mixer": mixer_spec(r["config"]["architecture"])[0], "wall": r["wall_time_s"], **parts})
+    if not rows:
+        return pd.DataFrame()
+    by_mixer = pd.DataFrame(rows).groupby("mixer")
+    df, runs = by_mixer.sum(numeric_only=True), by_mixer.size()
+    out = pd.DataFrame({"runs": runs, "mean run (s)": df["wall"] / runs})
+    for part in ("steps", "evaluation", "ess_over_training", "final_ess"):
+        out[f"{part.replace('_', ' ')} share"] = df[part] / df["wall"]
+    return out.reset_index()
+
+
 def coverage(store_root: Path, records: list[dict]) -> list[dict]:
     """Planned and finished runs per sweep that wrote a plan into the store (`benchmarks.bench`)."""
     import json

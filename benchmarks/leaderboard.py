@@ -61,6 +61,11 @@ FORMATS = {
     "MAD score": "{:.3f}",
     "mean ESS/TSS": "{:.3f}",
     "median spread": "{:.3f}",
+    "mean run (s)": "{:.0f}",
+    "steps share": "{:.1%}",
+    "evaluation share": "{:.1%}",
+    "ess over training share": "{:.1%}",
+    "final ess share": "{:.1%}",
     "largest spread": "{:.3f}",
 }
 PROVENANCE = ["commit", "device", "kernels", "seed", "steps", "stopped", "lr_grid", "grid_spread", "parameters",
@@ -191,6 +196,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
     lr = analysis.lr_sensitivity(runs)
     tol = analysis.tolerance_sensitivity(ok, df)
     coverage = analysis.coverage(root, records)
+    shares = analysis.time_shares(records)
 
     df.to_csv(root / "leaderboard.csv", index=False)
     table = df.assign(record=df["key"])[list(TABLE)[:-1] + ["record"]].rename(columns=TABLE)
@@ -294,6 +300,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
         lr=Markup(html_table(lr, "lr")),
         tolerance=Markup(html_table(tol, "tolerance")),
         tolerance_note=tol_note,
+        shares=Markup(html_table(shares, "time")) if not shares.empty else "No run recorded its time split yet.",
         throughput=Markup(throughput_html),
         failed=[
             {"key": r["key"], "mixer": r["config"]["architecture"].get("name", "?"), "error": r.get("error", "")} for r in failed
@@ -334,6 +341,10 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "## Learning-rate sensitivity",
         "",
         markdown_table(lr),
+        "",
+        "## Where a run's time goes",
+        "",
+        markdown_table(shares),
         "",
         "## Tolerance sensitivity",
         "",

@@ -45,6 +45,7 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
     for column in ("accuracy", "no-recall baseline", "learned", "val accuracy", "lr", "ESS", "entropy ESS", "TSS", "state use"):
         assert f"| {column} |" in board
     assert "## mqar" in board and "Verdict" in board and "Tolerance sensitivity" in board
+    assert "Where a run's time goes" in board and "steps share" in board
     assert "attention" in board and "mamba" in board
     csv = pd.read_csv(smoke_store / "leaderboard.csv")
     for column in ("commit", "device", "seed", "lr_grid", "grid_spread", "kernels", "key"):
