@@ -284,10 +284,33 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
-def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame) -> list[str]:
+def advantage_interval(part: pd.DataFrame, confidence: float = 0.95) -> tuple[float, float]:
+    """Bootstrap interval (rows resampled, paired) of |Spearman(accuracy, ESS/demand)| minus
+    |Spearman(accuracy, TSS/demand)|: how sure the sign of ESS's advantage is, given n rows."""
+    from scipy import stats
+
+    demand = part["memory_demand"].clip(lower=1).to_numpy()
+    ess, tss, acc = part["ess"].to_numpy() / demand, part["tss"].to_numpy() / demand, part["accuracy"].to_numpy()
+    if len(part) < 4:
+        return float("nan"), float("nan")
+
+    def advantage(e, t, a):
+        with np.errstate(all="ignore"):
+            re, rt = stats.spearmanr(e, a)[0], stats.spearmanr(t, a)[0]
+        return abs(np.nan_to_num(re)) - abs(np.nan_to_num(rt))
+
+    res = stats.bootstrap(
+        (ess, tss, acc), advantage, paired=True, vectorized=False, n_resamples=999, confidence_level=confidence,
+        method="percentile", random_state=0,
+    )  # fmt: skip
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str]:
     """Plain sentences, one per task family: does accuracy follow ESS/demand more closely than
-    TSS/demand (Spearman, all best rows and learned ones), within how many mixers, and which rows
-    saturate or collapse."""
+    TSS/demand (Spearman over all best rows, with a paired bootstrap interval of the difference in
+    |coefficient|, and over the rows that learned), within how many mixers, and which rows saturate or
+    collapse."""
     out = []
     for task, g in corr.groupby("task"):
         allr = g[g["rows"] == "all"].iloc[0]
@@ -296,13 +319,21 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame) -> list
         if math.isnan(e) or math.isnan(t):
             out.append(f"{task}: too few rows with spread for a coefficient (n = {allr['n']}).")
             continue
-        holds = abs(e) > abs(t)
+        lo, hi = advantage_interval(best[best["task"] == task]) if best is not None else (float("nan"), float("nan"))
+        diff = abs(e) - abs(t)
+        if math.isnan(lo):
+            call = "holds" if diff > 0 else "does not hold"
+        elif lo > 0:
+            call = "holds"
+        elif hi < 0:
+            call = "does not hold: TSS tracks accuracy better"
+        else:
+            call = "is not settled by these rows (the interval includes zero)"
         text = (
             f"{task} (n = {allr['n']} best rows): accuracy's Spearman correlation with ESS/demand is {_fmt(e)}, with "
-            f"TSS/demand {_fmt(t)}, so the claim that ESS tracks accuracy better {'holds' if holds else 'does not hold'} "
-            f"here (difference {_fmt(abs(e) - abs(t))}); on the {learned['n']} rows that learned: "
-            f"{_fmt(learned['Spearman ESS/demand'])} "
-            f"against {_fmt(learned['Spearman TSS/demand'])}."
+            f"TSS/demand {_fmt(t)}; the difference in |coefficient| is {_fmt(diff)} (95% paired bootstrap interval "
+            f"{_fmt(lo)} to {_fmt(hi)}), so the claim that ESS tracks accuracy better {call}. On the {learned['n']} rows "
+            f"that learned: {_fmt(learned['Spearman ESS/demand'])} against {_fmt(learned['Spearman TSS/demand'])}."
         )
         w = within[(within["task"] == task)].dropna(subset=["Spearman ESS/demand", "Spearman TSS/demand"])
         if not w.empty:
