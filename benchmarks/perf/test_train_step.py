@@ -39,3 +39,18 @@ def test_train_step(benchmark, name):
     benchmark.group = "train step"
     benchmark.pedantic(train_step.step, args=(model, opt, x, y), rounds=15, iterations=1)
     benchmark.extra_info.update(flops=train_step.flops_per_step(name), threads=THREADS, **train_step.SHAPE)
+
+
+@pytest.mark.parametrize("variant", ["for-loop", "foreach", "fused"])
+def test_train_step_optimizer(benchmark, variant):
+    """AdamW alone on the attention model's parameters (the fused kernel is what training uses:
+    benchmarks.train.make_optimizer), at 1 thread as the sweep's workers run."""
+    torch.set_num_threads(1)
+    model, _, _, _ = train_step.build("attention")
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    kwargs = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[variant]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, **kwargs)
+    benchmark.group = "optimizer step"
+    benchmark.pedantic(opt.step, warmup_rounds=3, rounds=50, iterations=1)
