@@ -39,4 +39,4 @@ class FlaChunked:
             self.kernel = "fla-chunk_gla"
             return fla_gla(q, k, v, log_a), None
         self.kernel = "reference"
-        return chunked_gla(q, k, v, log_a, self.chunk_size)
+        return chunked_gla(q, k, v, log_a, self.chunk_size, with_state=False)

@@ -37,9 +37,16 @@ class Heads(NamedTuple):
 
 
 def chunked_gla(
-    q: Tensor, k: Tensor, v: Tensor, log_a: Tensor | None, chunk_size: int = 16, initial_state: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Outputs `(B, H, L, V)` and final state `(B, H, K, V)` of the gated linear recurrence."""
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_a: Tensor | None,
+    chunk_size: int = 16,
+    initial_state: Tensor | None = None,
+    with_state: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """Outputs `(B, H, L, V)` and final state `(B, H, K, V)` of the gated linear recurrence (None
+    unless `with_state`: training needs only the outputs)."""
     b, h, length, kdim = q.shape
     vdim = v.shape[-1]
     pad = (-length) % chunk_size
@@ -64,6 +71,9 @@ def chunked_gla(
         k_out = k * (c[..., -1:, :] - c).exp()  # decays from s to the chunk end
         chunk_decay = c[..., -1, :].exp()  # (B, H, n_chunks, K|1)
     intra = scores @ v
+    if n_chunks == 1 and initial_state is None:  # one chunk: no state enters it, so the output is intra alone
+        out = intra.reshape(b, h, chunk_size, vdim)[:, :, :length]
+        return out, ((k_out.transpose(-1, -2) @ v).reshape(b, h, kdim, vdim) if with_state else None)
     # state contributed by each chunk, then the state at every chunk end by a scan over chunks
     contrib = (k_out.transpose(-1, -2) @ v).reshape(b, h, n_chunks, kdim * vdim)
     h0 = None if initial_state is None else initial_state.reshape(b, h, 1, kdim * vdim)
@@ -118,7 +128,7 @@ class GatedLinearMixer(Mixer):
 
     def _chunked(self, q, k, v, log_a):
         self.kernel = "reference"
-        return chunked_gla(q, k, v, log_a, self.chunk_size)
+        return chunked_gla(q, k, v, log_a, self.chunk_size, with_state=False)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
