@@ -36,9 +36,11 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
+from architectures import registry
 from benchmarks import leaderboard
 from benchmarks.config import ConfigError, describe, grid_runs, single_run, validate
 from benchmarks.overrides import explain, normalize
+from benchmarks.provenance import git_state
 from benchmarks.run import run_one
 from benchmarks.store import Store, group_key, run_key
 
@@ -84,13 +86,26 @@ def write_plan(store: Store, overrides: list[str], configs: list[dict]) -> Path 
     return path
 
 
-def _die_with_parent(parent: int) -> None:
+def load_code() -> None:
+    """Import every reference mixer now, then fix the provenance (commit, dirty) at this moment: the
+    code a process runs is the code its records name even if the tree changes while a sweep runs
+    (the registry otherwise imports a mixer at its first run, which may come hours later)."""
+    for name in registry.names():
+        try:
+            registry.resolve(name)
+        except Exception:  # noqa: BLE001 - a mixer that cannot load fails its own runs, with its error
+            pass
+    git_state()
+
+
+def _init_worker(parent: int) -> None:
     """Pool initializer: a worker exits when the sweep's process does (killed or interrupted), instead
-    of running on, orphaned, through the tasks already queued to it."""
+    of running on, orphaned, through the tasks already queued to it; and loads its code at once."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
+    load_code()
 
 
 def _run_in_worker(cfg: dict, threads: int) -> dict:
@@ -151,12 +166,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tqdm(total=len(configs), initial=len(configs) - len(todo), desc="sweep", dynamic_ncols=True) as bar:
         if workers == 1:
+            load_code()
             for cfg in todo:
                 bar.set_postfix_str(describe(cfg))
                 done(run_one(cfg, check=False))
         else:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
                 futures = [pool.submit(_run_in_worker, cfg, threads) for cfg in todo]
                 try:
                     for future in as_completed(futures):

@@ -136,3 +136,19 @@ def test_launcher_configs_load(launcher, target):
         cfg = compose("config", overrides=["preset=default", f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_ == target
     assert "architecture" in cfg.hydra.sweeper.params  # the same sweep goes to any launcher
+
+
+def test_a_sweep_process_loads_all_its_code_before_it_records_provenance():
+    # the registry imports a mixer at its first use; a sweep imports them all when it starts, so a
+    # record's commit names the code that ran even if the tree changes while the sweep runs
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from benchmarks import bench, provenance; bench.load_code(); "
+        "from architectures import registry; "
+        "print(all(registry._REFERENCE[n].split(':')[0] in sys.modules for n in registry._REFERENCE), "
+        "provenance.git_state.cache_info().currsize)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.split() == ["True", "1"]
