@@ -161,7 +161,7 @@ def _definitions() -> str:
         f"hold (MQAR: kv pairs). Saturated: ESS >= {SATURATION} TSS. Collapsed: ESS below the memory demand although TSS "
         f"is at least the demand, and ESS < {COLLAPSE} TSS. Not learned: test accuracy within {LEARNED_MARGIN} of the "
         "no-recall baseline or below it. Each row is its group's best learning rate, chosen on validation accuracy; test "
-        "accuracy is reported."
+        "accuracy is reported. One seed per group: how much a row moves with the seed is not measured here."
     )
 
 
