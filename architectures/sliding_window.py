@@ -5,7 +5,8 @@ at sequence length 2k; scaled to the suite's 64-512).
 
 Fast path (shared with `attention`): flash-attn's `flash_attn_func(window_size=(w - 1, 0))` on
 CUDA for fp16/bf16 inputs when it imports and matches; otherwise SDPA with a banded mask.
-TSS per channel: w. The cache holds the last w - 1 keys and values and the position counter.
+TSS per channel: w - 1, the past tokens a window reaches (its blocks' rank bound); the cache holds
+those w - 1 keys and values and the position counter.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class SlidingWindowAttention(Attention):
         self.window_size = window_size
 
     def state_size(self, seq_len: int) -> int:
-        return self.window_size
+        # block T[i:, :i] reaches back w - 1 tokens (each token sees itself and the w - 1 before it),
+        # so its rank is at most w - 1: the keys and values the decoding cache holds
+        return self.window_size - 1
 
     def init_state(self, batch_size: int) -> dict[str, Tensor]:
         state = super().init_state(batch_size)

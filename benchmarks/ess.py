@@ -265,6 +265,15 @@ class LayerESS:
     by_tolerance: dict = field(default_factory=dict)  # "block:1e-3" / "operator:1e-3" -> ESS like `tolerance`
 
 
+def ess_bound(tss: int, length: int, window: tuple[int, int]) -> float:
+    """The largest mean tolerance ESS a channel can have over the splits [start, stop): at split i the
+    block T[i:, :i] has rank at most min(tss, i, L - i). Attention (TSS = L) can reach only the
+    geometric bound; a state smaller than the window's splits caps it at TSS."""
+    start, stop = window
+    splits = range(max(start, 0), max(stop, start + 1))
+    return sum(min(tss, i, length - i) for i in splits) / len(splits)
+
+
 def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WINDOW) -> dict:
     """Headline aggregates of a model's ESS curves.
 
@@ -272,6 +281,8 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
     - `ess_total`: summed over channels and layers (the whole model's effective state), window mean;
     - `entropy_ess_mean`: as `ess_mean` for entropy ESS;
     - `tss`: the per-channel theoretical state size (max over layers); `utilization` = ess_mean / tss;
+    - `ess_bound`: the largest `ess_mean` can be, the window's mean of min(tss, i, L - i) (a block
+      T[i:, :i] has rank at most min(i, L - i)), and `use_of_bound` = ess_mean / ess_bound;
     - `ess_curve`: mean tolerance ESS per position (over batch, channels, layers), boundary included,
       and `entropy_ess_curve` likewise — for plots that show the boundary effect;
     - `per_layer`: each layer's mean/total/utilization; `window`: the split range used.
@@ -310,6 +321,8 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
         "ess_max": max(p["ess_max"] for p in per_layer),
         "tss": tss,
         "utilization": ess_mean / max(tss, 1),
+        "ess_bound": ess_bound(tss, length, (start, stop)),
+        "use_of_bound": ess_mean / max(ess_bound(tss, length, (start, stop)), 1e-12),
         "window": [start, stop],
         "positions": layers[0].positions,
         "ess_curve": torch.stack([lay.tolerance.double().mean((0, 1)) for lay in layers]).mean(0).tolist(),

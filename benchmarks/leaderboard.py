@@ -56,6 +56,8 @@ FORMATS = {
     "entropy ESS": "{:.2f}",
     "ESS (machine precision)": "{:.2f}",
     "ESS/TSS": "{:.3f}",
+    "ESS/bound": "{:.3f}",
+    "bound": "{:.1f}",
     "ESS/demand": "{:.2f}",
     "forward tok/s": "{:,.0f}",
     "MAD score": "{:.3f}",
@@ -155,13 +157,15 @@ CAPTIONS = {
 
 def _definitions() -> str:
     return (
-        f"ESS: tolerance effective state-size per channel at the headline tolerance ({HEADLINE_TOLERANCE}: singular values above "
-        "1% of the channel operator's largest; see the tolerance section), mean over channels, layers, 4 test examples and the "
-        "interior window of splits. TSS: the state size that bounds it (attention: L). Memory demand: what the task asks to "
-        f"hold (MQAR: kv pairs). Saturated: ESS >= {SATURATION} TSS. Collapsed: ESS below the memory demand although TSS "
-        f"is at least the demand, and ESS < {COLLAPSE} TSS. Not learned: test accuracy within {LEARNED_MARGIN} of the "
-        "no-recall baseline or below it. Each row is its group's best learning rate, chosen on validation accuracy; test "
-        "accuracy is reported. One seed per group: how much a row moves with the seed is not measured here."
+        f"ESS: tolerance effective state-size per channel at the headline tolerance ({HEADLINE_TOLERANCE}: singular values "
+        "above 1% of the channel operator's largest; see the tolerance section), mean over channels, layers, 4 test "
+        "examples and the interior window of splits. TSS: the state size that bounds it (attention: L). Bound: the largest "
+        "the headline ESS can be, the window's mean of min(TSS, i, L - i) (block i has rank at most min(i, L - i)). Memory "
+        f"demand: what the task asks to hold (MQAR: kv pairs). Saturated: ESS >= {SATURATION} bound. Collapsed: ESS below "
+        f"the memory demand although the bound is at least the demand, and ESS < {COLLAPSE} bound. Not learned: test "
+        f"accuracy within {LEARNED_MARGIN} of the no-recall baseline or below it. Each row is its group's best learning "
+        "rate, chosen on validation accuracy; test accuracy is reported. One seed per group: how much a row moves with the "
+        "seed is not measured here."
     )
 
 
@@ -200,10 +204,8 @@ def build(store_root: str | Path = "results") -> list[Path]:
 
     df.to_csv(root / "leaderboard.csv", index=False)
     table = df.assign(record=df["key"])[list(TABLE)[:-1] + ["record"]].rename(columns=TABLE)
-    use_cols = ["setting", "mixer", "state", "memory_demand", "tss", "ess", "utilization", "ESS/demand", "accuracy", "state use"]
-    use_shown = use[use_cols].rename(
-        columns={"memory_demand": "memory demand", "tss": "TSS", "ess": "ESS", "utilization": "ESS/TSS"}
-    )
+    use_cols = ["setting", "mixer", "state", "memory_demand", "tss", "bound", "ess", "ESS/bound", "ESS/demand", "accuracy"]
+    use_shown = use[[*use_cols, "state use"]].rename(columns={"memory_demand": "memory demand", "tss": "TSS", "ess": "ESS"})
 
     tasks_html, md_tasks = [], []
     for task, g in df.groupby("task", sort=True):

@@ -158,18 +158,19 @@ def build_report(
     md += [""]
 
     # state utilization
-    util = analysis.state_use(mine)[["task", "setting", "memory_demand", "ess", "tss", "utilization", "ESS/demand", "state use"]]
+    util = analysis.state_use(mine)[
+        ["task", "setting", "memory_demand", "ess", "tss", "bound", "ESS/bound", "ESS/demand", "state use"]
+    ]
     util = util.replace({"state use": {"": "neither"}})
     md += [
         "## State utilization",
         "",
-        f"ESS (headline tolerance {analysis.HEADLINE_TOLERANCE}) against the declared state size TSS and the task's memory "
-        f"demand, as on the leaderboard: **saturated** where ESS >= {analysis.SATURATION} TSS; **collapsed** where ESS is "
-        f"below the memory demand although TSS is at least the demand, and ESS < {analysis.COLLAPSE} TSS.",
+        f"ESS (headline tolerance {analysis.HEADLINE_TOLERANCE}) against its bound (the window's mean of min(TSS, i, L - i), "
+        f"the most it can be) and the task's memory demand, as on the leaderboard: **saturated** where ESS >= "
+        f"{analysis.SATURATION} bound; **collapsed** where ESS is below the memory demand although the bound is at least "
+        f"the demand, and ESS < {analysis.COLLAPSE} bound.",
         "",
-        leaderboard.markdown_table(
-            util.rename(columns={"memory_demand": "memory demand", "ess": "ESS", "tss": "TSS", "utilization": "ESS/TSS"})
-        ),
+        leaderboard.markdown_table(util.rename(columns={"memory_demand": "memory demand", "ess": "ESS", "tss": "TSS"})),
         "",
     ]
 

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import analysis
+from benchmarks.ess import ess_bound
 
 
 def _rows(n=30, seed=0, follows="ess"):
@@ -15,7 +16,7 @@ def _rows(n=30, seed=0, follows="ess"):
     acc = driver / driver.max()  # accuracy a monotone function of one of the two
     return pd.DataFrame(
         {"task": "mqar", "mixer": rng.choice(["a", "b", "c"], n), "memory_demand": demand, "ess": ess, "tss": tss,
-         "utilization": ess / tss, "accuracy": acc, "learned": "yes", "setting": "s", "state": ""}
+         "utilization": ess / tss, "bound": tss, "accuracy": acc, "learned": "yes", "setting": "s", "state": ""}
     )  # fmt: skip
 
 
@@ -34,9 +35,14 @@ def test_state_use_thresholds():
          "ess": [15.0, 3.0, 9.0, 3.9], "accuracy": 0.5, "learned": "yes"}
     )  # fmt: skip
     df["utilization"] = df["ess"] / df["tss"]
+    df["bound"] = df["tss"].astype(float)  # states smaller than the splits: the bound is TSS
     use = analysis.state_use(df)["state use"].tolist()
     # 15/16 >= 0.9: saturated; 3 < 8 <= 16 and 3 < 8: collapsed; 9: neither; TSS 4 < demand: saturated, not collapsed
     assert use == ["saturated", "collapsed", "", "saturated"]
+    # attention's bound is geometric: at L 64 with TSS 64 the window [16, 48) allows a mean ESS of 24 at most
+    assert ess_bound(64, 64, (16, 48)) == sum(min(i, 64 - i) for i in range(16, 48)) / 32 == 24.0
+    attention = df.iloc[:1].assign(tss=64, bound=24.0, ess=23.0, memory_demand=4)
+    assert analysis.state_use(attention)["state use"].tolist() == ["saturated"]  # 23 of at most 24, not 23 of 64
 
 
 def test_mad_score_is_the_mean_over_settings_then_tasks_of_the_best_on_validation():

@@ -153,3 +153,13 @@ def test_every_mixer_operator_is_the_jacobian_of_its_frozen_forward():
     cheat = check_mixer(f"{__name__}:_DiagonalCheat")
     failed = {c.name for c in cheat.checks if not c.passed}
     assert "frozen" in failed and "reproduces" not in failed, cheat.message()  # only the Jacobian sees it
+
+
+def test_sliding_window_tss_is_the_tight_bound_w_minus_1():
+    # each token sees itself and the w - 1 before it: block T[i:, :i] reaches w - 1 past tokens, so its
+    # rank is at most w - 1 (the keys the cache holds), and a generic instance attains it
+    torch.manual_seed(0)
+    mixer = registry.build("sliding_window", d_model=8, window_size=5).double()
+    x = torch.randn(2, 24, 8, dtype=torch.float64)
+    ranks = effective_state_size(dense(mixer.operator(x).matrix))
+    assert mixer.state_size(24) == 4 and ranks.max() == 4
