@@ -122,14 +122,15 @@ def fast_paths_cpu(session: nox.Session) -> None:
     PYTHONPATH, with the CUDA build skipped.
     """
     install(session)
-    session.install(*INTERPRETED_KERNELS, "setuptools", "wheel", "packaging")
+    # pip too: the sdists are fetched with `pip download`, which uv's environments do not have
+    session.install(*INTERPRETED_KERNELS, "setuptools", "wheel", "packaging", "pip")
     sources = Path(session.create_tmp()) / "kernel-sources"
     unpacked = sources / ".unpacked"  # written last: an interrupted download is redone
     if not unpacked.exists():
         shutil.rmtree(sources, ignore_errors=True)
         skip_build = {"MAMBA_SKIP_CUDA_BUILD": "TRUE", "CAUSAL_CONV1D_SKIP_CUDA_BUILD": "TRUE"}
         session.run(
-            "pip", "download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:",
+            "python", "-m", "pip", "download", "--no-deps", "--no-build-isolation", "--no-binary", ":all:",
             "-d", str(sources), *CUDA_EXTENSION_SOURCES, env=skip_build,
         )  # fmt: skip
         for sdist in sources.glob("*.tar.gz"):
