@@ -63,7 +63,7 @@ def _settings_order(df: pd.DataFrame) -> list[str]:
 
 def task_figures(task: str, best: pd.DataFrame, training: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """The figures of one task: accuracy against state size per setting (Zoology's figure), accuracy
-    against ESS and TSS per memory demand, ESS curves over the split, and ESS/TSS over training."""
+    against ESS and TSS per memory demand, ESS curves over the split, and ESS/bound over training."""
     _setup()
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -135,15 +135,15 @@ def task_figures(task: str, best: pd.DataFrame, training: pd.DataFrame, curves: 
     t = training[training["task"] == task].replace({"state": {"": "fixed (no knob)"}})
     if not t.empty:
         grid = sns.relplot(
-            data=t, x="step", y="ESS/TSS", hue="mixer", hue_order=mixers, style="state", markers=True, palette=palette,
+            data=t, x="step", y="ESS/bound", hue="mixer", hue_order=mixers, style="state", markers=True, palette=palette,
             col="setting", col_order=[s for s in order if s in set(t["setting"])], col_wrap=wrap, kind="line",
             height=3.6, aspect=1.25, errorbar=None,
         )  # fmt: skip
         for ax in grid.axes.flat:
             ax.set_xscale("log")
             ax.set_ylim(0, 1.05)
-        grid.set_axis_labels("training step (log scale)", "ESS / TSS")
-        _legend_below(grid, f"{task}: state use over training (headline ESS / TSS at log-spaced evaluations)")
+        grid.set_axis_labels("training step (log scale)", "ESS / bound")
+        _legend_below(grid, f"{task}: state use over training (headline ESS / its bound, at log-spaced evaluations)")
         _save(grid.figure, out_dir, f"{task}_ess_over_training", paths)
     plt.close("all")
     return paths

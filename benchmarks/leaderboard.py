@@ -61,7 +61,7 @@ FORMATS = {
     "ESS/demand": "{:.2f}",
     "forward tok/s": "{:,.0f}",
     "MAD score": "{:.3f}",
-    "mean ESS/TSS": "{:.3f}",
+    "mean ESS/bound": "{:.3f}",
     "median spread": "{:.3f}",
     "mean run (s)": "{:.0f}",
     "steps share": "{:.1%}",
@@ -150,8 +150,8 @@ CAPTIONS = {
     "against state size: one line per mixer over its state sizes; dashed: the no-recall baseline; circled: not learned.",
     "accuracy_vs_ess": "Accuracy against ESS / memory demand (left) and TSS / memory demand (right), every best row of the task.",
     "ess_curves": "ESS at each split of the sequence (headline tolerance), each mixer's largest state, one panel per setting.",
-    "ess_over_training": "Headline ESS / TSS of each group's best run at the 1st, 2nd, 4th, 8th, ... evaluation and the last: "
-    "when state use grows, saturates or collapses as the mixer learns.",
+    "ess_over_training": "Headline ESS / its bound for each group's best run at the 1st, 2nd, 4th, 8th, ... evaluation "
+    "and the last: when state use grows, saturates or collapses as the mixer learns.",
 }
 
 
