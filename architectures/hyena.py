@@ -104,24 +104,22 @@ class Hyena(Mixer):
         uc = self.short_filter(self.in_proj(x).transpose(1, 2))[..., :length]
         return uc.chunk(3, dim=1)  # x0, x1, v: (B, D, L) each
 
+    def _mix(self, x0: Tensor, x1: Tensor, v: Tensor, h: Tensor) -> Tensor:
+        """x0 * (h * (x1 v) + bias x1 v), the long convolution by FFT: `(B, D, L)`."""
+        u = x1 * v
+        return x0 * (fft_causal_conv(u, h) + self.bias[:, None] * u)
+
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        x0, x1, v = self._gates(x)
-        u = x1 * v
         self.kernel = "fft"
-        y = x0 * (fft_causal_conv(u, self.filter(x.shape[1], x.device)) + self.bias[:, None] * u)
+        y = self._mix(*self._gates(x), self.filter(x.shape[1], x.device))
         return self.out_proj(y.transpose(1, 2))
 
     def frozen(self, x: Tensor):
         """Values v in, x0 * (h * (x1 v) + bias x1 v) out, with the gates x0, x1 of `x` (its forward's FFT)."""
         x0, x1, _ = self._gates(x)
         h = self.filter(x.shape[1], x.device)
-
-        def mix(inputs: Tensor) -> Tensor:
-            u = x1 * inputs
-            return x0 * (fft_causal_conv(u, h) + self.bias[:, None] * u)
-
-        return mix
+        return lambda inputs: self._mix(x0, x1, inputs, h)
 
     def operator(self, x: Tensor) -> MixerOperator:
         self.check_input(x)
@@ -133,9 +131,7 @@ class Hyena(Mixer):
         toeplitz = h[:, lag] * (t[:, None] >= t[None, :])  # (D, L, L)
         toeplitz = toeplitz + torch.diag_embed(self.bias[:, None].expand(-1, length))
         matrix = x0.unsqueeze(-1) * toeplitz.unsqueeze(0) * x1.unsqueeze(-2)
-        u = x1 * v
-        outputs = x0 * (fft_causal_conv(u, h) + self.bias[:, None] * u)
-        return MixerOperator(matrix, v, outputs)
+        return MixerOperator(matrix, v, self._mix(x0, x1, v, h))
 
     def readout(self, outputs: Tensor, x: Tensor) -> Tensor:
         return self.out_proj(outputs.transpose(1, 2))

@@ -106,16 +106,13 @@ class LRU(Mixer):
         lag = torch.arange(length, device=x.device)[:, None] - torch.arange(length, device=x.device)[None, :]
         toeplitz = torch.where(lag >= 0, h[:, lag.clamp_min(0)], torch.zeros((), dtype=x.dtype, device=x.device))
         matrix = toeplitz.unsqueeze(0).expand(b, d, length, length)
-        # each channel alone through the modes: drive (B, d, L, N), states by the mixer's scan
-        B = _complex(self.B_re, self.B_im) * torch.exp(self.gamma_log)[:, None]  # (N, d)
-        drive = x.transpose(1, 2).unsqueeze(-1).to(B.dtype) * B.T.unsqueeze(1)
-        states = self._states(drive)
-        outputs = (states * _complex(self.C_re, self.C_im).unsqueeze(1)).sum(-1).real.to(x.dtype)
-        return MixerOperator(matrix, x.transpose(1, 2), outputs)
+        # outputs: each channel alone through the modes, by the mixer's scan (`frozen`)
+        inputs = x.transpose(1, 2)
+        return MixerOperator(matrix, inputs, self.frozen(x)(inputs))
 
     def frozen(self, x: Tensor):
-        """Channel a's input in, its output through the modes out (the LRU is linear: nothing to freeze;
-        the recurrence driven by each channel alone, as `operator` computes its outputs)."""
+        """Channel a's input in, its output through the modes out: the recurrence driven by each channel
+        alone (the LRU is linear: nothing to freeze). `operator`'s outputs are this map of its inputs."""
         B = _complex(self.B_re, self.B_im) * torch.exp(self.gamma_log)[:, None]  # (N, d)
         C = _complex(self.C_re, self.C_im)
 

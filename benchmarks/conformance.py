@@ -72,20 +72,21 @@ def _dense(matrix):
     return matrix.dense() if hasattr(matrix, "dense") else matrix
 
 
+def _own_channel_jacobian(linear: Callable, channels: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """d f(u)_a(t) / d u_a(s), `(C, L, L)`, of a linear map f on `(N, C, L)` inputs, read off one
+    batched call on one-hot inputs (one per channel and position)."""
+    n = channels * length
+    basis = torch.eye(n, dtype=dtype).view(n, channels, length)  # row c * L + s: channel c, position s
+    responses = linear(basis).reshape(channels, length, channels, length)  # (c_in, s, c_out, t)
+    return responses.diagonal(dim1=0, dim2=2).permute(2, 1, 0)  # (c, t, s)
+
+
 def _frozen_jacobian(mixer: nn.Module, x: torch.Tensor, channels: int) -> torch.Tensor | None:
-    """Channel a's Jacobian d outputs_a(t) / d inputs_a(s), `(C, L, L)`, of example 0's frozen forward,
-    read off one batched call on one-hot inputs (one per channel and position); None where the mixer
-    defines no `frozen`."""
+    """The own-channel Jacobian of example 0's frozen forward; None where the mixer defines no `frozen`."""
     if not callable(getattr(mixer, "frozen", None)):
         return None
-    length = x.shape[1]
-    n = channels * length
-    mix = mixer.frozen(x[:1].expand(n, *x.shape[1:]))
-    if mix is None:
-        return None
-    basis = torch.eye(n, dtype=x.dtype).view(n, channels, length)  # row c * L + s: channel c, position s
-    responses = mix(basis).reshape(channels, length, channels, length)  # (c_in, s, c_out, t)
-    return responses.diagonal(dim1=0, dim2=2).permute(2, 1, 0)  # (c, t, s)
+    mix = mixer.frozen(x[:1].expand(channels * x.shape[1], *x.shape[1:]))
+    return None if mix is None else _own_channel_jacobian(mix, channels, x.shape[1], x.dtype)
 
 
 def check_mixer(
@@ -186,10 +187,9 @@ def check_mixer(
         frozen_map = attempt("frozen", lambda: _frozen_jacobian(mixer, x, T.shape[1]))
         if frozen_map is None and len(report.checks) == checked:  # none defined (a raise is reported as failed)
             add(Check("frozen", True, "not checked: the mixer defines no frozen(x) (architectures/base.py)", skipped=True))
-        if frozen_map is not None:
-            own = frozen_map  # (channel a, t, s) of example 0
+        if frozen_map is not None:  # (channel a, t, s) of example 0
             lower = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
-            err = (own[:, lower] - T[0][:, lower]).abs().max().item()
+            err = (frozen_map[:, lower] - T[0][:, lower]).abs().max().item()
             add(
                 Check(
                     "frozen",
@@ -198,14 +198,13 @@ def check_mixer(
                 )
             )
         if getattr(mixer, "linear_in_input", False) and T.shape[1] == x.shape[-1]:
-            # a mixer linear in its input: channel a's operator is d y_a(t) / d x_a(s) off the diagonal,
-            # read off the forward pass on one-hot inputs (one batch: every position and channel)
-            d = x.shape[-1]
-            basis = torch.eye(seq_len * d, dtype=x.dtype).view(seq_len * d, seq_len, d)
-            responses = attempt("jacobian", lambda: mixer(basis) - mixer(torch.zeros_like(basis[:1])))
-            if responses is not None:
-                jac = responses.view(seq_len, d, seq_len, d)  # (s, b, t, a): input (s, b) -> output (t, a)
-                own = jac.diagonal(dim1=1, dim2=3).permute(2, 1, 0)  # (channel a, t, s)
+            # a mixer linear in its input: channel a's operator is d y_a(t) / d x_a(s) of its whole forward
+            # off the diagonal (its affine offset removed), on channel-major (N, d, L) inputs
+            def forward(u):
+                return (mixer(u.transpose(1, 2)) - mixer(torch.zeros_like(u[:1].transpose(1, 2)))).transpose(1, 2)
+
+            own = attempt("jacobian", lambda: _own_channel_jacobian(forward, x.shape[-1], seq_len, x.dtype))
+            if own is not None:
                 past = torch.ones(seq_len, seq_len, dtype=torch.bool).tril(-1)
                 err = (own[:, past] - T[0][:, past]).abs().max().item()
                 add(

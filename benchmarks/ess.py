@@ -314,6 +314,7 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
         )
     tss = max(p["tss"] for p in per_layer)
     ess_mean = sum(p["ess_mean"] for p in per_layer) / len(per_layer)
+    bound = ess_bound(tss, length, (start, stop))
     return {
         "ess_mean": ess_mean,
         "ess_total": sum(p["ess_total"] for p in per_layer),
@@ -321,8 +322,8 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
         "ess_max": max(p["ess_max"] for p in per_layer),
         "tss": tss,
         "utilization": ess_mean / max(tss, 1),
-        "ess_bound": ess_bound(tss, length, (start, stop)),
-        "use_of_bound": ess_mean / max(ess_bound(tss, length, (start, stop)), 1e-12),
+        "ess_bound": bound,
+        "use_of_bound": ess_mean / max(bound, 1e-12),
         "window": [start, stop],
         "positions": layers[0].positions,
         "ess_curve": torch.stack([lay.tolerance.double().mean((0, 1)) for lay in layers]).mean(0).tolist(),

@@ -85,10 +85,11 @@ def _nearest_throughput(tp: pd.DataFrame, mixer: str, device: str, length: int, 
     return float(g.iloc[(g["L"] - length).abs().argmin()]["forward tok/s"])
 
 
-def rows(records: list[dict], tp: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The leaderboard: one row per group (its best learning rate on validation), every column."""
+def rows(records: list[dict], tp: pd.DataFrame | None = None, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The leaderboard: one row per group (its best learning rate on validation), every column
+    (`runs`: `analysis.run_rows(records)` where the caller has it already)."""
     tp = throughput_rows([]) if tp is None else tp
-    df = analysis.best_rows(analysis.run_rows(records))
+    df = analysis.best_rows(analysis.run_rows(records) if runs is None else runs)
     df["forward_tokens_per_s"] = [
         _nearest_throughput(tp, r.mixer, r.device, r.seq_len, r.kernels.split(",")) for r in df.itertuples()
     ]
@@ -184,7 +185,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
     failed = [r for r in records if r.get("status") != "ok"]
     tp = throughput_rows(Store(root / "throughput").records())
     runs = analysis.run_rows(records)
-    df = rows(records, tp)
+    df = rows(records, tp, runs)
     root.mkdir(parents=True, exist_ok=True)
     fig_dir = root / "figures"
     for old in fig_dir.glob("*.png"):  # figures of tasks no longer in the store must not linger

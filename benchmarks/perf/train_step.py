@@ -17,12 +17,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from architectures.backbone import LanguageModel
 from benchmarks.train import loss_fn
 
-try:  # the clipping each version's training loop uses (foreach since make_optimizer)
-    from benchmarks.train import make_optimizer as _  # noqa: F401
-
-    CLIP = {"foreach": True}
-except ImportError:
-    CLIP = {}
+try:  # the optimizer and clipping of the checkout this module runs against
+    from benchmarks.train import make_optimizer
+except ImportError:  # versions before make_optimizer: plain AdamW, default clipping
+    make_optimizer = None
+CLIP = {"foreach": True} if make_optimizer else {}
 
 SHAPE = {"d_model": 64, "vocab_size": 256, "seq_len": 64, "batch": 32, "n_layers": 2}
 MATMUL_SIZE = 1024  # square fp32 GEMM whose rate is the reference "matmul rate" of the machine
@@ -31,9 +30,7 @@ MATMUL_SIZE = 1024  # square fp32 GEMM whose rate is the reference "matmul rate"
 def optimizer_for(model) -> torch.optim.Optimizer:
     """The optimizer `benchmarks.train` builds in the checkout this module runs against (plain AdamW in
     versions that predate `make_optimizer`), so a comparison times each version's own step."""
-    try:
-        from benchmarks.train import make_optimizer
-    except ImportError:
+    if make_optimizer is None:
         return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     return make_optimizer(model, 1e-3, 0.1, torch.device("cpu"))
 
