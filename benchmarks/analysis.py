@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmarks.config import STATE_SIZES, mixer_spec
+from benchmarks.config import mixer_spec, state_knob
 from benchmarks.ess import ess_bound
 
 # A row within this much of its no-recall baseline (or below it) has not learned recall.
@@ -48,8 +48,8 @@ def state_knob_name(mixer: str) -> str | None:
     path = Path(__file__).parent / "conf" / "architecture" / f"{mixer}.yaml"
     if not path.exists():
         return None
-    sizes = (yaml.safe_load(path.read_text()) or {}).get(STATE_SIZES) or {}
-    return next(iter(sizes), None)
+    knob = state_knob({"architecture": yaml.safe_load(path.read_text()) or {}})
+    return knob[0] if knob else None
 
 
 def _setting(task: dict) -> str:
