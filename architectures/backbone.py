@@ -24,8 +24,12 @@ class Block(nn.Module):
         self.mixer = mixer
         self.mlp = nn.Sequential(nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """`keep` (bool, x's leading shape): return only those positions, `(n, d_model)`; the MLP
+        acts per position, so the others' MLP is skipped (their values are the same either way)."""
         x = x + self.mixer(self.norm1(x))
+        if keep is not None:
+            x = x[keep]
         return x + self.mlp(self.norm2(x))
 
 
@@ -57,11 +61,14 @@ class LanguageModel(nn.Module):
     def mixers(self) -> list[nn.Module]:
         return [b.mixer for b in self.blocks]
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Logits `(B, L, vocab)`, or `(n, vocab)` at the positions where `keep` (bool, `(B, L)`) is
+        true: training scores few positions (MQAR's queries), and after the last mixer every layer
+        acts per position, so the last MLP and the head run only where a loss is taken."""
         x = self.embed(tokens)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x)
-        return self.head(self.norm(x))
+        return self.head(self.norm(self.blocks[-1](x, keep)))
 
 
 def sinusoidal_positions(length: int, dim: int) -> Tensor:
@@ -90,13 +97,14 @@ class AutoEncoder(LanguageModel):
             nn.GELU(),
         )
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, keep: Tensor | None = None) -> Tensor:
         x = self.embed(tokens)
         for block in self.blocks:
             x = block(x)
         code = x[:, -1:]  # (B, 1, D)
         positions = sinusoidal_positions(tokens.shape[1], x.shape[-1]).to(x.device, x.dtype)
-        return self.head(self.norm(self.decoder(code + positions)))
+        decoded = code + positions
+        return self.head(self.norm(self.decoder(decoded if keep is None else decoded[keep])))
 
 
 BACKBONES = {"language_model": LanguageModel, "autoencoder": AutoEncoder}

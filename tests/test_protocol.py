@@ -47,6 +47,30 @@ def _tiny_model(task, seed=0):
     return LanguageModel(task.vocab_size, "attention", d_model=16, n_layers=1, seq_len=task.seq_len)
 
 
+@pytest.mark.parametrize("backbone", ["language_model", "autoencoder"])
+def test_the_loss_on_scored_positions_only_equals_the_loss_on_full_logits(backbone):
+    """Training runs the last MLP and the head only where targets are scored; the loss and every
+    gradient must be those of the full forward with ignored positions masked out."""
+    from architectures.backbone import BACKBONES
+    from benchmarks.train import loss_fn, scored_logits
+
+    task = tasks.build("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4)
+    x, y = task.generate(8, seed=0)
+    torch.manual_seed(0)
+    model = BACKBONES[backbone](task.vocab_size, "hyena", d_model=16, n_layers=2, seq_len=task.seq_len).double()
+    losses, grads = [], []
+    for scored in (False, True):
+        model.zero_grad()
+        loss = loss_fn(*scored_logits(model, x, y)) if scored else loss_fn(model(x), y)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert (y != IGNORE).float().mean() < 0.5  # few positions scored: the shortcut is exercised
+    # the loss is taken in float32 (loss_fn), so agreement is to float32's precision
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-8)
+
+
 def test_training_never_looks_at_the_test_split():
     task = tasks.build("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4)
     data = task.splits(256, 64, 64, seed=0)

@@ -3,8 +3,10 @@ benchmarks: `nox -s perf -- -k train_step` (pytest-benchmark) and `compare_train
 checkout against another, interleaved).
 
 The shape is the CPU presets': Zoology's 2-block model, d_model 64, vocabulary 256, L 64, batch 32,
-fp32. This module imports only what every version of the suite has (the backbone and the loss), so
-the comparison script can load it against an older checkout.
+fp32, on MQAR batches with 8 kv pairs (the published sweep's middle setting: 8 of the 64 positions
+are scored). This module imports only what every version of the suite has (the backbone, the loss,
+the task registry), so the comparison script can load it against an older checkout, and it takes
+each checkout's own training loss (`scored_logits` where the checkout has it).
 """
 
 from __future__ import annotations
@@ -16,14 +18,22 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from architectures.backbone import LanguageModel
 from benchmarks.train import loss_fn
+from tasks import registry as tasks
 
 try:  # the optimizer and clipping of the checkout this module runs against
     from benchmarks.train import make_optimizer
 except ImportError:  # versions before make_optimizer: plain AdamW, default clipping
     make_optimizer = None
 CLIP = {"foreach": True} if make_optimizer else {}
+try:  # the last MLP and the head only at scored positions
+    from benchmarks.train import scored_logits
+except ImportError:  # versions before it: logits everywhere, ignored positions masked in the loss
 
-SHAPE = {"d_model": 64, "vocab_size": 256, "seq_len": 64, "batch": 32, "n_layers": 2}
+    def scored_logits(model, x, y):
+        return model(x), y
+
+
+SHAPE = {"d_model": 64, "vocab_size": 256, "seq_len": 64, "batch": 32, "n_layers": 2, "num_kv_pairs": 8}
 MATMUL_SIZE = 1024  # square fp32 GEMM whose rate is the reference "matmul rate" of the machine
 
 
@@ -41,15 +51,14 @@ def build(mixer: str, seed: int = 0, **shape):
     torch.manual_seed(seed)
     model = LanguageModel(s["vocab_size"], mixer, d_model=s["d_model"], n_layers=s["n_layers"], seq_len=s["seq_len"])
     opt = optimizer_for(model)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, s["vocab_size"], (s["batch"], s["seq_len"]), generator=g)
-    y = torch.randint(0, s["vocab_size"], (s["batch"], s["seq_len"]), generator=g)
+    task = tasks.build("mqar", vocab_size=s["vocab_size"], seq_len=s["seq_len"], num_kv_pairs=s["num_kv_pairs"])
+    x, y = task.generate(s["batch"], seed=seed)
     return model.train(), opt, x, y
 
 
 def step(model, opt, x, y) -> float:
     """Forward, loss, backward, clipping and AdamW: one step of `benchmarks.train.train`."""
-    loss = loss_fn(model(x), y)
+    loss = loss_fn(*scored_logits(model, x, y))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, **CLIP)
@@ -73,7 +82,7 @@ def flops_per_step(mixer: str, **shape) -> int:
     model, opt, x, y = build(mixer, **shape)
     counter = FlopCounterMode(display=False)
     with counter:
-        loss_fn(model(x), y).backward()
+        loss_fn(*scored_logits(model, x, y)).backward()
     return counter.get_total_flops()
 
 
