@@ -27,13 +27,10 @@ class _SelectiveScan(torch.autograd.Function):
         length, batch, d = u.shape
         n = A.shape[-1]
         dtu = dt * u
-        states = torch.empty(length, batch, d, n, dtype=u.dtype, device=u.device)
-        for t in range(length):
-            drive = dtu[t].unsqueeze(-1) * B[t].unsqueeze(1)
-            if t == 0:
-                states[0] = drive
-            else:
-                torch.addcmul(drive, torch.exp(dt[t].unsqueeze(-1) * A), states[t - 1], out=states[t])
+        # every step's drive dt_t u_t B_t at once (one batched outer product), then the decays in place
+        states = torch.bmm(dtu.view(-1, d, 1), B.reshape(-1, 1, n)).view(length, batch, d, n)
+        for t in range(1, length):
+            states[t].addcmul_(torch.exp(dt[t].unsqueeze(-1) * A), states[t - 1])
         y = torch.bmm(states.view(-1, d, n), C.reshape(-1, n, 1)).view(length, batch, d)
         ctx.save_for_backward(u, dt, A, B, C, states)
         return y
@@ -46,23 +43,22 @@ class _SelectiveScan(torch.autograd.Function):
         gy = gy.contiguous()
         flat = (-1, d, n)
         g_c = torch.bmm(gy.view(-1, 1, d), states.view(flat)).view(length, batch, n)
-        lam = torch.empty_like(states)  # lambda_t = dL/d(drive_t)
+        # lambda_t = dL/d(drive_t), starting from its direct terms gy_t C_t (one batched outer product)
+        lam = torch.bmm(gy.view(-1, d, 1), C.reshape(-1, 1, n)).view(length, batch, d, n)
         g_dt = torch.zeros_like(dt)
-        g_a = torch.zeros_like(A)
+        g_a_acc = torch.zeros_like(states[0])  # sum over t of g_log_t * dt_t, reduced over the batch at the end
         decay_next = None
         for t in range(length - 1, -1, -1):
-            direct = gy[t].unsqueeze(-1) * C[t].unsqueeze(1)
-            if decay_next is None:
-                lam[t] = direct
-            else:
-                torch.addcmul(direct, decay_next, lam[t + 1], out=lam[t])
+            if decay_next is not None:
+                lam[t].addcmul_(decay_next, lam[t + 1])
             decay = torch.exp(dt[t].unsqueeze(-1) * A)
             if t > 0:  # d/d(dt_t A) through decay_t = lambda_t h_{t-1} decay_t (h_{-1} = 0)
                 g_log = lam[t] * states[t - 1]
                 g_log.mul_(decay)
                 g_dt[t] = (g_log * A).sum(-1)
-                g_a.add_((g_log * dt[t].unsqueeze(-1)).sum(0))
+                g_a_acc.addcmul_(g_log, dt[t].unsqueeze(-1))
             decay_next = decay
+        g_a = g_a_acc.sum(0)
         g_dtu = torch.bmm(lam.view(flat), B.reshape(-1, n, 1)).view(length, batch, d)
         g_b = torch.bmm((dt * u).view(-1, 1, d), lam.view(flat)).view(length, batch, n)
         return g_dtu * dt, g_dt + g_dtu * u, g_a, g_b, g_c
