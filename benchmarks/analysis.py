@@ -143,13 +143,22 @@ def best_rows(runs: pd.DataFrame) -> pd.DataFrame:
 # --- accuracy against state size per memory demand (the ESS paper's claim) -------------------------
 
 
-def _coefficients(part: pd.DataFrame, ess_column: str = "ess") -> dict:
+def accuracy_above_baseline(df: pd.DataFrame) -> pd.Series:
+    """(accuracy - no-recall baseline) / (1 - baseline): 0 at the baseline, 1 at perfect recall. Rows
+    that learned nothing score 0 whatever the demand, where their raw accuracy is the baseline itself
+    (MQAR: 1/kv, which also scales ESS/kv and TSS/kv: pooled over demands, raw accuracy correlates
+    with any state measure divided by the demand, by construction)."""
+    return (df["accuracy"] - df["no_recall"]) / (1 - df["no_recall"]).clip(lower=1e-9)
+
+
+def _coefficients(part: pd.DataFrame, ess_column: str = "ess", target: str = "accuracy") -> dict:
     from scipy import stats
 
     out = {"n": len(part)}
     demand = part["memory_demand"].clip(lower=1)
+    y = part["accuracy"] if target == "accuracy" else accuracy_above_baseline(part)
     for name, col in (("ESS", ess_column), ("TSS", "tss")):
-        x, y = part[col] / demand, part["accuracy"]
+        x = part[col] / demand
         ok = len(part) >= 3 and x.nunique() > 1 and y.nunique() > 1
         out[f"Spearman {name}/demand"] = float(stats.spearmanr(x, y)[0]) if ok else float("nan")
         out[f"Pearson {name}/demand"] = float(stats.pearsonr(x, y)[0]) if ok else float("nan")
@@ -160,21 +169,40 @@ CORRELATION_COLUMNS = ["n", "Spearman ESS/demand", "Spearman TSS/demand", "Pears
 
 
 def correlations(df: pd.DataFrame, ess_column: str = "ess") -> pd.DataFrame:
-    """Accuracy against ESS / memory demand and TSS / memory demand, per task over its best rows that
-    learned and, apart, over all of them: Spearman and Pearson coefficients with n (a coefficient
-    needs 3 rows and spread on both axes)."""
+    """Accuracy against ESS / memory demand and TSS / memory demand, per task, pooled over its settings
+    as the ESS paper pools them: over the best rows that learned, over all of them, and over all of
+    them with accuracy above the no-recall baseline (`accuracy_above_baseline`); Spearman and Pearson
+    coefficients with n (a coefficient needs 3 rows and spread on both axes)."""
     out = []
     for task, g in df.groupby("task"):
-        for subset, part in (("learned", g[g["learned"] == "yes"]), ("all", g)):
-            out.append({"task": task, "rows": subset, **_coefficients(part, ess_column)})
+        for subset, part, target in (
+            ("learned", g[g["learned"] == "yes"], "accuracy"),
+            ("all", g, "accuracy"),
+            ("all, accuracy above baseline", g, "above baseline"),
+        ):
+            out.append({"task": task, "rows": subset, **_coefficients(part, ess_column, target)})
     return pd.DataFrame(out, columns=["task", "rows", *CORRELATION_COLUMNS])
 
 
-def within_mixer_correlations(df: pd.DataFrame) -> pd.DataFrame:
-    """The same coefficients per task and mixer, over that mixer's state sizes and settings (all its
-    best rows): does a mixer's own accuracy follow its ESS or its TSS as its state grows?"""
+def within_setting_correlations(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task and setting (one length and one memory demand, so ESS/demand and TSS/demand are ESS
+    and TSS up to a constant): the coefficients over that setting's best rows, every mixer and state
+    size. Nothing is shared between the axes here, unlike the pooled coefficients."""
     out = [
-        {"task": task, "mixer": mixer, **_coefficients(g)} for (task, mixer), g in df.groupby(["task", "mixer"]) if len(g) >= 3
+        {"task": task, "setting": setting, **_coefficients(g)}
+        for (task, setting), g in df.groupby(["task", "setting"], sort=False)
+    ]
+    return pd.DataFrame(out, columns=["task", "setting", *CORRELATION_COLUMNS])
+
+
+def within_mixer_correlations(df: pd.DataFrame) -> pd.DataFrame:
+    """The coefficients per task and mixer, over that mixer's state sizes and settings (all its best
+    rows), with accuracy above the no-recall baseline (so that a mixer at its baseline everywhere
+    does not correlate with 1/demand): does a mixer's accuracy follow its ESS or its TSS?"""
+    out = [
+        {"task": task, "mixer": mixer, **_coefficients(g, target="above baseline")}
+        for (task, mixer), g in df.groupby(["task", "mixer"])
+        if len(g) >= 3
     ]
     return pd.DataFrame(out, columns=["task", "mixer", *CORRELATION_COLUMNS])
 
@@ -314,42 +342,103 @@ def advantage_interval(part: pd.DataFrame, confidence: float = 0.95) -> tuple[fl
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's coefficient of each row pair of `(R, n)` arrays (Pearson's of average ranks, as
+    scipy.stats.spearmanr computes it); NaN where a row has no spread."""
+    from scipy import stats
+
+    rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
+    rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+    den = np.sqrt((rx**2).sum(-1) * (ry**2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (rx * ry).sum(-1) / den, np.nan)
+
+
+def stratified_advantage(part: pd.DataFrame, confidence: float = 0.95, resamples: int = 999, seed: int = 0) -> dict:
+    """ESS against TSS within settings: per setting with 3 or more best rows, Spearman(accuracy, ESS)
+    and Spearman(accuracy, TSS); their means over settings weighted by rows; the weighted mean of
+    |ESS's| - |TSS's| (a coefficient without spread counts 0); and its percentile bootstrap interval,
+    rows resampled within each setting so that every resample keeps the design."""
+    rng = np.random.default_rng(seed)
+    groups = [g for _, g in part.groupby("setting", sort=True) if len(g) >= 3]
+    out = {"settings": len(groups), "n": sum(len(g) for g in groups)}
+    if not groups:
+        return {**out, "ess": float("nan"), "tss": float("nan"), "diff": float("nan"), "low": float("nan"), "high": float("nan")}
+    weights = np.array([len(g) for g in groups], dtype=float) / out["n"]
+    coef = np.zeros((len(groups), 2))
+    boot = np.zeros(resamples)
+    for j, (g, w) in enumerate(zip(groups, weights, strict=True)):
+        acc = g["accuracy"].to_numpy(float)
+        idx = rng.integers(0, len(g), (resamples, len(g)))
+        for k, col in enumerate(("ess", "tss")):
+            x = g[col].to_numpy(float)
+            coef[j, k] = _rowwise_spearman(x[None], acc[None])[0]
+            boot += (1 if k == 0 else -1) * w * np.nan_to_num(np.abs(_rowwise_spearman(x[idx], acc[idx])))
+    defined = ~np.isnan(coef)
+    mean = [float(np.average(coef[defined[:, k], k], weights=weights[defined[:, k]])) if defined[:, k].any() else float("nan")
+            for k in (0, 1)]  # fmt: skip
+    diff = float(np.sum(weights * (np.nan_to_num(np.abs(coef[:, 0])) - np.nan_to_num(np.abs(coef[:, 1])))))
+    low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return {**out, "ess": mean[0], "tss": mean[1], "diff": diff, "low": float(low), "high": float(high)}
+
+
+def _call(low: float, high: float, diff: float) -> str:
+    if math.isnan(low):
+        return "holds" if diff > 0 else "does not hold"
+    if low > 0:
+        return "holds"
+    if high < 0:
+        return "does not hold: TSS tracks accuracy better"
+    return "is not settled by these rows (the interval includes zero)"
+
+
 def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str]:
-    """Plain sentences, one per task family: does accuracy follow ESS/demand more closely than
-    TSS/demand (Spearman over all best rows, with a paired bootstrap interval of the difference in
-    |coefficient|, and over the rows that learned), within how many mixers, and which rows saturate or
-    collapse."""
+    """Plain sentences, one per task family: does accuracy follow ESS more closely than TSS? First
+    within each setting (one length and demand: nothing shared between the axes), with a bootstrap
+    interval of the difference in |Spearman|; then pooled over settings as the ESS paper pools them
+    (ESS/demand and TSS/demand, with the paired interval), next to how much of that the demand alone
+    explains; then within each mixer, and which rows saturate or collapse."""
     out = []
     for task, g in corr.groupby("task"):
         allr = g[g["rows"] == "all"].iloc[0]
         learned = g[g["rows"] == "learned"].iloc[0]
         e, t = allr["Spearman ESS/demand"], allr["Spearman TSS/demand"]
-        if math.isnan(e) or math.isnan(t):
+        part = best[best["task"] == task] if best is not None else None
+        strat = stratified_advantage(part) if part is not None else {"settings": 0}
+        if (math.isnan(e) or math.isnan(t)) and not strat["settings"]:
             out.append(f"{task}: too few rows with spread for a coefficient (n = {allr['n']}).")
             continue
-        lo, hi = advantage_interval(best[best["task"] == task]) if best is not None else (float("nan"), float("nan"))
-        diff = abs(e) - abs(t)
-        if math.isnan(lo):
-            call = "holds" if diff > 0 else "does not hold"
-        elif lo > 0:
-            call = "holds"
-        elif hi < 0:
-            call = "does not hold: TSS tracks accuracy better"
-        else:
-            call = "is not settled by these rows (the interval includes zero)"
-        text = (
-            f"{task} (n = {allr['n']} best rows): accuracy's Spearman correlation with ESS/demand is {_fmt(e)}, with "
-            f"TSS/demand {_fmt(t)}; the difference in |coefficient| is {_fmt(diff)} (95% paired bootstrap interval "
-            f"{_fmt(lo)} to {_fmt(hi)}), so the claim that ESS tracks accuracy better {call}. On the {learned['n']} rows "
-            f"that learned: {_fmt(learned['Spearman ESS/demand'])} against {_fmt(learned['Spearman TSS/demand'])}."
-        )
+        text = f"{task}:"
+        if strat["settings"]:
+            text += (
+                f" within each of its {strat['settings']} settings (one length and memory demand; {strat['n']} best rows), "
+                f"accuracy's Spearman correlation with ESS averages {_fmt(strat['ess'])} and with TSS {_fmt(strat['tss'])}; "
+                f"ESS's advantage in |coefficient| is {_fmt(strat['diff'])} (95% bootstrap interval {_fmt(strat['low'])} "
+                f"to {_fmt(strat['high'])}, rows resampled within settings), so the claim that ESS tracks accuracy "
+                f"better {_call(strat['low'], strat['high'], strat['diff'])}."
+            )
+        if not (math.isnan(e) or math.isnan(t)):
+            lo, hi = advantage_interval(part) if part is not None else (float("nan"), float("nan"))
+            demand_alone = _demand_alone(part) if part is not None else float("nan")
+            text += (
+                f" Pooled over settings as the ESS paper pools them (n = {allr['n']}): ESS/demand {_fmt(e)}, TSS/demand "
+                f"{_fmt(t)}, difference {_fmt(abs(e) - abs(t))} (paired interval {_fmt(lo)} to {_fmt(hi)}); but there "
+                f"1/demand scales both axes, and 1/demand alone correlates {_fmt(demand_alone)} with accuracy (a row at "
+                f"the no-recall baseline scores it), which is why the within-setting comparison is the test. With "
+                f"accuracy above the baseline instead: "
+                f"{_fmt(g[g['rows'] == 'all, accuracy above baseline'].iloc[0]['Spearman ESS/demand'])} against "
+                f"{_fmt(g[g['rows'] == 'all, accuracy above baseline'].iloc[0]['Spearman TSS/demand'])}; on the "
+                f"{learned['n']} rows that learned: {_fmt(learned['Spearman ESS/demand'])} against "
+                f"{_fmt(learned['Spearman TSS/demand'])}."
+            )
         w = within[(within["task"] == task)].dropna(subset=["Spearman ESS/demand", "Spearman TSS/demand"])
         if not w.empty:
             better = w[w["Spearman ESS/demand"].abs() > w["Spearman TSS/demand"].abs()]["mixer"].tolist()
             worse = sorted(set(w["mixer"]) - set(better))
             text += (
-                f" Within a mixer, across its state sizes and settings, ESS tracks better for {len(better)} of {len(w)} "
-                f"mixers ({', '.join(better) or 'none'}); TSS as well or better for {', '.join(worse) or 'none'}."
+                f" Within a mixer, across its state sizes and settings (accuracy above baseline), ESS tracks better for "
+                f"{len(better)} of {len(w)} mixers ({', '.join(better) or 'none'}); TSS as well or better for "
+                f"{', '.join(worse) or 'none'}."
             )
         u = use[use["task"] == task]
         for kind in ("saturated", "collapsed"):
@@ -358,6 +447,16 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
                 text += f" {kind.capitalize()}: " + ", ".join(sorted(set(hit["mixer"]))) + f" ({len(hit)} rows)."
         out.append(text)
     return out
+
+
+def _demand_alone(part: pd.DataFrame) -> float:
+    """Spearman(accuracy, 1/demand) over the rows: what pooling settings gives any state measure / demand."""
+    from scipy import stats
+
+    x, y = 1 / part["memory_demand"].clip(lower=1), part["accuracy"]
+    if len(part) < 3 or x.nunique() < 2 or y.nunique() < 2:
+        return float("nan")
+    return float(stats.spearmanr(x, y)[0])
 
 
 def time_shares(records: list[dict]) -> pd.DataFrame:

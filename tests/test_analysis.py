@@ -16,17 +16,47 @@ def _rows(n=30, seed=0, follows="ess"):
     acc = driver / driver.max()  # accuracy a monotone function of one of the two
     return pd.DataFrame(
         {"task": "mqar", "mixer": rng.choice(["a", "b", "c"], n), "memory_demand": demand, "ess": ess, "tss": tss,
-         "utilization": ess / tss, "bound": tss, "accuracy": acc, "learned": "yes", "setting": "s", "state": ""}
+         "utilization": ess / tss, "bound": tss, "accuracy": acc, "no_recall": 1 / demand, "learned": "yes",
+         "setting": [f"kv={d}" for d in demand], "state": ""}
     )  # fmt: skip
+
+
+def _verdict(df):
+    return analysis.verdict(analysis.correlations(df), analysis.within_mixer_correlations(df), analysis.state_use(df), df)
 
 
 def test_verdict_says_which_state_measure_tracks_accuracy():
     for follows, word in (("ess", "holds"), ("tss", "does not hold")):
         df = _rows(follows=follows)
-        text = analysis.verdict(analysis.correlations(df), analysis.within_mixer_correlations(df), analysis.state_use(df), df)
-        assert f"better {word}" in text[0], text[0]
+        text = _verdict(df)[0]
+        # within settings (the test) and pooled: both say it
+        assert text.count(f"better {word}") == 1 and text.index(f"better {word}") < text.index("Pooled"), text
         lo, hi = analysis.advantage_interval(df)
         assert (lo > 0) if follows == "ess" else (hi < 0)
+        strat = analysis.stratified_advantage(df)
+        assert strat["settings"] == 3 and ((strat["low"] > 0) if follows == "ess" else (strat["high"] < 0))
+
+
+def test_pooling_demands_makes_any_state_measure_over_demand_track_accuracy_and_the_verdict_is_not_fooled():
+    """Rows that learned nothing score their no-recall baseline, 1/kv on MQAR. Pooled over kv, accuracy
+    then correlates with ESS/kv for any ESS at all (here random); within a setting it cannot."""
+    df = _rows(n=60, seed=1).assign(accuracy=lambda d: 1 / d["memory_demand"], learned="not learned")
+    pooled = analysis.correlations(df).set_index("rows").loc["all"]
+    assert pooled["Spearman ESS/demand"] > 0.5  # the artefact
+    assert analysis._demand_alone(df) == 1.0
+    above = analysis.correlations(df).set_index("rows").loc["all, accuracy above baseline"]
+    assert np.isnan(above["Spearman ESS/demand"])  # accuracy above baseline is 0 everywhere: no spread
+    text = _verdict(df)[0]
+    assert "better holds" not in text and "is not settled" in text, text
+
+
+def test_rowwise_spearman_is_scipys():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, (50, 12)).astype(float), rng.normal(size=(50, 12))  # ties in x
+    ours = analysis._rowwise_spearman(x, y)
+    assert np.allclose(ours, [stats.spearmanr(a, b)[0] for a, b in zip(x, y, strict=True)])
 
 
 def test_state_use_thresholds():
