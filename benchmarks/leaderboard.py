@@ -297,14 +297,14 @@ def build(store_root: str | Path = "results") -> list[Path]:
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["j2"]))
     from markupsafe import Markup
 
-    HTML_PARTS = ("table", "correlations", "within", "per_setting", "use")  # already rendered tables
+    rendered = ("table", "correlations", "within", "per_setting", "use")  # already rendered tables
     page = env.get_template("leaderboard.html.j2").render(
         summary=summary,
         coverage=coverage,
         incomplete=incomplete,
         verdict=verdict,
         definitions=_definitions(),
-        tasks=[{k: (Markup(v) if k in HTML_PARTS else v) for k, v in t.items()} for t in tasks_html],
+        tasks=[{k: (Markup(v) if k in rendered else v) for k, v in t.items()} for t in tasks_html],
         mad=Markup(html_table(mad, "mad")) if not mad.empty else "No MAD task runs recorded yet.",
         lr=Markup(html_table(lr, "lr")),
         tolerance=Markup(html_table(tol, "tolerance")),
