@@ -11,7 +11,7 @@ import sys
 
 def table(path: str) -> str:
     data = json.load(open(path))
-    rows = {b["name"]: b for b in data["benchmarks"] if b["name"].startswith("test_train_step")}
+    rows = {b["name"]: b for b in data["benchmarks"] if b["name"].startswith(("test_train_step[", "test_train_step_matmul_rate"))}
     gemm = rows.pop("test_train_step_matmul_rate", None)
     if gemm is None:
         raise SystemExit(f"{path}: no test_train_step_matmul_rate result; run nox -s perf -- -k train_step")
