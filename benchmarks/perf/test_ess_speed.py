@@ -9,6 +9,7 @@ Both check that the ranks are identical.
 import statistics
 import time
 
+import pytest
 import torch
 
 from benchmarks.ess import Semiseparable, effective_state_size
@@ -62,3 +63,19 @@ def test_dense_vs_naive(benchmark):
     print(f"\ndense {dense_s:.2f}s, naive {naive_s:.2f}s, naive/dense {naive_s / dense_s:.2f}")
     assert torch.equal(ess, ranks)
     assert dense_s <= naive_s * 1.05  # no slower (5% timing noise allowed)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_eigensolver_threads(benchmark, threads):
+    """The dense path's floor: float64 eigenvalues of 256 Gram matrices of 128 x 128 (Hyena's
+    middle splits at L 256), on torch's one or two threads (MKL threads its solver itself)."""
+    torch.manual_seed(0)
+    a = torch.randn(256, 128, 128, dtype=torch.float64)
+    gram = a @ a.mT
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        benchmark.group = "eigensolver threads"
+        benchmark.pedantic(torch.linalg.eigvalsh, args=(gram,), rounds=7, iterations=1, warmup_rounds=1)
+    finally:
+        torch.set_num_threads(previous)
