@@ -7,11 +7,11 @@ gamma = sqrt(1 - |Lambda|^2), and Lambda initialised uniformly on the ring
 r in [r_min, r_max], phase in [0, max_phase]: the paper's long-range settings r_min 0.9,
 r_max 0.999, max_phase pi/10; state_dim = d_model (scaled down from the paper's 256).
 
-The LRU's state is shared by all d_model channels (a MIMO system) and its single-input
-single-output pieces are its complex modes: the operator's channels are the state_dim modes,
-channel n maps its input gamma_n (B u)_n to its state x_n by Lambda_n^(t-s) (a complex
-Semiseparable of state size 1). TSS per channel is therefore 1 complex state (2 real numbers);
-the layer's real state is 2 * state_dim. Reference path: the parallel complex scan.
+The LRU's state is shared by all d_model channels (a MIMO system). Its operator is the ESS paper's
+per channel: input channel a to output channel a, T[t, s] = Re(sum_n C[a, n] Lambda_n^(t-s)
+gamma_n B[n, a]) for s < t, a Toeplitz matrix running through all state_dim complex modes, so TSS
+per channel is 2 * state_dim real numbers (the layer's whole real state). Reference path: the
+parallel complex scan.
 """
 
 from __future__ import annotations

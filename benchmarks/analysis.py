@@ -79,7 +79,7 @@ def _run_row(r: dict) -> dict:
         "setting": _setting(task),
         "seq_len": m["task"]["seq_len"],
         "memory_demand": m["task"]["memory_demand"],
-        "state": f"{knob}={arch[knob]}" if knob and knob in arch else "",
+        "state": f"{knob}={'default' if arch[knob] is None else arch[knob]}" if knob and knob in arch else "",
         "accuracy": m["accuracy"],
         "no_recall": m["task"].get("no_recall_accuracy", float("nan")),
         "val_accuracy": m.get("val_accuracy", float("nan")),
