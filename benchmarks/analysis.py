@@ -17,6 +17,7 @@ import yaml
 
 from benchmarks.config import mixer_spec, state_knob
 from benchmarks.ess import ess_bound
+from benchmarks.store import design_key
 
 # A row within this much of its no-recall baseline (or below it) has not learned recall.
 LEARNED_MARGIN = 0.01
@@ -73,6 +74,7 @@ def _run_row(r: dict) -> dict:
     ess = _ess_at(m["ess"], HEADLINE_TOLERANCE)
     return {
         "group": r.get("group", r["key"]),
+        "design": design_key(cfg),
         "mixer": mixer,
         "task": m["task"]["name"],
         "level": m["task"].get("level", cfg["task"].get("level")),
@@ -105,7 +107,7 @@ def _run_row(r: dict) -> dict:
 
 
 RUN_COLUMNS = [  # the order of _run_row's keys
-    "group", "mixer", "task", "level", "setting", "seq_len", "memory_demand", "state", "accuracy", "no_recall",
+    "group", "design", "mixer", "task", "level", "setting", "seq_len", "memory_demand", "state", "accuracy", "no_recall",
     "val_accuracy", "val_loss", "lr", "ess", "entropy_ess", "ess_machine", "tss", "utilization", "bound", "cache_bytes",
     "parameters", "steps", "stopped", "seed", "commit", "device", "kernels", "wall_time_s", "key",
 ]  # fmt: skip
@@ -138,6 +140,57 @@ def best_rows(runs: pd.DataFrame) -> pd.DataFrame:
         ascending=[True, True, True, False, True, True],
         ignore_index=True,
     )
+
+
+def first_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard's rows: per design (a group without its seed) the row of its lowest seed, so
+    that seed replicates neither repeat rows nor weigh twice in a correlation (`seed_spread` has them)."""
+    if df.empty:
+        return df
+    lowest = df.groupby("design")["seed"].transform("min")
+    return df[df["seed"] == lowest].reset_index(drop=True)
+
+
+def seed_spread(df: pd.DataFrame) -> pd.DataFrame:
+    """Per design trained at two or more seeds (best rows): test accuracy and headline ESS at each
+    seed, their ranges, and whether every seed agrees on learned or not."""
+    out = []
+    for _, g in df.groupby("design", sort=False):
+        if g["seed"].nunique() < 2:
+            continue
+        g = g.sort_values("seed")
+        first = g.iloc[0]
+        out.append(
+            {
+                "task": first["task"], "setting": first["setting"], "mixer": first["mixer"], "state": first["state"],
+                "seeds": ", ".join(str(x) for x in g["seed"]),
+                "accuracy": " / ".join(f"{x:.3f}" for x in g["accuracy"]),
+                "accuracy range": float(g["accuracy"].max() - g["accuracy"].min()),
+                "ESS": " / ".join(f"{x:.2f}" for x in g["ess"]),
+                "ESS range": float(g["ess"].max() - g["ess"].min()),
+                "learned": "all" if (g["learned"] == "yes").all() else "none" if (g["learned"] != "yes").all() else "differs",
+            }
+        )  # fmt: skip
+    cols = ["task", "setting", "mixer", "state", "seeds", "accuracy", "accuracy range", "ESS", "ESS range", "learned"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def seed_verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    """The within-setting comparison (accuracy's Spearman with ESS and with TSS) at each seed, for the
+    settings where three or more designs were trained at more than one seed: does the verdict move
+    with the seed?"""
+    out = []
+    for (task, setting), g in df.groupby(["task", "setting"], sort=False):
+        replicated = g.groupby("design")["seed"].nunique()
+        designs = replicated[replicated > 1].index
+        if len(designs) < 3:
+            continue
+        part = g[g["design"].isin(designs)]
+        for seed, rows in part.groupby("seed"):
+            c = _coefficients(rows)
+            out.append({"task": task, "setting": setting, "seed": seed, "n": c["n"],
+                        "Spearman ESS": c["Spearman ESS/demand"], "Spearman TSS": c["Spearman TSS/demand"]})  # fmt: skip
+    return pd.DataFrame(out, columns=["task", "setting", "seed", "n", "Spearman ESS", "Spearman TSS"])
 
 
 # --- accuracy against state size per memory demand (the ESS paper's claim) -------------------------

@@ -28,6 +28,11 @@ def group_key(config: dict) -> str:
     return run_key({**config, "train": {k: v for k, v in config["train"].items() if k != "lr"}})
 
 
+def design_key(config: dict) -> str:
+    """The key shared by a group's seed replicates: its group key with the seed left out."""
+    return group_key({k: v for k, v in config.items() if k != "seed"})
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)

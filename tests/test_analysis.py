@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmarks import analysis
 from benchmarks.ess import ess_bound
@@ -88,3 +89,30 @@ def test_mad_score_is_the_mean_over_settings_then_tasks_of_the_best_on_validatio
     score = analysis.mad_scores(df).set_index("mixer").loc["m"]
     # compression: (0.2 chosen on validation + 0.6) / 2 = 0.4; selective copying 1.0; MQAR is not a MAD task
     assert score["MAD score"] == (0.4 + 1.0) / 2 and score["tasks"] == 2
+
+
+def test_seed_replicates_stay_out_of_the_leaderboard_rows_and_show_their_spread():
+    from benchmarks.store import design_key, group_key
+
+    cfg = {"seed": 0, "architecture": {"name": "gla"}, "task": {"name": "mqar"}, "train": {"lr": 1e-3, "steps": 10}}
+    again = {**cfg, "seed": 1, "train": {**cfg["train"], "lr": 3e-3}}
+    assert group_key(cfg) != group_key(again) and design_key(cfg) == design_key(again)  # same design, other seed
+
+    rows = []
+    for design, mixer in enumerate("abcd"):
+        for seed in (0, 1, 2) if mixer != "d" else (0,):
+            acc = 0.2 + 0.2 * design + 0.01 * seed
+            rows.append({"design": f"d{design}", "seed": seed, "task": "mqar", "setting": "L=64, kv=8", "mixer": mixer,
+                         "state": "", "accuracy": acc, "ess": 5.0 + design + 0.1 * seed, "tss": 16.0 - design,
+                         "memory_demand": 8, "learned": "yes" if acc > 0.3 else "not learned"})  # fmt: skip
+    df = pd.DataFrame(rows)
+    main = analysis.first_seed(df)
+    assert sorted(main["mixer"]) == list("abcd") and (main["seed"] == 0).all()
+    spread = analysis.seed_spread(df).set_index("mixer")
+    assert list(spread.index) == list("abc")  # d has one seed
+    assert spread.loc["a", "accuracy"] == "0.200 / 0.210 / 0.220" and spread.loc["a", "accuracy range"] == pytest.approx(0.02)
+    assert spread.loc["a", "learned"] == "none" and spread.loc["c", "learned"] == "all"
+    verdicts = analysis.seed_verdicts(df)
+    assert list(verdicts["seed"]) == [0, 1, 2] and (verdicts["n"] == 3).all()
+    # accuracy rises with ESS and falls with TSS at every seed
+    assert (verdicts["Spearman ESS"] == 1).all() and (verdicts["Spearman TSS"] == -1).all()
