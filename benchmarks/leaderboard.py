@@ -170,11 +170,12 @@ def _definitions() -> str:
         "above 1% of the channel operator's largest; see the tolerance section), mean over channels, layers, 4 test "
         "examples and the interior window of splits. TSS: the state size that bounds it (attention: L). Bound: the largest "
         "the headline ESS can be, the window's mean of min(TSS, i, L - i) (block i has rank at most min(i, L - i)). Memory "
-        f"demand: what the task asks to hold (MQAR: kv pairs). Saturated: ESS >= {SATURATION} bound. Collapsed: ESS below "
+        "demand: what the task asks to hold (MQAR: kv pairs; in-context recall: the keys, at most the pairs - 1; selective "
+        f"copying: the tokens to copy; compression: L - 1 tokens). Saturated: ESS >= {SATURATION} bound. Collapsed: ESS below "
         f"the memory demand although the bound is at least the demand, and ESS < {COLLAPSE} bound. Not learned: test "
         f"accuracy within {LEARNED_MARGIN} of the no-recall baseline or below it. Each row is its group's best learning "
-        "rate, chosen on validation accuracy; test accuracy is reported. One seed per group: how much a row moves with the "
-        "seed is not measured here."
+        "rate, chosen on validation accuracy; test accuracy is reported. One seed per row (each design's lowest): how much "
+        "a row moves with the seed is in the Seeds section, where replicates exist."
     )
 
 
