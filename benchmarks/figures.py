@@ -67,6 +67,7 @@ def task_figures(task: str, best: pd.DataFrame, training: pd.DataFrame, curves: 
     _setup()
     import matplotlib.pyplot as plt
     import seaborn as sns
+    from matplotlib import ticker
 
     paths: dict[str, Path] = {}
     df = best[best["task"] == task].copy()
@@ -96,24 +97,24 @@ def task_figures(task: str, best: pd.DataFrame, training: pd.DataFrame, curves: 
     _legend_below(grid, f"{task}: accuracy vs. state size per setting (dashed: no-recall baseline; circled: not learned)")
     _save(grid.figure, out_dir, f"{task}_accuracy_vs_state", paths)
 
-    # accuracy against ESS / demand and TSS / demand
-    long = df.assign(**{"ESS / demand": df["ess"] / df["memory_demand"].clip(lower=1),
-                        "TSS / demand": df["tss"] / df["memory_demand"].clip(lower=1)})  # fmt: skip
-    long = long.melt(
-        id_vars=["mixer", "accuracy", "learned"],
-        value_vars=["ESS / demand", "TSS / demand"],
-        var_name="x",
-        value_name="per demand",
-    )
+    # accuracy against ESS and TSS within each setting (the verdict's test): ESS above, TSS below
+    long = df.melt(
+        id_vars=["mixer", "accuracy", "learned", "setting"], value_vars=["ess", "tss"], var_name="measure", value_name="size"
+    ).replace({"measure": {"ess": f"ESS ({HEADLINE_TOLERANCE})", "tss": "TSS"}})
     grid = sns.relplot(
-        data=long, x="per demand", y="accuracy", hue="mixer", hue_order=mixers, style="mixer", style_order=mixers,
-        markers=markers, palette=palette, col="x", height=4.0, aspect=1.2, s=70, facet_kws={"sharex": False},
+        data=long, x="size", y="accuracy", hue="mixer", hue_order=mixers, style="mixer", style_order=mixers,
+        markers=markers, palette=palette, row="measure", col="setting", col_order=order, height=2.9, aspect=1.0, s=60,
+        facet_kws={"sharex": False, "sharey": True, "margin_titles": False},
     )  # fmt: skip
-    for name, ax in grid.axes_dict.items():
-        ax.set_xscale("log")
-        ax.set_title(f"accuracy vs. {name}")
-    grid.set_axis_labels("per memory demand (log scale)", "test accuracy")
-    _legend_below(grid, f"{task}: accuracy vs. ESS and TSS per memory demand (headline tolerance {HEADLINE_TOLERANCE})")
+    for (measure, setting), ax in grid.axes_dict.items():
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 4, 8, 16: no crowded 2^x labels
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_title(f"{setting}", fontsize=10)
+        ax.set_xlabel(f"{measure.split(' ')[0]} per channel (log scale)")
+        ax.set_ylim(-0.02, 1.02)
+    grid.set_ylabels("test accuracy")
+    _legend_below(grid, f"{task}: accuracy vs. ESS (top) and TSS (bottom) within each setting")
     _save(grid.figure, out_dir, f"{task}_accuracy_vs_ess", paths)
 
     # ESS over the split position, per setting (each mixer's largest state)

@@ -157,7 +157,8 @@ def _figure(name: str, path: Path, caption: str) -> dict:
 CAPTIONS = {
     "accuracy_vs_state": "Accuracy against the model's decoding state (bytes) per setting, as Zoology plots accuracy "
     "against state size: one line per mixer over its state sizes; dashed: the no-recall baseline; circled: not learned.",
-    "accuracy_vs_ess": "Accuracy against ESS / memory demand (left) and TSS / memory demand (right), every best row of the task.",
+    "accuracy_vs_ess": "Accuracy against ESS (top row) and TSS (bottom row) within each setting, every best row: at one "
+    "demand the two differ from ESS/demand and TSS/demand only by a constant, so this is what the verdict tests.",
     "ess_curves": "ESS at each split of the sequence (headline tolerance), each mixer's largest state, one panel per setting.",
     "ess_over_training": "Headline ESS / its bound for each group's best run at the 1st, 2nd, 4th, 8th, ... evaluation "
     "and the last: when state use grows, saturates or collapses as the mixer learns.",
