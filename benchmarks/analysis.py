@@ -17,7 +17,7 @@ import yaml
 
 from benchmarks.config import mixer_spec, state_knob
 from benchmarks.ess import ess_bound
-from benchmarks.store import design_key
+from benchmarks.store import design_key, protocol_key
 
 # A row within this much of its no-recall baseline (or below it) has not learned recall.
 LEARNED_MARGIN = 0.01
@@ -75,6 +75,7 @@ def _run_row(r: dict) -> dict:
     return {
         "group": r.get("group", r["key"]),
         "design": design_key(cfg),
+        "protocol": protocol_key(cfg),
         "mixer": mixer,
         "task": m["task"]["name"],
         "level": m["task"].get("level", cfg["task"].get("level")),
@@ -107,9 +108,9 @@ def _run_row(r: dict) -> dict:
 
 
 RUN_COLUMNS = [  # the order of _run_row's keys
-    "group", "design", "mixer", "task", "level", "setting", "seq_len", "memory_demand", "state", "accuracy", "no_recall",
-    "val_accuracy", "val_loss", "lr", "ess", "entropy_ess", "ess_machine", "tss", "utilization", "bound", "cache_bytes",
-    "parameters", "steps", "stopped", "seed", "commit", "device", "kernels", "wall_time_s", "key",
+    "group", "design", "protocol", "mixer", "task", "level", "setting", "seq_len", "memory_demand", "state", "accuracy",
+    "no_recall", "val_accuracy", "val_loss", "lr", "ess", "entropy_ess", "ess_machine", "tss", "utilization", "bound",
+    "cache_bytes", "parameters", "steps", "stopped", "seed", "commit", "device", "kernels", "wall_time_s", "key",
 ]  # fmt: skip
 
 

@@ -6,7 +6,9 @@
 Steps: the conformance checks (a failing mixer is rejected with each failed check and by how
 much); the preset's task ladder for this mixer (records in `<out>/<mixer>/records`); ESS, TSS and
 cache size per run; throughput over a length ladder; then `<out>/<mixer>/report.md` and a
-self-contained `report.html` comparing it with the reference rows found in `reference/records`.
+self-contained `report.html` comparing it with the reference rows found in `reference/records`
+(by default the store of the preset's own sweep: results/default for `default`, results for
+`published`) that were trained under the same protocol: task setting, width, data and budget.
 Other arguments are Hydra overrides (e.g. `architecture.num_scales=8`, `model.d_model=128`).
 """
 
@@ -103,7 +105,14 @@ def _figure_accuracy(table: pd.DataFrame, path: Path) -> Path:
 
 
 def build_report(
-    name: str, conformance, review_records, reference_records, tp_records, out_dir: Path, commands: list[str]
+    name: str,
+    conformance,
+    review_records,
+    reference_records,
+    tp_records,
+    out_dir: Path,
+    commands: list[str],
+    reference_name: str = "results",
 ) -> list[Path]:
     mine = leaderboard.rows(review_records)
     refs = leaderboard.rows(reference_records)
@@ -113,12 +122,11 @@ def build_report(
 
     md += ["## Conformance", "", "```", conformance.message(), "```", ""]
 
-    # where it ranks, level by level, among the reference rows of the same task setting
+    # where it ranks, level by level, among the reference rows trained under the same protocol (task
+    # setting, width, data, budget): a row trained 800 steps is not ranked against rows trained 2000
     rank_rows = []
     for _, row in mine.iterrows():
-        same = refs[
-            (refs["task"] == row["task"]) & (refs["seq_len"] == row["seq_len"]) & (refs["memory_demand"] == row["memory_demand"])
-        ]
+        same = refs[refs["protocol"] == row["protocol"]]
         best = same.loc[same["accuracy"].idxmax()] if not same.empty else None
         rank_rows.append(
             {
@@ -137,7 +145,9 @@ def build_report(
     md += [
         "## Where it ranks",
         "",
-        f"Rank by test accuracy among the reference mixers run on the same task setting ({len(refs)} reference rows read).",
+        f"Rank by test accuracy among the reference mixers trained under the same protocol — the same task setting, "
+        f"width, data and training budget ({len(refs)} reference rows read from `{reference_name}`; a rank of 1 of 1 means "
+        "none matched: give `reference=` the store of a sweep run with the same preset).",
         "",
         leaderboard.markdown_table(ranks) if not ranks.empty else "no runs",
         "",
@@ -246,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(opts.get("out", "reviews")) / folder_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    # the reference: the store of the preset's own sweep (`default`: results/default), whose rows were
+    # trained under the same protocol as this review's
+    reference_name = opts.get("reference") or expand(overrides)[0]["store"]
     first = expand([*overrides, f"store={out_dir}"])[0]
     report = check_mixer(name, d_model=first["model"]["d_model"], **mixer_spec(first["architecture"])[1])
     print(report.message())
@@ -263,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     d_model = configs[0]["model"]["d_model"]
     tp_records = throughput.run([name], lengths, str(out_dir), device, d_model=d_model, repeats=3)
 
-    reference = Store(opts.get("reference", "results")).records()
+    reference = Store(reference_name).records()
     command = " ".join(["python -m benchmarks.review", *args])
     commands = [
         command,
@@ -271,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python -m benchmarks.throughput mixers={name} lengths={','.join(map(str, lengths))} d_model={d_model} repeats=3"
         f" store={out_dir}",
     ]
-    paths = build_report(name, report, Store(out_dir).records(), reference, tp_records, out_dir, commands)
+    paths = build_report(name, report, Store(out_dir).records(), reference, tp_records, out_dir, commands, reference_name)
     for p in paths:
         print(f"report: {p}")
     return 0

@@ -33,6 +33,13 @@ def design_key(config: dict) -> str:
     return group_key({k: v for k, v in config.items() if k != "seed"})
 
 
+def protocol_key(config: dict) -> str:
+    """What two runs of different mixers must share to be compared: the task setting, the model's width
+    and depth, the data and the training budget (every rate of a grid: the learning rate left out)."""
+    train = {k: v for k, v in config.get("train", {}).items() if k != "lr"}
+    return run_key({"task": config.get("task"), "model": config.get("model"), "data": config.get("data"), "train": train})
+
+
 class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)

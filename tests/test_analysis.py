@@ -116,3 +116,15 @@ def test_seed_replicates_stay_out_of_the_leaderboard_rows_and_show_their_spread(
     assert list(verdicts["seed"]) == [0, 1, 2] and (verdicts["n"] == 3).all()
     # accuracy rises with ESS and falls with TSS at every seed
     assert (verdicts["Spearman ESS"] == 1).all() and (verdicts["Spearman TSS"] == -1).all()
+
+
+def test_runs_compare_under_one_protocol_whatever_their_mixer_or_rate():
+    from benchmarks.store import protocol_key
+
+    cfg = {"seed": 0, "architecture": {"name": "gla"}, "task": {"name": "mqar", "seq_len": 64}, "model": {"d_model": 64},
+           "data": {"num_train": 100}, "train": {"lr": 1e-3, "steps": 800}}  # fmt: skip
+    other_mixer = {**cfg, "architecture": {"name": "attention"}, "train": {**cfg["train"], "lr": 1e-2}}
+    longer = {**cfg, "train": {**cfg["train"], "steps": 2000}}
+    wider = {**cfg, "model": {"d_model": 128}}
+    assert protocol_key(cfg) == protocol_key(other_mixer)
+    assert len({protocol_key(c) for c in (cfg, longer, wider)}) == 3  # another budget or width is another protocol
