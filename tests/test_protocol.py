@@ -258,3 +258,18 @@ def test_a_launcher_sweep_skips_state_indices_a_mixer_does_not_have(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "[skip]" in proc.stdout and "no state size 1" in proc.stdout
     assert not (tmp_path / "store").exists()
+
+
+def test_evaluation_scores_the_same_positions_on_either_loss_path(monkeypatch):
+    """The CPU path selects the scored positions; the GPU path keeps every position and lets the loss
+    ignore the rest. Accuracy and loss must not depend on which one ran."""
+    from benchmarks import train as train_module
+
+    task = tasks.build("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4)
+    x, y = task.generate(64, seed=0)
+    torch.manual_seed(0)
+    model = LanguageModel(task.vocab_size, "attention", d_model=16, n_layers=2, seq_len=task.seq_len)
+    cpu = train_module.evaluate(model, x, y, 16, torch.device("cpu"))
+    monkeypatch.setattr(train_module, "scored_logits", lambda m, i, t: (m(i), t))  # what a GPU runs
+    full = train_module.evaluate(model, x, y, 16, torch.device("cpu"))
+    assert cpu["accuracy"] == full["accuracy"] and cpu["loss"] == pytest.approx(full["loss"], rel=1e-6)
