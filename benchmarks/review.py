@@ -204,7 +204,8 @@ def build_report(
         md += ["no throughput records", ""]
     else:
         md += [
-            leaderboard.markdown_table(tp.drop(columns=["commit"])),
+            # "% of peak" is against a GPU's datasheet peak: on a CPU it is empty, so it is left out
+            leaderboard.markdown_table(tp.drop(columns=["commit"]).dropna(axis=1, how="all")),
             "",
             leaderboard.markdown_table(throughput.scaling_table(tp)),
             "",
