@@ -1,0 +1,85 @@
+"""Does `torch.compile` pay back its compile time over a run? Per mixer, at the CPU presets' training
+step (benchmarks/perf/train_step.py): the compile time (the first compiled step, minus an eager
+step), the eager and compiled steady-state step times, measured interleaved, and the steps a run
+needs before compiling is ahead (never, where the compiled step is not faster).
+
+    python benchmarks/perf/compile_payback.py --mixers mamba2,based,hyena --threads 2
+
+A run of the published sweep takes at most 2,000 steps: a mixer whose break-even lies beyond that,
+or whose compiled step is slower, is trained eagerly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_step  # noqa: E402
+
+
+def _times(model, opt, x, y, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        train_step.step(model, opt, x, y)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def measure(mixer: str, rounds: int, steps: int) -> dict:
+    eager, opt, x, y = train_step.build(mixer)
+    compiled_model, copt, _, _ = train_step.build(mixer)
+    _times(eager, opt, x, y, 2)  # warm-up
+    first_eager = statistics.median(_times(eager, opt, x, y, 3))
+    compiled = torch.compile(compiled_model)
+    try:
+        start = time.perf_counter()
+        train_step.step(compiled, copt, x, y)
+        compile_s = time.perf_counter() - start - first_eager
+        _times(compiled, copt, x, y, 2)  # later recompiles (e.g. the optimizer's) count as warm-up
+    except Exception as e:  # noqa: BLE001 - a mixer inductor cannot lower (the LRU's complex scan)
+        return {"mixer": mixer, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
+    ratios, e_all, c_all = [], [], []
+    for r in range(rounds):  # interleaved, alternating which goes first
+        pair = [("e", eager, opt), ("c", compiled, copt)]
+        for name, model, o in pair if r % 2 == 0 else pair[::-1]:
+            t = statistics.median(_times(model, o, x, y, steps))
+            (e_all if name == "e" else c_all).append(t)
+        ratios.append(e_all[-1] / c_all[-1])
+    e, c = statistics.median(e_all), statistics.median(c_all)
+    break_even = compile_s / (e - c) if e > c else float("inf")
+    return {"mixer": mixer, "compile_s": compile_s, "eager_ms": 1e3 * e, "compiled_ms": 1e3 * c,
+            "speedup": statistics.median(ratios), "break_even_steps": break_even}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mixers", default="attention,linear_attention,gla,mamba2,hyena,based")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"| mixer | compile s | eager ms/step | compiled ms/step | speedup | break-even steps ({args.threads} threads) |")
+    print("|---|---|---|---|---|---|")
+    for mixer in args.mixers.split(","):
+        r = measure(mixer, args.rounds, args.steps)
+        if "error" in r:
+            print(f"| {mixer} | fails: {r['error']} | | | | |", flush=True)
+            continue
+        even = "never" if r["break_even_steps"] == float("inf") else f"{r['break_even_steps']:,.0f}"
+        print(
+            f"| {mixer} | {r['compile_s']:.0f} | {r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | {r['speedup']:.2f}x | {even} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
