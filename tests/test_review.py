@@ -132,3 +132,14 @@ def test_a_linear_mixer_whose_channel_operator_is_not_its_jacobian_fails_conform
     report = check_mixer("lru")
     failed = {c.name for c in report.failures()}
     assert "jacobian" in failed, report.message()
+
+
+def test_a_review_under_another_budget_is_not_ranked_against_the_reference(reference_store, tmp_path):
+    """The reference rows were trained with the smoke preset's budget; a review trained longer is a
+    different protocol, so it must rank against none of them (1 of 1), not against shorter runs."""
+    args = ["architecture=examples.gated_ema:GatedEMA", "preset=smoke", "train.steps=40", f"reference={reference_store}",
+            f"out={tmp_path}", "lengths=32", "progress=false", "architecture.lr_grid=[3e-3]"]  # fmt: skip
+    assert review.main(args) == 0
+    md = (tmp_path / "gated_ema" / "report.md").read_text()
+    ranks = md.split("## Where it ranks")[1].split("##")[0]
+    assert "| 1 of 1 |" in ranks and "of 3" not in ranks
