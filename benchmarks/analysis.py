@@ -436,6 +436,14 @@ def stratified_advantage(part: pd.DataFrame, confidence: float = 0.95, resamples
     return {**out, "ess": mean[0], "tss": mean[1], "diff": diff, "low": float(low), "high": float(high)}
 
 
+def _settings_phrase(k: int) -> str:
+    return "its one setting" if k == 1 else f"each of its {k} settings"
+
+
+def _interval(low: float, high: float, name: str) -> str:
+    return "too few rows for an interval" if math.isnan(low) else f"{name} {_fmt(low)} to {_fmt(high)}"
+
+
 def _call(low: float, high: float, diff: float) -> str:
     if math.isnan(low):
         return "holds" if diff > 0 else "does not hold"
@@ -465,18 +473,20 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
         text = f"{task}:"
         if strat["settings"]:
             text += (
-                f" within each of its {strat['settings']} settings (one length and memory demand; {strat['n']} best rows), "
+                f" within {_settings_phrase(strat['settings'])} (one length and memory demand; {strat['n']} best rows), "
                 f"accuracy's Spearman correlation with ESS averages {_fmt(strat['ess'])} and with TSS {_fmt(strat['tss'])}; "
-                f"ESS's advantage in |coefficient| is {_fmt(strat['diff'])} (95% bootstrap interval {_fmt(strat['low'])} "
-                f"to {_fmt(strat['high'])}, rows resampled within settings), so the claim that ESS tracks accuracy "
+                f"ESS's advantage in |coefficient| is {_fmt(strat['diff'])} "
+                f"({_interval(strat['low'], strat['high'], '95% bootstrap interval')}, rows resampled within settings), "
+                "so the claim that ESS tracks accuracy "
                 f"better {_call(strat['low'], strat['high'], strat['diff'])}."
             )
-        if not (math.isnan(e) or math.isnan(t)):
+        pooled = part is None or part["setting"].nunique() > 1  # one setting: pooling adds nothing
+        if pooled and not (math.isnan(e) or math.isnan(t)):
             lo, hi = advantage_interval(part) if part is not None else (float("nan"), float("nan"))
             demand_alone = _demand_alone(part) if part is not None else float("nan")
             text += (
                 f" Pooled over settings as the ESS paper pools them (n = {allr['n']}): ESS/demand {_fmt(e)}, TSS/demand "
-                f"{_fmt(t)}, difference {_fmt(abs(e) - abs(t))} (paired interval {_fmt(lo)} to {_fmt(hi)}); but there "
+                f"{_fmt(t)}, difference {_fmt(abs(e) - abs(t))} ({_interval(lo, hi, 'paired interval')}); but there "
                 f"1/demand scales both axes, and 1/demand alone correlates {_fmt(demand_alone)} with accuracy (a row at "
                 f"the no-recall baseline scores it), which is why the within-setting comparison is the test. With "
                 f"accuracy above the baseline instead: "
@@ -498,7 +508,8 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
         for kind in ("saturated", "collapsed"):
             hit = u[u["state use"] == kind]
             if not hit.empty:
-                text += f" {kind.capitalize()}: " + ", ".join(sorted(set(hit["mixer"]))) + f" ({len(hit)} rows)."
+                rows = f"{len(hit)} row" + ("s" if len(hit) > 1 else "")
+                text += f" {kind.capitalize()}: " + ", ".join(sorted(set(hit["mixer"]))) + f" ({rows})."
         out.append(text)
     return out
 
