@@ -45,6 +45,7 @@ def test_train_step(benchmark, name):
 def test_train_step_optimizer(benchmark, variant):
     """AdamW alone on the attention model's parameters (the fused kernel is what training uses:
     benchmarks.train.make_optimizer), at 1 thread as the sweep's workers run."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
     model, _, _, _ = train_step.build("attention")
     params = list(model.parameters())
@@ -53,4 +54,7 @@ def test_train_step_optimizer(benchmark, variant):
     kwargs = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[variant]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, **kwargs)
     benchmark.group = "optimizer step"
-    benchmark.pedantic(opt.step, warmup_rounds=3, rounds=50, iterations=1)
+    try:
+        benchmark.pedantic(opt.step, warmup_rounds=3, rounds=50, iterations=1)
+    finally:
+        torch.set_num_threads(before)
