@@ -152,3 +152,21 @@ def test_a_sweep_process_loads_all_its_code_before_it_records_provenance():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.split() == ["True", "1"]
+
+
+def test_published_presets_plan_what_the_readme_says():
+    """The published sweeps: every mixer at two state sizes (attention once) x 6 MQAR settings x 3
+    rates; MAD's three tasks at two levels; and seed replicates of published designs only."""
+    from benchmarks.config import single_run
+    from benchmarks.store import design_key
+
+    counts, designs = {}, {}
+    for preset in ("published", "published_mad", "published_seeds"):
+        configs = bench.plan([f"preset={preset}"])
+        counts[preset] = len(configs)
+        designs[preset] = {design_key(single_run(c)) for c in configs}
+        assert {c["store"] for c in configs} == {"results"}
+    assert counts == {"published": 342, "published_mad": 342, "published_seeds": 54}
+    assert designs["published_seeds"] <= designs["published"]
+    seeds = {c["seed"] for c in bench.plan(["preset=published_seeds"])}
+    assert seeds == {1, 2}
