@@ -486,10 +486,16 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
             demand_alone = _demand_alone(part) if part is not None else float("nan")
             text += (
                 f" Pooled over settings as the ESS paper pools them (n = {allr['n']}): ESS/demand {_fmt(e)}, TSS/demand "
-                f"{_fmt(t)}, difference {_fmt(abs(e) - abs(t))} ({_interval(lo, hi, 'paired interval')}); but there "
-                f"1/demand scales both axes, and 1/demand alone correlates {_fmt(demand_alone)} with accuracy (a row at "
-                f"the no-recall baseline scores it), which is why the within-setting comparison is the test. With "
-                f"accuracy above the baseline instead: "
+                f"{_fmt(t)}, difference {_fmt(abs(e) - abs(t))} ({_interval(lo, hi, 'paired interval')})"
+            )
+            if not math.isnan(demand_alone):  # the demand varies over the settings pooled
+                text += (
+                    f"; but there 1/demand scales both axes, and 1/demand alone correlates {_fmt(demand_alone)} with "
+                    "accuracy (a row at the no-recall baseline scores it), which is why the within-setting comparison "
+                    "is the test"
+                )
+            text += (
+                ". With accuracy above the baseline instead: "
                 f"{_fmt(g[g['rows'] == 'all, accuracy above baseline'].iloc[0]['Spearman ESS/demand'])} against "
                 f"{_fmt(g[g['rows'] == 'all, accuracy above baseline'].iloc[0]['Spearman TSS/demand'])}; on the "
                 f"{learned['n']} rows that learned: {_fmt(learned['Spearman ESS/demand'])} against "
