@@ -2,7 +2,10 @@
 validation, and the analyses that test the ESS paper's and Zoology's claims. Pure tables in,
 tables out; `benchmarks.figures` draws them and `benchmarks.leaderboard` writes the page.
 
-Every analysis is per task family (one task, all its settings), never pooled across tasks.
+Every analysis is per task family (one task, all its settings), never pooled across tasks. The ESS
+paper's claim is tested within each setting (one length and demand), since pooling settings of
+different demand ties accuracy to any state measure / demand through the no-recall baseline; seed
+replicates are kept out of the main rows (`first_seed`) and shown apart (`seed_spread`).
 """
 
 from __future__ import annotations
