@@ -497,10 +497,10 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
                     "accuracy (a row at the no-recall baseline scores it), which is why the within-setting comparison "
                     "is the test"
                 )
+            above = g[g["rows"] == "all, accuracy above baseline"].iloc[0]
             text += (
-                ". With accuracy above the baseline instead: "
-                f"{_fmt(g[g['rows'] == 'all, accuracy above baseline'].iloc[0]['Spearman ESS/demand'])} against "
-                f"{_fmt(g[g['rows'] == 'all, accuracy above baseline'].iloc[0]['Spearman TSS/demand'])}; on the "
+                f". With accuracy above the baseline instead: {_fmt(above['Spearman ESS/demand'])} against "
+                f"{_fmt(above['Spearman TSS/demand'])}; on the "
                 f"{learned['n']} rows that learned: {_fmt(learned['Spearman ESS/demand'])} against "
                 f"{_fmt(learned['Spearman TSS/demand'])}."
             )

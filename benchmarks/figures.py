@@ -63,7 +63,8 @@ def _settings_order(df: pd.DataFrame) -> list[str]:
 
 def task_figures(task: str, best: pd.DataFrame, training: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     """The figures of one task: accuracy against state size per setting (Zoology's figure), accuracy
-    against ESS and TSS per memory demand, ESS curves over the split, and ESS/bound over training."""
+    against ESS and against TSS within each setting, ESS curves over the split, and ESS/bound over
+    training."""
     _setup()
     import matplotlib.pyplot as plt
     import seaborn as sns

@@ -3,7 +3,7 @@ step (benchmarks/perf/train_step.py): the compile time (the first compiled step,
 step), the eager and compiled steady-state step times, measured interleaved, and the steps a run
 needs before compiling is ahead (never, where the compiled step is not faster).
 
-    python benchmarks/perf/compile_payback.py --mixers mamba2,based,hyena --threads 2
+    python -m benchmarks.perf.compile_payback --mixers mamba2,based,hyena --threads 2
 
 A run of the published sweep takes at most 2,000 steps: a mixer whose break-even lies beyond that,
 or whose compiled step is slower, is trained eagerly.
@@ -15,12 +15,10 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import train_step  # noqa: E402
+from benchmarks.perf import train_step
 
 
 def _times(model, opt, x, y, steps: int) -> list[float]:

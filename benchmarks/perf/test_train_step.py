@@ -45,8 +45,7 @@ def test_train_step(benchmark, name):
 def test_train_step_optimizer(benchmark, variant):
     """AdamW alone on the attention model's parameters (the fused kernel is what training uses:
     benchmarks.train.make_optimizer), at 1 thread as the sweep's workers run."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # the autouse fixture restores the count afterwards
     model, _, _, _ = train_step.build("attention")
     params = list(model.parameters())
     for p in params:
@@ -54,7 +53,4 @@ def test_train_step_optimizer(benchmark, variant):
     kwargs = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[variant]
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1, **kwargs)
     benchmark.group = "optimizer step"
-    try:
-        benchmark.pedantic(opt.step, warmup_rounds=3, rounds=50, iterations=1)
-    finally:
-        torch.set_num_threads(before)
+    benchmark.pedantic(opt.step, warmup_rounds=3, rounds=50, iterations=1)
