@@ -20,7 +20,9 @@ L x L matrix is never built.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 
 import torch
 from torch import Tensor
@@ -165,6 +167,25 @@ def _block_singular_values(operator, positions):
     return sv, pos, operator.shape[:-2], operator.dtype
 
 
+@cache
+def _solver_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="ess-eigvalsh")
+
+
+def _eigvalsh(gram: Tensor) -> Tensor:
+    """Batched `eigvalsh` spread over torch's threads, one independent slice of the batch per core.
+    MKL threads inside one small solve, and that is slower than one thread (`nox -s perf -- -k
+    eigensolver`); separate matrices on separate cores are not. Same values, bit for bit."""
+    workers = min(torch.get_num_threads(), gram.shape[0])
+    if workers < 2:
+        return torch.linalg.eigvalsh(gram)
+    torch.set_num_threads(1)  # process-wide: each worker's solve runs on its own core
+    try:
+        return torch.cat(list(_solver_pool(workers).map(torch.linalg.eigvalsh, gram.tensor_split(workers))))
+    finally:
+        torch.set_num_threads(workers)
+
+
 def _gram_singular_values(flat: Tensor, pos: list[int], budget_bytes: int = 2**28) -> Tensor:
     """Singular values `(C, P, W)` of every block flat[:, i:, :i] of single-precision operators, from
     the eigenvalues of the block's smaller Gram matrix in float64, the Grams of all splits built by
@@ -184,22 +205,24 @@ def _gram_singular_values(flat: Tensor, pos: list[int], budget_bytes: int = 2**2
         block = sv[lo : lo + step]
 
         def put(i: int, gram: Tensor, block: Tensor = block) -> None:
-            values = torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0).sqrt()
+            values = _eigvalsh(gram).flip(-1).clamp_min(0).sqrt()
             block[:, wanted[i], : values.shape[-1]] = values
 
-        # columns: G_i = S_i[:i, :i] with S_i = M[i:, :half]^T M[i:, :half], from i = half down to 1
+        # columns: G_i = S_i[:i, :i] with S_i = M[i:, :half]^T M[i:, :half], from i = half down to 1;
+        # each update touches only the leading block that this and every later (smaller) split reads
         gram = m[:, half:, :half].transpose(-1, -2) @ m[:, half:, :half]
         for i in range(half, 0, -1):
             if i < half:
-                row = m[:, i, :half]
-                gram += row.unsqueeze(-1) * row.unsqueeze(-2)
+                row = m[:, i, :i]
+                gram[:, :i, :i].addcmul_(row.unsqueeze(-1), row.unsqueeze(-2))
             if i in wanted and i <= length - i:
                 put(i, gram[:, :i, :i])
-        # rows: H_i = P_i[i - half':, ...] with P_i = M[half:, :i] M[half:, :i]^T, from i = half + 1 up
+        # rows: H_i = P_i[i - half:, i - half:] with P_i = M[half:, :i] M[half:, :i]^T, from i = half + 1
+        # up; each update touches only the trailing block that this and every later split reads
         gram = m[:, half:, :half] @ m[:, half:, :half].transpose(-1, -2)
         for i in range(half + 1, length):
-            col = m[:, half:, i - 1]
-            gram += col.unsqueeze(-1) * col.unsqueeze(-2)
+            col = m[:, i:, i - 1]
+            gram[:, i - half :, i - half :].addcmul_(col.unsqueeze(-1), col.unsqueeze(-2))
             if i in wanted and i > length - i:
                 put(i, gram[:, i - half :, i - half :])
     return sv

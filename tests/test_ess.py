@@ -172,10 +172,22 @@ def test_model_ess_of_shared_channels_equals_each_channel_measured_alone():
         assert torch.equal(layer.tolerance, effective_state_size(dense).cpu()), mixer
 
 
-def test_single_precision_blocks_match_a_double_precision_svd():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_single_precision_blocks_match_a_double_precision_svd(threads):
     """Float32 operators take the Gram path (eigenvalues of each block's smaller Gram matrix in float64,
-    built by rank-one updates across splits): its singular values must be those of a float64 SVD of
-    every block, and its ranks those of matrix_rank, for full-rank, decaying and low-rank operators."""
+    built by rank-one updates across splits; with 2 threads the solves are spread over a thread pool):
+    its singular values must be those of a float64 SVD of every block, and its ranks those of
+    matrix_rank, for full-rank, decaying and low-rank operators."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _check_gram_path_against_svd()
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.get_num_threads() == previous  # the pooled solver restores the thread count
+
+
+def _check_gram_path_against_svd():
     from benchmarks.ess import _gram_singular_values
 
     g = torch.Generator().manual_seed(0)
