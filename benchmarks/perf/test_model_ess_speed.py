@@ -1,8 +1,8 @@
 """ESS cost of a whole model (pytest-benchmark; `nox -s perf -- -k model_ess`): `model_ess` on 4
 examples, both kinds (tolerance, entropy, and the tolerances that measure use), every split, of the
 2-layer model the harness trains, at d_model 128 and L 256 for every mixer, and attention at d_model
-256 and L 512. Targets: within 30 s per mixer, and 120 s for the larger attention. Slow: Hyena's
-dense operators alone take minutes (about 15 minutes in all); run it with `-k` to pick mixers."""
+256 and L 512. Targets: within 30 s per mixer, and 120 s for the larger attention. About a minute
+in all on the 2-core CPU, most of it Hyena's and Mamba's; `-k` picks mixers."""
 
 import pytest
 import torch
