@@ -28,7 +28,7 @@ class _SelectiveScan(torch.autograd.Function):
         n = A.shape[-1]
         dtu = dt * u
         # every step's drive dt_t u_t B_t at once (one batched outer product), then the decays in place
-        states = torch.bmm(dtu.view(-1, d, 1), B.reshape(-1, 1, n)).view(length, batch, d, n)
+        states = dtu.unsqueeze(-1) * B.unsqueeze(-2)
         for t in range(1, length):
             states[t].addcmul_(torch.exp(dt[t].unsqueeze(-1) * A), states[t - 1])
         y = torch.bmm(states.view(-1, d, n), C.reshape(-1, n, 1)).view(length, batch, d)
@@ -44,7 +44,7 @@ class _SelectiveScan(torch.autograd.Function):
         flat = (-1, d, n)
         g_c = torch.bmm(gy.view(-1, 1, d), states.view(flat)).view(length, batch, n)
         # lambda_t = dL/d(drive_t), starting from its direct terms gy_t C_t (one batched outer product)
-        lam = torch.bmm(gy.view(-1, d, 1), C.reshape(-1, 1, n)).view(length, batch, d, n)
+        lam = gy.unsqueeze(-1) * C.unsqueeze(-2)
         g_dt = torch.zeros_like(dt)
         g_a_acc = torch.zeros_like(states[0])  # sum over t of g_log_t * dt_t, reduced over the batch at the end
         decay_next = None
@@ -55,7 +55,7 @@ class _SelectiveScan(torch.autograd.Function):
             if t > 0:  # d/d(dt_t A) through decay_t = lambda_t h_{t-1} decay_t (h_{-1} = 0)
                 g_log = lam[t] * states[t - 1]
                 g_log.mul_(decay)
-                g_dt[t] = (g_log * A).sum(-1)
+                torch.sum(g_log * A, -1, out=g_dt[t])
                 g_a_acc.addcmul_(g_log, dt[t].unsqueeze(-1))
             decay_next = decay
         g_a = g_a_acc.sum(0)
