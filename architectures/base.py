@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.kernels import check_choice
@@ -88,6 +89,41 @@ class Mixer(nn.Module):
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"{self.name}: expected input (batch, length, {self.d_model}); got {tuple(x.shape)}")
+
+
+class _CausalDepthwiseConv(torch.autograd.Function):
+    """y = conv1d(left-pad(x, K - 1), w, b), depthwise, with a backward of convolutions: oneDNN's
+    depthwise conv backward on CPU costs ~10x its forward at the training shapes; here the input's
+    gradient is a depthwise conv of the output's gradient with the flipped taps, and the taps'
+    gradient one conv with (batch x channels) groups: each channel's input against its gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        padded = F.pad(x, (weight.shape[-1] - 1, 0))
+        ctx.save_for_backward(padded, weight)
+        ctx.has_bias = bias is not None
+        return F.conv1d(padded, weight, bias, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        padded, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        batch, channels, length = grad.shape
+        taps = weight.shape[-1]
+        grad_x = F.conv1d(F.pad(grad, (0, taps - 1)), weight.flip(-1), groups=channels)
+        groups = batch * channels
+        per_example = F.conv1d(padded.reshape(1, groups, -1), grad.view(groups, 1, length), groups=groups)
+        grad_w = per_example.view(batch, channels, 1, taps).sum(0)
+        return grad_x, grad_w, grad.sum((0, 2)) if ctx.has_bias else None
+
+
+def causal_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """The causal outputs `(B, C, L)` of a depthwise `conv` (built with padding K - 1) on `x` `(B, C, L)`:
+    the module's first L outputs. On CPU in single precision through `_CausalDepthwiseConv`, whose
+    backward is several times faster there (`tests/test_mixers.py` checks it against the module's)."""
+    if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and x.dtype == conv.weight.dtype:
+        return _CausalDepthwiseConv.apply(x, conv.weight, conv.bias)
+    return conv(x)[..., : x.shape[-1]]
 
 
 def conv_step(conv: nn.Conv1d, past: Tensor, x_t: Tensor) -> tuple[Tensor, Tensor]:

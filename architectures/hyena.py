@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from architectures.base import Mixer, MixerOperator, config_error, conv_step, require_positive
+from architectures.base import Mixer, MixerOperator, causal_conv, config_error, conv_step, require_positive
 
 
 class Sin(nn.Module):
@@ -101,7 +101,7 @@ class Hyena(Mixer):
         length = x.shape[1]
         if length > self.max_len:
             raise ValueError(f"hyena: sequence length {length} exceeds `max_len`={self.max_len}; build with a larger max_len")
-        uc = self.short_filter(self.in_proj(x).transpose(1, 2))[..., :length]
+        uc = causal_conv(self.short_filter, self.in_proj(x).transpose(1, 2))
         return uc.chunk(3, dim=1)  # x0, x1, v: (B, D, L) each
 
     def _mix(self, x0: Tensor, x1: Tensor, v: Tensor, h: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from architectures.base import Mixer, MixerOperator, conv_step, init_step_sizes, require_positive
+from architectures.base import Mixer, MixerOperator, causal_conv, conv_step, init_step_sizes, require_positive
 from architectures.kernels import optional_import, use_fast
 from architectures.operators import Semiseparable
 from architectures.scan import linear_scan
@@ -68,9 +68,8 @@ class Mamba(Mixer):
     # ------------------------------------------------------------------ parallel form
 
     def _project(self, x: Tensor) -> _Projected:
-        length = x.shape[1]
         xs, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (B, D, L) each
-        u = F.silu(self._conv(xs)[..., :length])
+        u = F.silu(self._conv(xs))
         dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(dt)).transpose(1, 2)  # (B, D, L)
         return _Projected(u, z, dt, B, C)
@@ -80,7 +79,7 @@ class Mamba(Mixer):
             conv1d = optional_import("causal_conv1d").causal_conv1d_fn
             # contiguous (B, D, L): its channel-last layout would need D % 8 == 0
             return conv1d(xs.contiguous(), self.conv.weight.squeeze(1), self.conv.bias, activation=None)
-        return self.conv(xs)
+        return causal_conv(self.conv, xs)
 
     def _A(self) -> Tensor:
         return -self.A_log.float().exp()  # (D, N), negative: a stable decay

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from architectures.base import conv_step, init_step_sizes, require_divisible, require_positive
+from architectures.base import causal_conv, conv_step, init_step_sizes, require_divisible, require_positive
 from architectures.kernels import optional_import, use_fast
 from architectures.linear_recurrence import GatedLinearMixer, Heads, chunked_gla
 
@@ -70,7 +70,7 @@ class Mamba2(GatedLinearMixer):
     def heads(self, x: Tensor) -> Heads:
         zxbcdt = self.in_proj(x)
         xBC = zxbcdt[..., self.d_inner : self.d_inner + self.conv_dim]
-        xBC = F.silu(self.conv(xBC.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2))
+        xBC = F.silu(causal_conv(self.conv, xBC.transpose(1, 2)).transpose(1, 2))
         return self._split(zxbcdt, xBC)
 
     def _recurrence(self, hd: Heads) -> Tensor:

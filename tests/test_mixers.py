@@ -163,3 +163,25 @@ def test_sliding_window_tss_is_the_tight_bound_w_minus_1():
     x = torch.randn(2, 24, 8, dtype=torch.float64)
     ranks = effective_state_size(dense(mixer.operator(x).matrix))
     assert mixer.state_size(24) == 4 and ranks.max() == 4
+
+
+@pytest.mark.parametrize("taps", [1, 3, 4])
+def test_causal_conv_matches_the_module_in_value_and_gradient(taps):
+    """The CPU causal depthwise conv (Mamba, Mamba-2, Hyena) with its convolutional backward against
+    ground truth: the nn.Conv1d module's first L outputs and autograd's gradients through it, in
+    float64, on a non-contiguous input as the mixers pass it (a transposed projection)."""
+    from architectures.base import causal_conv
+
+    conv = torch.nn.Conv1d(6, 6, taps, groups=6, padding=taps - 1).double()
+    x = torch.randn(3, 10, 6, dtype=torch.float64).transpose(1, 2).requires_grad_()
+    grad = torch.randn(3, 6, 10, dtype=torch.float64)
+    y = causal_conv(conv, x)
+    y.backward(grad)
+    got = (x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone())
+    x.grad = None
+    conv.zero_grad()
+    ref = conv(x)[..., :10]
+    ref.backward(grad)
+    torch.testing.assert_close(y, ref)
+    for g, r in zip(got, (x.grad, conv.weight.grad, conv.bias.grad), strict=True):
+        torch.testing.assert_close(g, r)
