@@ -30,7 +30,7 @@ from benchmarks.config import mixer_spec
 from benchmarks.conformance import ConformanceError, check_mixer
 from benchmarks.overrides import architecture_from_overrides, normalize
 from benchmarks.run import run_one
-from benchmarks.store import Store
+from benchmarks.store import Store, protocol_key
 
 REVIEW_ARGS = ("reference", "out", "lengths")
 
@@ -46,14 +46,16 @@ def folder_name(name: str) -> str:
 
 
 def _curves(records: list[dict]) -> dict:
-    """(task, L) -> mixer -> mean ESS curve over its runs at that setting."""
+    """(protocol, task, L, memory demand) -> mixer -> mean ESS curve over its runs under that protocol
+    (`benchmarks.store.protocol_key`: the same task setting, width, data and budget)."""
     out: dict = {}
     for r in records:
         if r.get("status") != "ok":
             continue
-        m = r["metrics"]
-        key = (m["task"]["name"], m["task"]["seq_len"])
-        out.setdefault(key, {}).setdefault(mixer_spec(r["config"]["architecture"])[0], []).append(m["ess"]["ess_curve"])
+        task = r["metrics"]["task"]
+        key = (protocol_key(r["config"]), task["name"], task["seq_len"], task.get("memory_demand"))
+        mixer = mixer_spec(r["config"]["architecture"])[0]
+        out.setdefault(key, {}).setdefault(mixer, []).append(r["metrics"]["ess"]["ess_curve"])
     return {k: {mx: np.mean(v, axis=0) for mx, v in d.items()} for k, d in out.items()}
 
 
@@ -153,18 +155,21 @@ def build_report(
         "",
     ]
 
-    # ESS curves beside the nearest reference designs
+    # ESS curves beside the nearest reference designs trained under the same protocol
     md += ["## ESS curves beside the nearest reference designs", ""]
     my_curves, ref_curves = _curves(review_records), _curves(reference_records)
-    for setting, curves in my_curves.items():
+    for key, curves in sorted(my_curves.items(), key=lambda kv: kv[0][1:]):
         if name not in curves:
             continue
-        others = {k: v for k, v in ref_curves.get(setting, {}).items() if k != name and len(v) == len(curves[name])}
+        _, task, length, demand = key
+        setting = (task, length)
+        others = {k: v for k, v in ref_curves.get(key, {}).items() if k != name and len(v) == len(curves[name])}
         nearest = nearest_references(curves[name], others)
-        fig = _figure_ess(name, curves[name], others, nearest, out_dir / f"ess_{setting[0]}_{setting[1]}.png", setting)
-        figures[f"ESS curves, {setting[0]} L={setting[1]}"] = fig
-        near = ", ".join(f"{n} ({d:.2f})" for n, d in nearest) or "no reference runs at this setting"
-        md += [f"- {setting[0]}, L={setting[1]}: nearest by RMS distance of the ESS curve: {near}. ![ess]({fig.name})"]
+        fig = _figure_ess(name, curves[name], others, nearest, out_dir / f"ess_{task}_{length}_{demand}.png", setting)
+        figures[f"ESS curves, {task} L={length} demand {demand}"] = fig
+        near = ", ".join(f"{n} ({d:.2f})" for n, d in nearest) or "no reference runs under this protocol"
+        md += [f"- {task}, L={length}, memory demand {demand}: nearest by RMS distance of the ESS curve: {near}."]
+        md[-1] += f" ![ess]({fig.name})"
     md += [""]
 
     # state utilization

@@ -44,6 +44,8 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
         assert section in md, section
     assert "passes all conformance checks" in md
     assert "of 3" in md  # ranked against the two reference mixers on the same task
+    curves = md.split("## ESS curves beside the nearest reference designs")[1].split("##")[0]
+    assert "attention (" in curves and "gla (" in curves  # and its ESS curve set beside theirs
     use = md.split("## State utilization")[1].split("##")[0]
     assert "| state use |" in use and any(f"| {v} |" in use for v in ("neither", "saturated", "collapsed"))
     assert "python -m benchmarks.review architecture=examples.gated_ema:GatedEMA" in md
@@ -143,3 +145,5 @@ def test_a_review_under_another_budget_is_not_ranked_against_the_reference(refer
     md = (tmp_path / "gated_ema" / "report.md").read_text()
     ranks = md.split("## Where it ranks")[1].split("##")[0]
     assert "| 1 of 1 |" in ranks and "of 3" not in ranks
+    curves = md.split("## ESS curves beside the nearest reference designs")[1].split("##")[0]
+    assert "no reference runs under this protocol" in curves and "attention (" not in curves
