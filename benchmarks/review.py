@@ -168,8 +168,8 @@ def build_report(
         fig = _figure_ess(name, curves[name], others, nearest, out_dir / f"ess_{task}_{length}_{demand}.png", setting)
         figures[f"ESS curves, {task} L={length} demand {demand}"] = fig
         near = ", ".join(f"{n} ({d:.2f})" for n, d in nearest) or "no reference runs under this protocol"
-        md += [f"- {task}, L={length}, memory demand {demand}: nearest by RMS distance of the ESS curve: {near}."]
-        md[-1] += f" ![ess]({fig.name})"
+        where = f"{task}, L={length}, memory demand {demand}"
+        md += [f"- {where}: nearest by RMS distance of the ESS curve: {near}. ![ess]({fig.name})"]
     md += [""]
 
     # state utilization
