@@ -93,11 +93,11 @@ SEEDS_NOTE = (
 )
 
 
-def rows(records: list[dict], tp: pd.DataFrame | None = None, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+def rows(records: list[dict], tp: pd.DataFrame | None = None, best: pd.DataFrame | None = None) -> pd.DataFrame:
     """The leaderboard: one row per group (its best learning rate on validation), every column
-    (`runs`: `analysis.run_rows(records)` where the caller has it already)."""
+    (`best`: `analysis.best_rows(analysis.run_rows(records))` where the caller has it already)."""
     tp = throughput_rows([]) if tp is None else tp
-    df = analysis.first_seed(analysis.best_rows(analysis.run_rows(records) if runs is None else runs))
+    df = analysis.first_seed(analysis.best_rows(analysis.run_rows(records)) if best is None else best)
     df["forward_tokens_per_s"] = [
         _nearest_throughput(tp, r.mixer, r.device, r.seq_len, r.kernels.split(",")) for r in df.itertuples()
     ]
@@ -195,7 +195,8 @@ def build(store_root: str | Path = "results") -> list[Path]:
     failed = [r for r in records if r.get("status") != "ok"]
     tp = throughput_rows(Store(root / "throughput").records())
     runs = analysis.run_rows(records)
-    df = rows(records, tp, runs)
+    every_seed = analysis.best_rows(runs)  # each group's best rate, every seed; the tables keep the first seed
+    df = rows(records, tp, every_seed)
     root.mkdir(parents=True, exist_ok=True)
     fig_dir = root / "figures"
     for old in fig_dir.glob("*.png"):  # figures of tasks no longer in the store must not linger
@@ -210,7 +211,6 @@ def build(store_root: str | Path = "results") -> list[Path]:
     verdict = analysis.verdict(corr, within, use, df)
     mad = analysis.mad_scores(df)
     lr = analysis.lr_sensitivity(runs)
-    every_seed = analysis.best_rows(runs)
     seeds, seed_verdicts = analysis.seed_spread(every_seed), analysis.seed_verdicts(every_seed)
     tol = analysis.tolerance_sensitivity(ok, df)
     coverage = analysis.coverage(root, records)
