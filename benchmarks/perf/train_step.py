@@ -25,6 +25,14 @@ try:  # the optimizer and clipping of the checkout this module runs against
 except ImportError:  # versions before make_optimizer: plain AdamW, default clipping
     make_optimizer = None
 CLIP = {"foreach": True} if make_optimizer else {}
+try:  # malloc keeps freed activations for the next step, as `benchmarks.train.train` sets it on CPU
+    from benchmarks.train import keep_freed_memory
+except ImportError:  # versions before it: glibc's defaults
+
+    def keep_freed_memory() -> bool:
+        return False
+
+
 try:  # the last MLP and the head only at scored positions
     from benchmarks.train import scored_logits
 except ImportError:  # versions before it: logits everywhere, ignored positions masked in the loss
@@ -48,6 +56,7 @@ def optimizer_for(model) -> torch.optim.Optimizer:
 def build(mixer: str, seed: int = 0, **shape):
     """(model, optimizer, inputs, targets) of the training step."""
     s = {**SHAPE, **shape}
+    keep_freed_memory()
     torch.manual_seed(seed)
     model = LanguageModel(s["vocab_size"], mixer, d_model=s["d_model"], n_layers=s["n_layers"], seq_len=s["seq_len"])
     opt = optimizer_for(model)
