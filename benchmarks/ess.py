@@ -176,14 +176,15 @@ def _eigvalsh(gram: Tensor) -> Tensor:
     """Batched `eigvalsh` spread over torch's threads, one independent slice of the batch per core.
     MKL threads inside one small solve, and that is slower than one thread (`nox -s perf -- -k
     eigensolver`); separate matrices on separate cores are not. Same values, bit for bit."""
-    workers = min(torch.get_num_threads(), gram.shape[0])
+    threads = torch.get_num_threads()
+    workers = min(threads, gram.shape[0])
     if workers < 2:
         return torch.linalg.eigvalsh(gram)
     torch.set_num_threads(1)  # process-wide: each worker's solve runs on its own core
     try:
         return torch.cat(list(_solver_pool(workers).map(torch.linalg.eigvalsh, gram.tensor_split(workers))))
     finally:
-        torch.set_num_threads(workers)
+        torch.set_num_threads(threads)
 
 
 def _gram_singular_values(flat: Tensor, pos: list[int], budget_bytes: int = 2**28) -> Tensor:

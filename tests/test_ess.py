@@ -187,6 +187,20 @@ def test_single_precision_blocks_match_a_double_precision_svd(threads):
     assert torch.get_num_threads() == previous  # the pooled solver restores the thread count
 
 
+def test_pooled_eigensolver_restores_more_threads_than_it_uses():
+    """Fewer matrices than threads: the solver uses one worker per matrix and restores every thread."""
+    from benchmarks.ess import _eigvalsh
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        gram = torch.eye(5, dtype=torch.float64).expand(2, 5, 5) * torch.tensor([1.0, 2.0]).view(2, 1, 1)
+        torch.testing.assert_close(_eigvalsh(gram), torch.tensor([[1.0] * 5, [2.0] * 5], dtype=torch.float64))
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _check_gram_path_against_svd():
     from benchmarks.ess import _gram_singular_values
 
