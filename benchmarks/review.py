@@ -158,6 +158,8 @@ def build_report(
     # ESS curves beside the nearest reference designs trained under the same protocol
     md += ["## ESS curves beside the nearest reference designs", ""]
     my_curves, ref_curves = _curves(review_records), _curves(reference_records)
+    for old in out_dir.glob("ess_*.png"):  # curves of settings this review no longer holds must not linger
+        old.unlink()
     for key, curves in sorted(my_curves.items(), key=lambda kv: kv[0][1:]):
         if name not in curves:
             continue
