@@ -170,3 +170,18 @@ def test_published_presets_plan_what_the_readme_says():
     assert designs["published_seeds"] <= designs["published"]
     seeds = {c["seed"] for c in bench.plan(["preset=published_seeds"])}
     assert seeds == {1, 2}
+
+
+def test_a_narrowed_sweep_plans_a_disjoint_part_of_its_preset_under_the_same_keys():
+    """Two processes sharing a preset by task (the README's way) must plan the preset's own runs, with
+    its record keys, and between them all of it: else one would redo or miss the other's records."""
+    from benchmarks.config import single_run
+    from benchmarks.store import run_key
+
+    def keys(*overrides):
+        return [run_key(single_run(c)) for c in bench.plan(["preset=published_mad", *overrides])]
+
+    whole = keys()
+    copying, others = keys("task=selective_copying"), keys("task=compression,in_context_recall")
+    assert not set(copying) & set(others)
+    assert sorted(copying + others) == sorted(whole)
