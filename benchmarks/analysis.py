@@ -284,7 +284,9 @@ def state_use(df: pd.DataFrame) -> pd.DataFrame:
 
 def mad_scores(df: pd.DataFrame) -> pd.DataFrame:
     """MAD's score per mixer: per MAD task setting the mixer's best row (its state size chosen on
-    validation, as the learning rate was), averaged over the task's settings, then over tasks."""
+    validation, as the learning rate was), averaged over the task's settings, then over tasks.
+    `MAD score` uses only the settings every mixer in `df` has, so that mixers are ranked on the
+    same tasks while a sweep is partial; `score, all its settings` uses each mixer's own."""
     mad = df[df["task"].isin(MAD_TASKS)]
     if mad.empty:
         return pd.DataFrame(columns=["mixer", "MAD score", "tasks", "settings"])
@@ -293,12 +295,19 @@ def mad_scores(df: pd.DataFrame) -> pd.DataFrame:
         .groupby(["mixer", "task", "setting"], as_index=False)
         .head(1)
     )
-    per_task = per_setting.groupby(["mixer", "task"])["accuracy"].mean().unstack("task")
-    out = pd.DataFrame({"MAD score": per_task.mean(axis=1)})
-    out["tasks"] = per_task.notna().sum(axis=1)
-    out["settings"] = per_setting.groupby("mixer").size()
-    out = out.join(per_task)
-    return out.sort_values("MAD score", ascending=False).reset_index()
+    shared = per_setting.groupby(["task", "setting"])["mixer"].transform("nunique") == per_setting["mixer"].nunique()
+
+    def score(rows: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+        per_task = rows.groupby(["mixer", "task"])["accuracy"].mean().unstack("task")
+        return per_task.mean(axis=1), per_task
+
+    common, per_task = score(per_setting[shared])
+    out = pd.DataFrame({"MAD score": common, "tasks": per_task.notna().sum(axis=1)})
+    out["settings"] = per_setting[shared].groupby("mixer").size()
+    out["score, all its settings"], _ = score(per_setting)
+    out["settings run"] = per_setting.groupby("mixer").size()
+    out = out.reindex(per_setting["mixer"].unique()).join(per_task)
+    return out.sort_values("MAD score", ascending=False).reset_index(names="mixer")
 
 
 def lr_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:

@@ -61,6 +61,7 @@ FORMATS = {
     "ESS/demand": "{:.2f}",
     "forward tok/s": "{:,.0f}",
     "MAD score": "{:.3f}",
+    "score, all its settings": "{:.3f}",
     "mean ESS/bound": "{:.3f}",
     "median spread": "{:.3f}",
     "mean run (s)": "{:.0f}",
@@ -359,6 +360,10 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "",
         *md_tasks,
         "## MAD score",
+        "",
+        "MAD's score: per task the mean over its settings of the mixer's best test accuracy, then the mean over "
+        "tasks. `MAD score` counts only the settings every mixer has (so a partial sweep ranks all mixers on "
+        "the same tasks); `score, all its settings` counts each mixer's own; the task columns are the shared settings'.",
         "",
         markdown_table(mad),
         "",

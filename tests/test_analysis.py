@@ -89,6 +89,14 @@ def test_mad_score_is_the_mean_over_settings_then_tasks_of_the_best_on_validatio
     score = analysis.mad_scores(df).set_index("mixer").loc["m"]
     # compression: (0.2 chosen on validation + 0.6) / 2 = 0.4; selective copying 1.0; MQAR is not a MAD task
     assert score["MAD score"] == (0.4 + 1.0) / 2 and score["tasks"] == 2
+    # a second mixer run on compression level 0 only: both are scored on that shared setting alone
+    other = pd.DataFrame(
+        [{"mixer": "n", "task": "compression", "setting": "level 0", "accuracy": 0.5, "val_accuracy": 1, "val_loss": 0}]
+    )
+    scores = analysis.mad_scores(pd.concat([df, other])).set_index("mixer")
+    assert scores.loc["m", "MAD score"] == 0.2 and scores.loc["n", "MAD score"] == 0.5
+    assert scores.loc["m", "score, all its settings"] == 0.7 and scores.loc["m", "settings run"] == 3
+    assert scores.index.tolist() == ["n", "m"]  # ranked on the shared setting
 
 
 def test_seed_replicates_stay_out_of_the_leaderboard_rows_and_show_their_spread():
