@@ -41,6 +41,7 @@ MACHINE_TOLERANCE = "machine precision"
 SATURATION = 0.9  # saturated: ESS >= 0.9 bound, the state is used up to what it can hold
 COLLAPSE = 0.5  # collapsed: ESS < memory demand <= bound and ESS < 0.5 bound: room to hold what the
 #                 task needs, but the trained operator uses under half of it and less than the task needs
+SOLVED = 0.9  # a collapsed row at or above this accuracy is reported as solving the task despite its ESS
 
 MAD_TASKS = ("in_context_recall", "noisy_recall", "fuzzy_recall", "selective_copying", "compression", "memorization")
 
@@ -528,6 +529,12 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
             if not hit.empty:
                 rows = f"{len(hit)} row" + ("s" if len(hit) > 1 else "")
                 text += f" {kind.capitalize()}: " + ", ".join(sorted(set(hit["mixer"]))) + f" ({rows})."
+                solved = hit[hit["accuracy"] >= SOLVED]
+                if kind == "collapsed" and not solved.empty:  # the paper reads collapse as failure to use the state
+                    text += (
+                        f" Of these, {len(solved)} solve the task (accuracy >= {SOLVED}) with a per-channel ESS below its "
+                        f"demand: {', '.join(sorted(set(solved['mixer'])))}, whose memory is spread over channels."
+                    )
         out.append(text)
     return out
 

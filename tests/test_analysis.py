@@ -136,3 +136,14 @@ def test_runs_compare_under_one_protocol_whatever_their_mixer_or_rate():
     wider = {**cfg, "model": {"d_model": 128}}
     assert protocol_key(cfg) == protocol_key(other_mixer)
     assert len({protocol_key(c) for c in (cfg, longer, wider)}) == 3  # another budget or width is another protocol
+
+
+def test_verdict_names_collapsed_rows_that_solve_the_task():
+    """Collapse (ESS under the demand with room to spare) is read as failure to use the state; a row
+    that collapses and still solves the task must be called out, and one that fails must not be."""
+    df = _rows()
+    df.loc[0, ["mixer", "ess", "tss", "bound", "memory_demand", "accuracy"]] = ["solver", 1.0, 64.0, 64.0, 8, 0.99]
+    df.loc[1, ["mixer", "ess", "tss", "bound", "memory_demand", "accuracy"]] = ["failer", 1.0, 64.0, 64.0, 8, 0.2]
+    text = _verdict(df)[0]
+    assert "solve the task" in text and "solver" in text.split("solve the task")[1]
+    assert "failer" not in text.split("solve the task")[1]
