@@ -93,7 +93,7 @@ class Mixer(nn.Module):
 
 class _CausalDepthwiseConv(torch.autograd.Function):
     """y = conv1d(left-pad(x, K - 1), w, b), depthwise, with a backward of convolutions: oneDNN's
-    depthwise conv backward on CPU costs ~10x its forward at the training shapes; here the input's
+    depthwise conv backward on CPU costs ~7x its forward at the training shapes; here the input's
     gradient is a depthwise conv of the output's gradient with the flipped taps, and the taps'
     gradient one conv with (batch x channels) groups: each channel's input against its gradient."""
 
@@ -119,7 +119,7 @@ class _CausalDepthwiseConv(torch.autograd.Function):
 
 def causal_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
     """The causal outputs `(B, C, L)` of a depthwise `conv` (built with padding K - 1) on `x` `(B, C, L)`:
-    the module's first L outputs. On CPU in single precision through `_CausalDepthwiseConv`, whose
+    the module's first L outputs. On CPU (outside autocast) through `_CausalDepthwiseConv`, whose
     backward is several times faster there (`tests/test_mixers.py` checks it against the module's)."""
     if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and x.dtype == conv.weight.dtype:
         return _CausalDepthwiseConv.apply(x, conv.weight, conv.bias)
