@@ -532,8 +532,9 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
                 solved = hit[hit["accuracy"] >= SOLVED]
                 if kind == "collapsed" and not solved.empty:  # the paper reads collapse as failure to use the state
                     text += (
-                        f" Of these, {len(solved)} solve the task (accuracy >= {SOLVED}) with a per-channel ESS below its "
-                        f"demand: {', '.join(sorted(set(solved['mixer'])))}, whose memory is spread over channels."
+                        f" Of these, {len(solved)} solve{'s' if len(solved) == 1 else ''} the task (accuracy >= {SOLVED}) "
+                        f"with a per-channel ESS below its demand: {', '.join(sorted(set(solved['mixer'])))}, whose memory "
+                        "is spread over channels."
                     )
         out.append(text)
     return out

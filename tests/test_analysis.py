@@ -145,5 +145,5 @@ def test_verdict_names_collapsed_rows_that_solve_the_task():
     df.loc[0, ["mixer", "ess", "tss", "bound", "memory_demand", "accuracy"]] = ["solver", 1.0, 64.0, 64.0, 8, 0.99]
     df.loc[1, ["mixer", "ess", "tss", "bound", "memory_demand", "accuracy"]] = ["failer", 1.0, 64.0, 64.0, 8, 0.2]
     text = _verdict(df)[0]
-    assert "solve the task" in text and "solver" in text.split("solve the task")[1]
-    assert "failer" not in text.split("solve the task")[1]
+    assert "1 solves the task" in text and "solver" in text.split("solves the task")[1]
+    assert "failer" not in text.split("solves the task")[1]
