@@ -298,16 +298,15 @@ def mad_scores(df: pd.DataFrame) -> pd.DataFrame:
     )
     shared = per_setting.groupby(["task", "setting"])["mixer"].transform("nunique") == per_setting["mixer"].nunique()
 
-    def score(rows: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
-        per_task = rows.groupby(["mixer", "task"])["accuracy"].mean().unstack("task")
-        return per_task.mean(axis=1), per_task
+    def per_task(rows: pd.DataFrame) -> pd.DataFrame:  # mixer x task: the mean over the task's settings
+        return rows.groupby(["mixer", "task"])["accuracy"].mean().unstack("task")
 
-    common, per_task = score(per_setting[shared])
-    out = pd.DataFrame({"MAD score": common, "tasks": per_task.notna().sum(axis=1)})
+    tasks = per_task(per_setting[shared])
+    out = pd.DataFrame({"MAD score": tasks.mean(axis=1), "tasks": tasks.notna().sum(axis=1)})
     out["settings"] = per_setting[shared].groupby("mixer").size()
-    out["score, all its settings"], _ = score(per_setting)
+    out["score, all its settings"] = per_task(per_setting).mean(axis=1)
     out["settings run"] = per_setting.groupby("mixer").size()
-    out = out.reindex(per_setting["mixer"].unique()).join(per_task)
+    out = out.reindex(per_setting["mixer"].unique()).join(tasks)
     return out.sort_values("MAD score", ascending=False).reset_index(names="mixer")
 
 
