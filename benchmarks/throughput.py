@@ -40,6 +40,7 @@ from architectures.base import tensor_bytes, with_length
 from architectures.kernels import check_choice
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, run_key
+from benchmarks.train import keep_freed_memory
 
 CPU_LENGTHS = (128, 256, 512, 1024, 2048)
 CUDA_LENGTHS = (1024, 2048, 4096, 8192, 16384)
@@ -193,6 +194,8 @@ def measure_mixer(
     decode_steps: int = 16,
 ) -> dict:
     """Throughput of one mixer at one sequence length; returns the metrics of a record."""
+    if device.type == "cpu":  # the allocator setting training runs under, so the two are timed alike
+        keep_freed_memory()
     torch.manual_seed(0)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     extra = {"kernel": kernel} if kernel != "auto" else {}  # out-of-tree mixers need not take `kernel`

@@ -181,6 +181,15 @@ def test_cli_force_remeasures(tmp_path, monkeypatch):
     assert len(calls) == 2 and len(Store(tmp_path / "throughput").records()) == 1
 
 
+def test_cpu_throughput_runs_under_the_allocator_setting_training_uses(monkeypatch):
+    """Training sets malloc to keep freed memory (`benchmarks.train.keep_freed_memory`); the throughput
+    of a CPU mixer must be timed under the same setting, whichever process measures it first."""
+    applied = []
+    monkeypatch.setattr(throughput, "keep_freed_memory", lambda: applied.append(True) or True)
+    throughput.measure_mixer("lru", 16, torch.device("cpu"), d_model=8, batch=1, repeats=1, decode_steps=1)
+    assert applied
+
+
 def test_leaderboard_takes_the_throughput_of_the_kernel_the_run_used():
     import pandas as pd
 
