@@ -147,3 +147,26 @@ def test_verdict_names_collapsed_rows_that_solve_the_task():
     text = _verdict(df)[0]
     assert "1 solves the task" in text and "solver" in text.split("solves the task")[1]
     assert "failer" not in text.split("solves the task")[1]
+
+
+def test_tolerance_table_runs_the_verdicts_test_at_each_tolerance():
+    """Accuracy follows the ESS counted at one tolerance (block:0.1) and not the one at another
+    (machine precision, here random): the within-setting advantage must be positive at the first and
+    not at the second, and TSS, which no tolerance changes, must score the same in both."""
+    from benchmarks.ess import RELATIVE_TOLERANCES
+
+    df = _rows(n=60, seed=2, follows="ess").assign(key=lambda d: [f"k{i}" for i in range(len(d))])
+    noise = np.random.default_rng(3).uniform(1, 64, len(df))
+    records = [
+        {"key": k, "status": "ok", "metrics": {"ess": {
+            "ess_mean": float(n),
+            "ess_mean_by_tolerance": {f"{kind}:{r:g}": float(e if (kind, r) == ("block", 0.1) else n)
+                                      for kind in ("block", "operator") for r in RELATIVE_TOLERANCES}}}}
+        for k, e, n in zip(df["key"], df["ess"], noise, strict=True)
+    ]  # fmt: skip
+    table = analysis.tolerance_sensitivity(records, df).set_index("tolerance")
+    col = "mqar: ESS's advantage within settings"
+    assert table.loc["block:0.1", col] > 0.5
+    assert table.loc[analysis.MACHINE_TOLERANCE, col] < table.loc["block:0.1", col] - 0.5
+    tss_only = analysis.stratified_advantage(df.assign(ess=noise))
+    assert table.loc[analysis.MACHINE_TOLERANCE, col] == pytest.approx(tss_only["diff"])
