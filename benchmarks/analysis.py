@@ -340,7 +340,7 @@ def lr_sensitivity(runs: pd.DataFrame) -> pd.DataFrame:
 
 def tolerance_sensitivity(records: list[dict], best: pd.DataFrame) -> pd.DataFrame:
     """How the headline and the correlations move with the tolerance: per tolerance, the mean ESS/bound
-    and, per task, the verdict's test (ESS's advantage over TSS in |Spearman| within settings, the
+    and, per task, the verdict's test (ESS's advantage over TSS in Spearman within settings, the
     weighted mean of `stratified_advantage`) and the Spearman coefficient of accuracy with ESS/demand
     pooled over the task's best rows. TSS does not depend on the tolerance; ESS does."""
     from benchmarks.ess import RELATIVE_TOLERANCES
@@ -390,8 +390,9 @@ def _fmt(x: float) -> str:
 
 
 def advantage_interval(part: pd.DataFrame, confidence: float = 0.95) -> tuple[float, float]:
-    """Bootstrap interval (rows resampled, paired) of |Spearman(accuracy, ESS/demand)| minus
-    |Spearman(accuracy, TSS/demand)|: how sure the sign of ESS's advantage is, given n rows."""
+    """Bootstrap interval (rows resampled, paired) of Spearman(accuracy, ESS/demand) minus
+    Spearman(accuracy, TSS/demand): how sure the sign of ESS's advantage is, given n rows. Signed, as
+    the claim is (more effective state, higher accuracy): a negative correlation is no support."""
     from scipy import stats
 
     demand = part["memory_demand"].clip(lower=1).to_numpy()
@@ -402,7 +403,7 @@ def advantage_interval(part: pd.DataFrame, confidence: float = 0.95) -> tuple[fl
     def advantage(e, t, a):
         with np.errstate(all="ignore"):
             re, rt = stats.spearmanr(e, a)[0], stats.spearmanr(t, a)[0]
-        return abs(np.nan_to_num(re)) - abs(np.nan_to_num(rt))
+        return np.nan_to_num(re) - np.nan_to_num(rt)
 
     res = stats.bootstrap(
         (ess, tss, acc), advantage, paired=True, vectorized=False, n_resamples=999, confidence_level=confidence,
@@ -426,8 +427,9 @@ def _rowwise_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def stratified_advantage(part: pd.DataFrame, confidence: float = 0.95, resamples: int = 999, seed: int = 0) -> dict:
     """ESS against TSS within settings: per setting with 3 or more best rows, Spearman(accuracy, ESS)
     and Spearman(accuracy, TSS); their means over settings weighted by rows; the weighted mean of
-    |ESS's| - |TSS's| (a coefficient without spread counts 0); and its percentile bootstrap interval,
-    rows resampled within each setting so that every resample keeps the design."""
+    ESS's minus TSS's (signed, as the paper's claim is directional: a coefficient without spread
+    counts 0); and its percentile bootstrap interval, rows resampled within each setting so that
+    every resample keeps the design."""
     rng = np.random.default_rng(seed)
     groups = [g for _, g in part.groupby("setting", sort=True) if len(g) >= 3]
     out = {"settings": len(groups), "n": sum(len(g) for g in groups)}
@@ -442,11 +444,11 @@ def stratified_advantage(part: pd.DataFrame, confidence: float = 0.95, resamples
         for k, col in enumerate(("ess", "tss")):
             x = g[col].to_numpy(float)
             coef[j, k] = _rowwise_spearman(x[None], acc[None])[0]
-            boot += (1 if k == 0 else -1) * w * np.nan_to_num(np.abs(_rowwise_spearman(x[idx], acc[idx])))
+            boot += (1 if k == 0 else -1) * w * np.nan_to_num(_rowwise_spearman(x[idx], acc[idx]))
     defined = ~np.isnan(coef)
     mean = [float(np.average(coef[defined[:, k], k], weights=weights[defined[:, k]])) if defined[:, k].any() else float("nan")
             for k in (0, 1)]  # fmt: skip
-    diff = float(np.sum(weights * (np.nan_to_num(np.abs(coef[:, 0])) - np.nan_to_num(np.abs(coef[:, 1])))))
+    diff = float(np.sum(weights * (np.nan_to_num(coef[:, 0]) - np.nan_to_num(coef[:, 1]))))
     low, high = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
     return {**out, "ess": mean[0], "tss": mean[1], "diff": diff, "low": float(low), "high": float(high)}
 
@@ -472,7 +474,8 @@ def _call(low: float, high: float, diff: float) -> str:
 def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str]:
     """Plain sentences, one per task family: does accuracy follow ESS more closely than TSS? First
     within each setting (one length and demand: nothing shared between the axes), with a bootstrap
-    interval of the difference in |Spearman|; then pooled over settings as the ESS paper pools them
+    interval of the difference in Spearman (signed: the claim is that more ESS goes with higher
+    accuracy); then pooled over settings as the ESS paper pools them
     (ESS/demand and TSS/demand, with the paired interval), next to how much of that the demand alone
     explains; then within each mixer, and which rows saturate or collapse."""
     out = []
@@ -489,8 +492,10 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
         if strat["settings"]:
             text += (
                 f" within {_settings_phrase(strat['settings'])} (one length and memory demand; {strat['n']} best rows), "
-                f"accuracy's Spearman correlation with ESS averages {_fmt(strat['ess'])} and with TSS {_fmt(strat['tss'])}; "
-                f"ESS's advantage in |coefficient| is {_fmt(strat['diff'])} "
+                f"accuracy's Spearman correlation with ESS averages {_fmt(strat['ess'])} and with TSS {_fmt(strat['tss'])}"
+                + (" (negative: rows that use more state score lower)" if strat["ess"] < 0 else "")
+                + "; "
+                f"ESS's advantage (its coefficient minus TSS's) is {_fmt(strat['diff'])} "
                 f"({_interval(strat['low'], strat['high'], '95% bootstrap interval')}, rows resampled within settings), "
                 "so the claim that ESS tracks accuracy "
                 f"better {_call(strat['low'], strat['high'], strat['diff'])}."
@@ -501,7 +506,7 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
             demand_alone = _demand_alone(part) if part is not None else float("nan")
             text += (
                 f" Pooled over settings as the ESS paper pools them (n = {allr['n']}): ESS/demand {_fmt(e)}, TSS/demand "
-                f"{_fmt(t)}, difference {_fmt(abs(e) - abs(t))} ({_interval(lo, hi, 'paired interval')})"
+                f"{_fmt(t)}, difference {_fmt(e - t)} ({_interval(lo, hi, 'paired interval')})"
             )
             if not math.isnan(demand_alone):  # the demand varies over the settings pooled
                 text += (
@@ -518,7 +523,7 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
             )
         w = within[(within["task"] == task)].dropna(subset=["Spearman ESS/demand", "Spearman TSS/demand"])
         if not w.empty:
-            better = w[w["Spearman ESS/demand"].abs() > w["Spearman TSS/demand"].abs()]["mixer"].tolist()
+            better = w[w["Spearman ESS/demand"] > w["Spearman TSS/demand"]]["mixer"].tolist()
             worse = sorted(set(w["mixer"]) - set(better))
             text += (
                 f" Within a mixer, across its state sizes and settings (accuracy above baseline), ESS tracks better for "

@@ -290,7 +290,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "The headline ESS and the correlations at other tolerances: machine precision is matrix_rank's default "
         "(max(m, n) x eps x the block's largest singular value); block:r counts singular values above r x the block's largest, "
         "operator:r above r x the largest over every split of the channel's operator. Per task, ESS's advantage within settings "
-        "is the verdict's test at that tolerance (mean |Spearman| of accuracy with ESS minus with TSS, within each setting, "
+        "is the verdict's test at that tolerance (Spearman of accuracy with ESS minus with TSS, within each setting, "
         "weighted by rows); the pooled coefficient is over all best rows, as the ESS paper pools them."
     )
     throughput_html = "<p>No throughput records: run <code>nox -s kernels</code>.</p>"

@@ -170,3 +170,15 @@ def test_tolerance_table_runs_the_verdicts_test_at_each_tolerance():
     assert table.loc[analysis.MACHINE_TOLERANCE, col] < table.loc["block:0.1", col] - 0.5
     tss_only = analysis.stratified_advantage(df.assign(ess=noise))
     assert table.loc[analysis.MACHINE_TOLERANCE, col] == pytest.approx(tss_only["diff"])
+
+
+def test_accuracy_falling_with_ess_is_no_support_for_the_claim():
+    """The claim is directional (more effective state, higher accuracy). Rows whose accuracy falls as
+    ESS rises correlate strongly with ESS, negatively: that must count against ESS, not for it."""
+    df = _rows(follows="ess").assign(accuracy=lambda d: 1 - d["accuracy"])
+    strat = analysis.stratified_advantage(df)
+    assert strat["ess"] < -0.9 and strat["diff"] < 0 and strat["high"] < 0
+    lo, hi = analysis.advantage_interval(df)
+    assert hi < 0
+    text = _verdict(df)[0]
+    assert "better holds" not in text and "does not hold" in text and "negative: rows that use more state" in text, text
