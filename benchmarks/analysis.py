@@ -492,9 +492,9 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
         if strat["settings"]:
             text += (
                 f" within {_settings_phrase(strat['settings'])} (one length and memory demand; {strat['n']} best rows), "
-                f"accuracy's Spearman correlation with ESS averages {_fmt(strat['ess'])} and with TSS {_fmt(strat['tss'])}"
+                f"accuracy's Spearman correlation with ESS averages {_fmt(strat['ess'])}"
                 + (" (negative: rows that use more state score lower)" if strat["ess"] < 0 else "")
-                + "; "
+                + f" and with TSS {_fmt(strat['tss'])}; "
                 f"ESS's advantage (its coefficient minus TSS's) is {_fmt(strat['diff'])} "
                 f"({_interval(strat['low'], strat['high'], '95% bootstrap interval')}, rows resampled within settings), "
                 "so the claim that ESS tracks accuracy "
