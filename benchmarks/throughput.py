@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -288,6 +289,7 @@ def run(
             records.append(store.read(key))
             continue
         record = {"key": key, "kind": "throughput", "config": cfg, "provenance": prov}
+        record["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             metrics = measure_mixer(name, length, device, d_model, batch, kernel, repeats)
             metrics["fallback"] = fallback_note(name, device, metrics["kernel"])
@@ -364,6 +366,10 @@ def parse_args(argv: list[str]) -> dict:
 
 
 def throughput_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per successful record, keeping only the latest measurement of each mixer, device,
+    kernel path, length and batch (`measured_at`): re-measuring at new code supersedes the old row
+    on the page and in the scaling and speedup tables, and the old record stays in the store.
+    Records from before `measured_at` count as older than any that have it."""
     out = []
     for r in records:
         if r.get("status") != "ok":
@@ -371,6 +377,7 @@ def throughput_rows(records: list[dict]) -> pd.DataFrame:
         m = r["metrics"]
         out.append(
             {
+                "measured_at": r.get("measured_at", ""),
                 "mixer": m["mixer"],
                 "device": r["provenance"]["device"],
                 "kernel": m["kernel"],
@@ -403,7 +410,10 @@ def throughput_rows(records: list[dict]) -> pd.DataFrame:
         "% of peak",
         "commit",
     ]
-    return pd.DataFrame(out, columns=cols).sort_values(["device", "mixer", "kernel", "L"], ignore_index=True)
+    tp = pd.DataFrame(out, columns=["measured_at", *cols])
+    same = ["mixer", "device", "kernel", "L", "batch"]
+    tp = tp[tp["measured_at"] == tp.groupby(same)["measured_at"].transform("max")]
+    return tp[cols].sort_values(["device", "mixer", "kernel", "L"], ignore_index=True)
 
 
 def scaling_table(tp: pd.DataFrame) -> pd.DataFrame:

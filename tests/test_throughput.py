@@ -179,6 +179,7 @@ def test_cli_force_remeasures(tmp_path, monkeypatch):
     assert len(calls) == 1
     throughput.main([*argv, "force=true"])
     assert len(calls) == 2 and len(Store(tmp_path / "throughput").records()) == 1
+    assert Store(tmp_path / "throughput").records()[0]["measured_at"].endswith("+00:00")  # when, for the page's latest
 
 
 def test_cpu_throughput_runs_under_the_allocator_setting_training_uses(monkeypatch):
@@ -188,6 +189,35 @@ def test_cpu_throughput_runs_under_the_allocator_setting_training_uses(monkeypat
     monkeypatch.setattr(throughput, "keep_freed_memory", lambda: applied.append(True) or True)
     throughput.measure_mixer("lru", 16, torch.device("cpu"), d_model=8, batch=1, repeats=1, decode_steps=1)
     assert applied
+
+
+def test_a_new_measurement_supersedes_the_old_one_on_the_page():
+    """Re-measuring a mixer at new code writes a second record; the tables must show the latest only
+    (two rows of one shape, 2x apart, would read as noise), older records without a time lose to it,
+    and shapes measured once keep their row."""
+
+    def record(length, tok_s, when=None):
+        metrics = {
+            "mixer": "lru",
+            "seq_len": length,
+            "batch": 4,
+            "kernel": "reference",
+            "forward_tokens_per_s": tok_s,
+            "forward_backward_tokens_per_s": tok_s,
+            "prefill_tokens_per_s": tok_s,
+            "decode_tokens_per_s": tok_s,
+            "forward_s": 1.0,
+            "peak_memory_bytes": 0,
+            "forward_flops_per_s": 0.0,
+        }
+        r = {"status": "ok", "metrics": metrics, "provenance": {"device": "cpu", "commit": "abc"}}
+        return {**r, "measured_at": when} if when else r  # fmt: skip
+
+    tp = throughput.throughput_rows([
+        record(128, 1.0), record(128, 2.0, "2026-11-24T10:00:00+00:00"), record(128, 3.0, "2026-11-24T11:00:00+00:00"),
+        record(256, 5.0),
+    ])  # fmt: skip
+    assert tp.set_index("L")["forward tok/s"].to_dict() == {128: 3.0, 256: 5.0}
 
 
 def test_leaderboard_takes_the_throughput_of_the_kernel_the_run_used():
