@@ -185,3 +185,29 @@ def test_a_narrowed_sweep_plans_a_disjoint_part_of_its_preset_under_the_same_key
     copying, others = keys("task=selective_copying"), keys("task=compression,in_context_recall")
     assert not set(copying) & set(others)
     assert sorted(copying + others) == sorted(whole)
+
+
+def test_a_relabelled_record_is_the_run_its_new_threshold_makes(tmp_path):
+    """benchmarks.relabel carries a record to a new `train.solved_accuracy` only where neither
+    threshold stopped it: the carried record must equal a fresh run of the new config, and a run
+    the threshold did stop must stay where it was, to be run again."""
+    from benchmarks.relabel import relabel
+
+    store = Store(tmp_path / "a")
+    narrow = ["preset=smoke", f"store={store.root}", "progress=false", "architecture=mamba", "architecture.lr_grid=[3e-3]"]
+    assert bench.main(narrow) == 0  # 30 steps: validation stays far below 0.99
+    (unstopped,) = store.records()
+    assert max(h["val_accuracy"] for h in unstopped["metrics"]["history"]) < 0.99
+    assert bench.main([*narrow, "train.solved_accuracy=1e-9"]) == 0  # stopped at its first evaluation
+    (stopped,) = [r for r in store.records() if r["key"] != unstopped["key"]]
+    assert stopped["metrics"]["stopped"] == "solved"
+
+    assert relabel(store, [unstopped["key"], stopped["key"]], 0.995) == (1, 1)
+    assert store.exists(stopped["key"]) and not store.exists(unstopped["key"])
+    (moved,) = [r for r in store.records() if r.get("relabelled")]
+    assert moved["relabelled"]["from_key"] == unstopped["key"]
+
+    fresh = run_one(dict(unstopped["config"], store=str(tmp_path / "b"), train={**unstopped["config"]["train"], "solved_accuracy": 0.995}))
+    assert (fresh["key"], fresh["group"]) == (moved["key"], moved["group"])
+    assert fresh["metrics"]["history"] == moved["metrics"]["history"]
+    assert fresh["metrics"]["accuracy"] == moved["metrics"]["accuracy"]
