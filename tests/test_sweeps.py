@@ -207,7 +207,29 @@ def test_a_relabelled_record_is_the_run_its_new_threshold_makes(tmp_path):
     (moved,) = [r for r in store.records() if r.get("relabelled")]
     assert moved["relabelled"]["from_key"] == unstopped["key"]
 
-    fresh = run_one(dict(unstopped["config"], store=str(tmp_path / "b"), train={**unstopped["config"]["train"], "solved_accuracy": 0.995}))
+    train = {**unstopped["config"]["train"], "solved_accuracy": 0.995}
+    fresh = run_one(dict(unstopped["config"], store=str(tmp_path / "b"), train=train))
     assert (fresh["key"], fresh["group"]) == (moved["key"], moved["group"])
     assert fresh["metrics"]["history"] == moved["metrics"]["history"]
     assert fresh["metrics"]["accuracy"] == moved["metrics"]["accuracy"]
+
+
+def test_a_joblib_launcher_sweep_writes_the_records_the_sweep_driver_plans(tmp_path):
+    """The README's parallel route: `benchmarks.run -m ... hydra/launcher=joblib` must train every run
+    that `benchmarks.bench` plans for the same sweep, under the same record keys, in parallel jobs."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="install the `distributed` extra")
+    from benchmarks.config import single_run
+    from benchmarks.store import run_key
+
+    store = tmp_path / "store"
+    narrow = ["preset=smoke", "architecture=attention,lru"]
+    cmd = [
+        sys.executable, "-m", "benchmarks.run", "-m", *narrow, "train.lr=0.001,0.003", f"store={store}", "progress=false",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    planned = {run_key(single_run(c)) for c in bench.plan([*narrow, f"store={store}"])}
+    records = Store(store).records()
+    assert {r["key"] for r in records} == planned and len(planned) == 4
+    assert all(r["status"] == "ok" for r in records)
