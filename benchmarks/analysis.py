@@ -136,9 +136,25 @@ def select_best(runs: pd.DataFrame) -> pd.DataFrame:
     return best.reset_index()
 
 
-def best_rows(runs: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard: one row per group (its best learning rate on validation), with `learned`."""
-    df = select_best(runs)
+def incomplete_groups(records: list[dict]) -> list[str]:
+    """Groups whose learning-rate grid a sweep has not finished: a rate that another group of the same
+    protocol (task setting, model, data and budget) has tried, ok or failed, this one has not. Their
+    best run is not yet the best of the grid, so the leaderboard holds them back until it is."""
+    tried: dict[str, tuple[str, set]] = {}
+    for r in records:
+        cfg = r["config"]
+        group = tried.setdefault(r.get("group", r["key"]), (protocol_key(cfg), set()))
+        group[1].add(cfg["train"]["lr"])
+    grids: dict[str, set] = {}
+    for protocol, rates in tried.values():
+        grids.setdefault(protocol, set()).update(rates)
+    return sorted(g for g, (protocol, rates) in tried.items() if rates < grids[protocol])
+
+
+def best_rows(runs: pd.DataFrame, held_back: list[str] = ()) -> pd.DataFrame:
+    """The leaderboard: one row per group (its best learning rate on validation), with `learned`;
+    the groups in `held_back` (`incomplete_groups`) left out."""
+    df = select_best(runs[~runs["group"].isin(list(held_back))])
     df["learned"] = np.where(df["accuracy"] > df["no_recall"] + LEARNED_MARGIN, "yes", "not learned")
     return df.sort_values(
         ["task", "seq_len", "memory_demand", "accuracy", "mixer", "tss"],

@@ -98,12 +98,24 @@ def rows(records: list[dict], tp: pd.DataFrame | None = None, best: pd.DataFrame
     """The leaderboard: one row per group (its best learning rate on validation), every column
     (`best`: `analysis.best_rows(analysis.run_rows(records))` where the caller has it already)."""
     tp = throughput_rows([]) if tp is None else tp
-    df = analysis.first_seed(analysis.best_rows(analysis.run_rows(records)) if best is None else best)
+    if best is None:
+        best = analysis.best_rows(analysis.run_rows(records), analysis.incomplete_groups(records))
+    df = analysis.first_seed(best)
     df["forward_tokens_per_s"] = [
         _nearest_throughput(tp, r.mixer, r.device, r.seq_len, r.kernels.split(",")) for r in df.itertuples()
     ]
     df["state_use"] = analysis.state_use(df)["state use"].values if not df.empty else []
     return df
+
+
+def _describe_group(runs: pd.DataFrame, group: str) -> str:
+    """`mixer state task setting seed (rates run)`, for a line that names a group."""
+    g = runs[runs["group"] == group]
+    if g.empty:
+        return group
+    r = g.iloc[0]
+    rates = ",".join(f"{x:.2g}" for x in sorted(g["lr"]))
+    return " ".join(str(v) for v in (r.mixer, r.state, r.task, r.setting, f"seed {r.seed}", f"(lr {rates})") if v != "")
 
 
 def _cell(column: str, value) -> str:
@@ -196,7 +208,8 @@ def build(store_root: str | Path = "results") -> list[Path]:
     failed = [r for r in records if r.get("status") != "ok"]
     tp = throughput_rows(Store(root / "throughput").records())
     runs = analysis.run_rows(records)
-    every_seed = analysis.best_rows(runs)  # each group's best rate, every seed; the tables keep the first seed
+    held_back = analysis.incomplete_groups(records)  # a sweep in progress: their grid is not complete yet
+    every_seed = analysis.best_rows(runs, held_back)  # each group's best rate, every seed; the tables keep the first seed
     df = rows(records, tp, every_seed)
     root.mkdir(parents=True, exist_ok=True)
     fig_dir = root / "figures"
@@ -285,6 +298,11 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "Each row is its group's best learning rate on validation; the group's whole grid and its spread are in the "
         "record cell and the CSV."
     )
+    if held_back:
+        summary += (
+            f" Held back until the sweep completes their learning-rate grid: {len(held_back)} groups "
+            f"({', '.join(sorted({_describe_group(runs, g) for g in held_back}))})."
+        )
     incomplete = any(c["ok"] + c["failed"] < c["planned"] for c in coverage)
     tol_note = (
         "The headline ESS and the correlations at other tolerances: machine precision is matrix_rank's default "

@@ -182,3 +182,28 @@ def test_accuracy_falling_with_ess_is_no_support_for_the_claim():
     assert hi < 0
     text = _verdict(df)[0]
     assert "better holds" not in text and "does not hold" in text and "negative: rows that use more state" in text, text
+
+
+def test_a_group_whose_rate_grid_is_unfinished_is_held_back_and_a_failed_rate_counts_as_tried():
+    """A best-of-grid row must be the best of the whole grid: a group a sweep has run at 2 of the 3
+    rates its protocol's other groups ran stays off the leaderboard; one whose third rate failed is done."""
+    from benchmarks.store import group_key
+
+    def record(mixer, lr, status="ok", steps=800):
+        cfg = {"seed": 0, "architecture": {"name": mixer}, "task": {"name": "mqar", "seq_len": 64}, "model": {"d_model": 64},
+               "data": {"num_train": 100}, "train": {"lr": lr, "steps": steps}}  # fmt: skip
+        return {"key": f"{mixer}{lr}{steps}", "group": group_key(cfg), "config": cfg, "status": status}
+
+    rates = (1e-3, 3e-3, 1e-2)
+    records = [record("attention", lr) for lr in rates] + [record("gla", lr) for lr in rates[:2]]
+    records += [record("mamba", lr) for lr in rates[:2]] + [record("mamba", rates[2], status="failed")]
+    records += [record("lru", 1e-3, steps=2000)]  # another protocol (budget): its own grid, complete
+    held = analysis.incomplete_groups(records)
+    assert held == [records[3]["group"]]  # gla's, and only gla's
+
+    runs = pd.DataFrame(
+        {"group": [r["group"] for r in records if r["status"] == "ok"], "lr": 0.0, "val_accuracy": 0.5, "val_loss": 1.0,
+         "accuracy": 0.5, "no_recall": 0.25, "task": "mqar", "seq_len": 64, "memory_demand": 4, "mixer": "m", "tss": 1}
+    )  # fmt: skip
+    assert held[0] not in set(analysis.best_rows(runs, held)["group"])
+    assert len(analysis.best_rows(runs, held)) == len(analysis.best_rows(runs)) - 1
