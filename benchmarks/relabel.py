@@ -8,7 +8,8 @@ every evaluation (a record's history holds every one) trained step for step as t
 trains it: that record is rewritten under the new config's key and group, with `relabelled` saying
 from which key and value and why. Every other record of the preset (a run the threshold did stop,
 or a failed run) is left under its old key, outside the new plan, for the sweep to run again.
-Run it on the preset's plan as it was before the change (`<store>/plans/<preset>.json`).
+It reads the records' keys from the preset's plan as it was before the change
+(`<store>/plans/<preset>.json`), after the preset itself was changed, and then rewrites that plan.
 """
 
 from __future__ import annotations
@@ -78,8 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.solved_accuracy <= 1:
         print(f"relabel: --solved-accuracy must be in (0, 1]; got {args.solved_accuracy}", file=sys.stderr)
         return 2
+    from benchmarks import bench  # the preset as it is now: the plan the relabelled records join
+
+    overrides = [f"preset={args.preset}", f"store={args.store}"]
+    configs = bench.plan(overrides)
+    planned = {c["train"]["solved_accuracy"] for c in configs}
+    if planned != {args.solved_accuracy}:
+        print(
+            f"relabel: preset {args.preset} stops at train.solved_accuracy {sorted(planned)}, not {args.solved_accuracy}: "
+            "change the preset first, so that the records join its plan",
+            file=sys.stderr,
+        )
+        return 2
     moved, left = relabel(Store(args.store), json.loads(plan.read_text())["keys"], args.solved_accuracy)
-    print(f"{moved} records relabelled to solved_accuracy {args.solved_accuracy}; {left} left to run again")
+    bench.write_plan(Store(args.store), overrides, configs)  # the page counts coverage against the new keys
+    print(f"{moved} records relabelled to solved_accuracy {args.solved_accuracy}; {left} left to run again; {plan} rewritten")
     return 0
 
 

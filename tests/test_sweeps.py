@@ -233,3 +233,17 @@ def test_a_joblib_launcher_sweep_writes_the_records_the_sweep_driver_plans(tmp_p
     records = Store(store).records()
     assert {r["key"] for r in records} == planned and len(planned) == 4
     assert all(r["status"] == "ok" for r in records)
+
+
+def test_relabel_refuses_a_threshold_its_preset_does_not_plan_and_writes_nothing(tmp_path, capsys):
+    from benchmarks import relabel
+
+    assert relabel.main([str(tmp_path), "published", "--solved-accuracy", "0.995"]) == 2  # no plan to read keys from
+    plan = tmp_path / "plans" / "published.json"
+    plan.parent.mkdir()
+    plan.write_text('{"keys": []}')
+    assert relabel.main([str(tmp_path), "published", "--solved-accuracy", "0.9"]) == 2  # the preset stops at 0.995
+    assert "change the preset first" in capsys.readouterr().err
+    assert plan.read_text() == '{"keys": []}'
+    assert relabel.main([str(tmp_path), "published", "--solved-accuracy", "0.995"]) == 0
+    assert len(json.loads(plan.read_text())["keys"]) == 342  # rewritten: the preset's plan now
