@@ -52,6 +52,13 @@ class Mixer(nn.Module):
     # constructor argument that must be the sequence length (e.g. Hyena's filter length), if any;
     # the harness, throughput and conformance fill it in when the config leaves it unset
     length_param: str | None = None
+    # whether the mixer carries its own short causal convolution (Mamba, Mamba-2, Hyena): Zoology's
+    # backbone puts a BaseConv layer ahead of a mixer that does not (architectures.backbone). A
+    # user's mixer (a subclass or not) declares it the same way; undeclared means False.
+    short_conv: bool = False
+    # the block Zoology trains the mixer in: "transformer" (x + mixer(norm x), then x + norm x: its
+    # TransformerBlock with the Identity state mixer) or "mamba" (x + mixer(norm x) only: MambaBlock)
+    zoology_block: str = "transformer"
 
     def __init__(self, d_model: int, kernel: str = "auto"):
         super().__init__()

@@ -36,6 +36,8 @@ class _Projected(NamedTuple):
 
 class Mamba(Mixer):
     name = "mamba"
+    short_conv = True  # d_conv taps ahead of the SSM
+    zoology_block = "mamba"  # zoology/mixers/mamba.py: Block, no state mixer
 
     def __init__(
         self,

@@ -23,6 +23,8 @@ from architectures.linear_recurrence import GatedLinearMixer, Heads, chunked_gla
 
 class Mamba2(GatedLinearMixer):
     name = "mamba2"
+    short_conv = True  # d_conv taps ahead of the SSM
+    zoology_block = "mamba"  # zoology/mixers/mamba.py: Block, no state mixer
 
     def __init__(
         self,

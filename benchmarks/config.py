@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from architectures import registry
-from architectures.backbone import BACKBONES, LanguageModel
+from architectures.backbone import MODELS, NAMES as BACKBONES, LanguageModel
 from tasks import registry as tasks
 
 LR_GRID = "lr_grid"  # key of the learning-rate grid in the architecture config
@@ -62,11 +62,22 @@ def mixer_spec(arch_cfg: dict) -> tuple[str, dict]:
     return name, arch
 
 
+def resolve_backbone(model_cfg: dict, task) -> dict:
+    """`model` with `backbone: auto` replaced by the task's reference suite's (MQAR: zoology, MAD: mad)."""
+    backbone = model_cfg.get("backbone", "auto")
+    if backbone == "auto":
+        backbone = getattr(task, "backbone", "mad")
+    if backbone not in BACKBONES:
+        raise ConfigError(f"model.backbone: unknown {backbone!r}; give one of auto, {', '.join(BACKBONES)}")
+    return {**model_cfg, "backbone": backbone}
+
+
 def build_model(cfg: dict, task) -> LanguageModel:
-    """The backbone the task asks for (MAD's compression: an autoencoder) around the configured mixer."""
+    """The model the task trains (MAD's compression: an autoencoder) in the configured backbone, around
+    the configured mixer."""
     name, arch = mixer_spec(cfg["architecture"])
-    backbone = BACKBONES[getattr(task, "backbone", "language_model")]
-    return backbone(task.vocab_size, name, mixer_config=arch, seq_len=task.seq_len, **cfg["model"])
+    model = MODELS[getattr(task, "model", "language_model")]
+    return model(task.vocab_size, name, mixer_config=arch, seq_len=task.seq_len, **resolve_backbone(cfg["model"], task))
 
 
 def lr_grid(cfg: dict) -> list[float]:
@@ -99,7 +110,10 @@ def single_run(cfg: dict) -> dict:
     for key in SWEEP_KEYS:
         out["architecture"].pop(key, None)
     try:
-        out["task"] = effective_task(out["task"])
+        task = build_task(out["task"])
+        out["task"] = {"name": task.name, "level": out["task"].get("level"), **task.params()}
+        if "model" in out:  # a record names the backbone it trained in
+            out["model"] = resolve_backbone(out["model"], task)
     except ValueError:
         pass  # left as given: validate() reports it
     return out

@@ -390,15 +390,18 @@ def _shared_channels(matrix: Tensor | Semiseparable) -> tuple[Tensor | Semisepar
 
 
 @torch.no_grad()
-def model_ess(model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] | None = None) -> list[LayerESS]:
+def model_ess(
+    model: torch.nn.Module, inputs: Tensor, positions: Sequence[int] | None = None, layers: str = "mixers"
+) -> list[LayerESS]:
     """ESS curves (both kinds) of every mixer layer of a built model on a batch of token ids.
 
     The input of each mixer is captured with a forward hook; the mixer's own
-    `operator(x)` then gives the matrix whose ESS is measured.
+    `operator(x)` then gives the matrix whose ESS is measured. `layers` names the model's list of
+    layers to measure: `mixers` (the mixer under test) or `convs` (the BaseConv layers of Zoology's backbone).
     """
-    mixers = [(i, m) for i, m in enumerate(getattr(model, "mixers", []))]
+    mixers = [(i, m) for i, m in enumerate(getattr(model, layers, []))]
     if not mixers:
-        raise ValueError("model_ess: the model exposes no `mixers` (build it with architectures.backbone.LanguageModel)")
+        raise ValueError(f"model_ess: the model exposes no `{layers}` (build it with architectures.backbone.LanguageModel)")
     captured: dict[int, Tensor] = {}
     handles = [m.register_forward_pre_hook(lambda mod, args, i=i: captured.__setitem__(i, args[0].detach())) for i, m in mixers]
     was_training = model.training

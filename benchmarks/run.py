@@ -42,9 +42,10 @@ def resolve_device(name: str) -> torch.device:
 
 @torch.no_grad()
 def measure_cache(model: LanguageModel, seq_len: int, device: torch.device) -> dict:
-    """Bytes of every layer's decoding state after `seq_len` tokens (batch 1), from the tensors held."""
+    """Bytes of every layer's decoding state after `seq_len` tokens (batch 1), from the tensors held:
+    the mixer's layers and any BaseConv layer the backbone added (its k - 1 past inputs)."""
     per_layer = []
-    for mixer in model.mixers:
+    for mixer in (block.mixer for block in model.blocks):
         x = torch.zeros(1, seq_len, mixer.d_model, device=device)
         _, state = decode(mixer, x)
         per_layer.append(cache_bytes(state))
@@ -76,6 +77,10 @@ def execute(cfg: dict, device: torch.device) -> dict:
     start = time.perf_counter()
     layers = ess_lib.model_ess(model, data.test[0][: cfg["ess"]["num_examples"]].to(device))
     summary = ess_lib.summarize(layers, window)
+    conv_ess = None
+    if model.convs:  # the BaseConv layers' own ESS (<= kernel - 1 by construction), kept beside the headline
+        conv_ess = ess_lib.summarize(ess_lib.model_ess(model, data.test[0][: cfg["ess"]["num_examples"]].to(device), layers="convs"), window)
+        conv_ess = {k: conv_ess[k] for k in ("ess_mean", "ess_max", "entropy_ess_mean", "tss", "per_layer")}
     # where a run's time goes: training steps, evaluations, ESS over training, and the final ESS
     seconds = dict(result["seconds"])
     seconds["ess_over_training"] = seconds.pop("measure")
@@ -102,6 +107,11 @@ def execute(cfg: dict, device: torch.device) -> dict:
         "ess": summary,
         "tss": summary["tss"],
         "utilization": summary["utilization"],
+        "backbone": cfg["model"]["backbone"],
+        "conv_ess": conv_ess,
+        # state per channel of every layer, the BaseConv's included: what a recurrence of the whole
+        # model must carry (the headline `tss` is the mixer layer's, the bound on its ESS)
+        "tss_by_layer": [int(b.mixer.state_size(task.seq_len)) for b in model.blocks],
         "parameters": sum(p.numel() for p in model.parameters()),
         **measure_cache(model, task.seq_len, device),
         "kernels": sorted({m.kernel for m in model.mixers}),

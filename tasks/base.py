@@ -42,6 +42,9 @@ class Task:
     source: ClassVar[str] = ""
     ladder: ClassVar[list[dict]] = []
     no_recall_rule: ClassVar[str] = "the most frequent target of the split"
+    # the reference suite's backbone (`model.backbone=auto` takes it) and the model it trains
+    backbone: ClassVar[str] = "mad"
+    model: ClassVar[str] = "language_model"  # or "autoencoder" (MAD's compression)
     vocab_size: int
     seq_len: int
 

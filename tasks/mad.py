@@ -333,7 +333,7 @@ class Compression(_MADTask):
 
     name = "compression"
     no_recall_rule = "the sequence's most frequent token, everywhere (its statistics, not its order)"
-    backbone = "autoencoder"
+    model = "autoencoder"
     defaults = {"vocab_size": 16, "seq_len": 32, "noise_vocab_size": 0, "frac_noise": 0.0}
     changes = {"vocab_size": [32, 64, 128], "seq_len": [64, 128, 256]}
 

@@ -26,6 +26,7 @@ from tasks.base import IGNORE, Task, require_int, running_mode_accuracy, sample_
 class MQAR(Task):
     name = "mqar"
     source = "Zoology (Arora et al. 2023), multiquery_ar"
+    backbone = "zoology"  # the model Zoology trains on MQAR (architectures.backbone)
     # Zoology Fig. 2: sequence length 64 -> 512 with kv pairs 4 -> 64
     ladder = [
         {"seq_len": 64, "num_kv_pairs": 4},

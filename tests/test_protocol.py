@@ -51,13 +51,13 @@ def _tiny_model(task, seed=0):
 def test_the_loss_on_scored_positions_only_equals_the_loss_on_full_logits(backbone):
     """Training runs the last MLP and the head only where targets are scored; the loss and every
     gradient must be those of the full forward with ignored positions masked out."""
-    from architectures.backbone import BACKBONES
+    from architectures.backbone import MODELS
     from benchmarks.train import loss_fn, scored_logits
 
     task = tasks.build("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4)
     x, y = task.generate(8, seed=0)
     torch.manual_seed(0)
-    model = BACKBONES[backbone](task.vocab_size, "hyena", d_model=16, n_layers=2, seq_len=task.seq_len).double()
+    model = MODELS[backbone](task.vocab_size, "hyena", d_model=16, n_layers=2, seq_len=task.seq_len).double()
     losses, grads = [], []
     for scored in (False, True):
         model.zero_grad()

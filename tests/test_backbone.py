@@ -1,0 +1,104 @@
+"""The backbones against their references: Zoology's BaseConv and layer layout, whole-model decoding,
+and a user's mixer that declares its own short convolution."""
+
+import pytest
+import torch
+from torch import nn
+
+from architectures import registry
+from architectures.backbone import LanguageModel, layout
+from architectures.base_conv import BaseConv
+from benchmarks.ess import effective_state_size
+from examples.gated_ema import GatedEMA
+
+
+def _zoology_base_conv(conv: BaseConv, u: torch.Tensor) -> torch.Tensor:
+    """y = ShortConv_k(u) * Linear(u) + u written out position by position (zoology/mixers/base_conv.py)."""
+    w, b = conv.conv.weight[:, 0], conv.conv.bias  # (D, K), (D,)
+    k = w.shape[-1]
+    padded = torch.cat([u.new_zeros(u.shape[0], k - 1, u.shape[2]), u], dim=1)  # (B, K - 1 + L, D)
+    short = torch.stack([(padded[:, t : t + k] * w.T).sum(1) + b for t in range(u.shape[1])], dim=1)
+    return short * (u @ conv.projection.weight.T + conv.projection.bias) + u
+
+
+def test_base_conv_matches_zoologys_formula():
+    conv = BaseConv(8, kernel_size=3).double()
+    u = torch.randn(2, 12, 8, dtype=torch.float64)
+    assert torch.allclose(conv(u), _zoology_base_conv(conv, u), atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3, 5])
+def test_base_conv_ess_is_kernel_minus_one(kernel_size):
+    """T[i:, :i] of diag(p) C + I reaches back kernel_size - 1 inputs: rank kernel_size - 1 at every
+    interior split for generic taps and gates, never more (the ESS <= TSS bound is tight)."""
+    conv = BaseConv(4, kernel_size=kernel_size).double()
+    x = torch.randn(3, 20, 4, dtype=torch.float64)
+    op = conv.operator(x)
+    assert torch.allclose(torch.einsum("bcts,bcs->bct", op.matrix, op.inputs), op.outputs, atol=1e-12)
+    ess = effective_state_size(op.matrix, positions=list(range(kernel_size, 20 - kernel_size)))
+    assert (ess == kernel_size - 1).all()
+    assert conv.state_size(20) == kernel_size - 1
+
+
+def _kinds(model: LanguageModel) -> list[tuple[str, str]]:
+    return [(type(b.mixer).__name__, b.state_mixer) for b in model.blocks]
+
+
+def test_zoology_layout_is_hybrid_base_conv_then_mixer():
+    """zoology/mixers/hybrid.py builds configs[layer_idx % 2] of [BaseConv, mixer]; every block has the
+    Identity state mixer (no MLP); the head is the token embedding (zoology/model.py)."""
+    model = LanguageModel(64, "based", d_model=16, n_layers=2, backbone="zoology")
+    assert _kinds(model) == [("BaseConv", "identity"), ("Based", "identity")]
+    assert [type(m).__name__ for m in model.mixers] == ["Based"] and len(model.convs) == 1
+    assert model.head.weight is model.embed.weight
+    assert all(isinstance(b.mlp, nn.Identity) for b in model.blocks)  # no MLP
+    assert sum(p.numel() for p in model.parameters()) == sum(  # nothing else: embedding, norms, the two layers
+        p.numel() for part in (model.embed, model.norm, *model.blocks) for p in part.parameters()
+    )
+    deeper = LanguageModel(64, "gla", d_model=16, n_layers=4, backbone="zoology")
+    assert [k for k, _ in _kinds(deeper)] == ["BaseConv", "GLA", "BaseConv", "GLA"]
+    assert model.convs[0].kernel_size == 3  # models_repo.py: conv_mixer = BaseConv(kernel_size=3)
+
+
+@pytest.mark.parametrize(("mixer", "cls", "state"), [("mamba", "Mamba", "none"), ("mamba2", "Mamba2", "none"), ("hyena", "Hyena", "identity")])
+def test_zoology_layout_of_a_mixer_with_its_own_convolution(mixer, cls, state):
+    """Mamba and Mamba-2 in Zoology's MambaBlock (no state mixer), Hyena in its TransformerBlock: the
+    mixer in every layer, no BaseConv."""
+    model = LanguageModel(64, mixer, d_model=16, n_layers=2, seq_len=16, backbone="zoology")
+    assert _kinds(model) == [(cls, state)] * 2 and model.convs == []
+
+
+def test_mad_and_conv_mlp_layouts():
+    assert layout("mad", registry.resolve("based"), 2) == [("mixer", "mlp")] * 2
+    assert layout("conv_mlp", registry.resolve("based"), 2) == [("base_conv", "none"), ("mixer", "mlp")] * 2
+    assert layout("conv_mlp", registry.resolve("mamba"), 2) == [("mixer", "mlp")] * 2
+    with pytest.raises(ValueError, match="model.backbone"):
+        layout("transformer", registry.resolve("based"), 2)
+
+
+class GatedEMAWithConv(GatedEMA):
+    short_conv = True  # a user's mixer that says it carries its own short convolution
+
+
+def test_a_user_mixer_declares_its_own_convolution():
+    plain = LanguageModel(64, "examples.gated_ema:GatedEMA", d_model=16, backbone="zoology")
+    assert [k for k, _ in _kinds(plain)] == ["BaseConv", "GatedEMA"]  # undeclared: a BaseConv ahead
+    registry.register("gated_ema_with_conv_test", GatedEMAWithConv)
+    own = LanguageModel(64, "gated_ema_with_conv_test", d_model=16, backbone="zoology")
+    assert [k for k, _ in _kinds(own)] == ["GatedEMAWithConv"] * 2 and own.convs == []
+
+
+@pytest.mark.parametrize("backbone", ["zoology", "conv_mlp", "mad"])
+@pytest.mark.parametrize("mixer", ["attention", "based", "mamba", "hyena", "lru"])
+def test_whole_model_decode_reproduces_the_parallel_forward(mixer, backbone):
+    """Token by token through every layer's `step` (the BaseConv's k - 1 past inputs included), the
+    logits equal the parallel forward's."""
+    model = LanguageModel(32, mixer, d_model=16, seq_len=12, backbone=backbone).double().eval()
+    tokens = torch.randint(0, 32, (2, 12))
+    with torch.no_grad():
+        full = model(tokens)
+    state, logits = model.init_state(2), []
+    for t in range(12):
+        out, state = model.step(tokens[:, t], state)
+        logits.append(out)
+    assert torch.allclose(torch.stack(logits, dim=1), full, atol=1e-10)
