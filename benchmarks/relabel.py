@@ -1,6 +1,15 @@
-"""Carry a preset's records over to a changed early-stop threshold where the threshold never acted.
+"""Carry records over to a changed config where the change does not alter what they trained.
 
     python -m benchmarks.relabel results published --solved-accuracy 0.995
+    python -m benchmarks.relabel results --backbone mad --move mqar=results/mlp_backbone
+
+Backbone: records written before `model.backbone` existed name none; they trained in the model the
+`mad` backbone builds unchanged (tests/test_backbone.py pins it). `--backbone mad` rewrites each
+under its config with the backbone named (new key and group, `relabelled` saying from which key),
+in place, or, for a task named in `--move`, into that store (the MQAR records of the MLP backbone
+leave the published store, which now trains MQAR in Zoology's model, and the ablation reads them).
+
+Threshold:
 
 `train.solved_accuracy` acts only at an evaluation whose validation accuracy reaches it (training
 stops there). A run whose validation accuracy stayed below both the old and the new threshold at
@@ -66,12 +75,61 @@ def relabel(store: Store, keys: list[str], new: float) -> tuple[int, int]:
     return moved, left
 
 
+def with_backbone(record: dict, backbone: str) -> dict:
+    """`record` under its config with `model.backbone` named: new key and group, provenance kept."""
+    out = copy.deepcopy(record)
+    out["config"]["model"] = {**out["config"]["model"], "backbone": backbone}
+    out["key"], out["group"] = run_key(out["config"]), group_key(out["config"])
+    out["relabelled"] = {
+        "from_key": record["key"],
+        "field": "model.backbone",
+        "from": None,
+        "to": backbone,
+        "why": f"written before model.backbone existed; trained in the model the {backbone!r} backbone builds unchanged",
+    }
+    return out
+
+
+def carry_backbone(store: Store, backbone: str, move: dict[str, Store]) -> dict[str, int]:
+    """Rewrite every record of `store` that names no backbone (see the module's docstring); counts
+    of records carried per destination root."""
+    counts: dict[str, int] = {}
+    for path in sorted(store.records_dir.glob("*.json")):
+        record = json.loads(path.read_text())
+        if "backbone" in record["config"].get("model", {}):
+            continue
+        target = move.get(record["config"]["task"]["name"], store)
+        target.write(with_backbone(record, backbone))  # atomically, before the old file goes
+        path.unlink()
+        counts[str(target.root)] = counts.get(str(target.root), 0) + 1
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("store", type=Path)
-    parser.add_argument("preset", help="the preset whose plan (<store>/plans/<preset>.json) names the records")
-    parser.add_argument("--solved-accuracy", type=float, required=True, help="the new train.solved_accuracy")
+    parser.add_argument("preset", nargs="?", help="the preset whose plan (<store>/plans/<preset>.json) names the records")
+    parser.add_argument("--solved-accuracy", type=float, help="the new train.solved_accuracy")
+    parser.add_argument("--backbone", help="name this backbone in every record that names none")
+    parser.add_argument("--move", action="append", default=[], metavar="TASK=STORE", help="with --backbone: that task's records go to STORE")
     args = parser.parse_args(argv)
+    if args.backbone is not None:
+        from architectures.backbone import NAMES
+
+        if args.backbone not in NAMES:
+            print(f"relabel: --backbone {args.backbone!r} unknown; one of {', '.join(NAMES)}", file=sys.stderr)
+            return 2
+        if any("=" not in m for m in args.move):
+            print("relabel: --move takes TASK=STORE, e.g. --move mqar=results/mlp_backbone", file=sys.stderr)
+            return 2
+        move = {task: Store(root) for task, root in (m.split("=", 1) for m in args.move)}
+        counts = carry_backbone(Store(args.store), args.backbone, move)
+        for root, n in counts.items():
+            print(f"{n} records named backbone {args.backbone!r} -> {root}/records")
+        return 0
+    if args.preset is None or args.solved_accuracy is None:
+        print("relabel: give a preset and --solved-accuracy, or --backbone", file=sys.stderr)
+        return 2
     plan = args.store / "plans" / f"{args.preset}.json"
     if not plan.exists():
         print(f"relabel: no plan {plan}: run the preset's sweep once, or name a preset with a plan", file=sys.stderr)

@@ -102,3 +102,42 @@ def test_whole_model_decode_reproduces_the_parallel_forward(mixer, backbone):
         out, state = model.step(tokens[:, t], state)
         logits.append(out)
     assert torch.allclose(torch.stack(logits, dim=1), full, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("mixer", "total", "absolute"),
+    # the logits' sum and absolute sum at eb60fbf, the commit before backbones were named, whose
+    # single model the published MAD records trained in (computed there with the lines below)
+    [("based", 58.166870696353726, 434.6171586631099), ("mamba", -28.824493942025583, 480.97311264445307),
+     ("hyena", 5.065552504151128, 485.23853297194)],
+)  # fmt: skip
+def test_mad_backbone_builds_the_model_the_mad_records_trained_in(mixer, total, absolute):
+    torch.manual_seed(0)
+    model = LanguageModel(32, mixer, d_model=16, seq_len=16, backbone="mad")
+    torch.manual_seed(1)
+    logits = model(torch.randint(0, 32, (2, 16))).detach().double()
+    assert logits.sum().item() == pytest.approx(total, rel=1e-5)
+    assert logits.abs().sum().item() == pytest.approx(absolute, rel=1e-5)
+
+
+def test_relabel_names_the_backbone_and_moves_a_task(tmp_path):
+    """Records without `model.backbone` are rewritten under the key their config has with it (what a
+    sweep of the same config now looks up), MQAR's into the other store; named ones are left."""
+    from benchmarks.relabel import carry_backbone
+    from benchmarks.store import Store, run_key
+
+    store, other = Store(tmp_path / "a"), Store(tmp_path / "b")
+    records = []
+    for task in ("mqar", "compression"):
+        cfg = {"task": {"name": task, "seq_len": 32}, "model": {"d_model": 16, "n_layers": 2}, "train": {"lr": 1e-3}, "seed": 0}
+        records.append({"key": run_key(cfg), "config": cfg, "status": "ok"})
+        store.write(records[-1])
+    named = {**records[0]["config"], "model": {"d_model": 8, "backbone": "zoology"}}
+    store.write({"key": run_key(named), "config": named, "status": "ok"})
+    assert carry_backbone(store, "mad", {"mqar": other}) == {str(other.root): 1, str(store.root): 1}
+    moved, = other.records()
+    assert moved["config"]["model"]["backbone"] == "mad" and moved["relabelled"]["from_key"] == records[0]["key"]
+    assert moved["key"] == run_key({**records[0]["config"], "model": {"d_model": 16, "n_layers": 2, "backbone": "mad"}})
+    kept = {r["key"]: r for r in store.records()}
+    assert run_key(named) in kept and records[1]["key"] not in kept and len(kept) == 2
+    assert not store.exists(records[0]["key"])
