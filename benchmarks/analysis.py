@@ -76,11 +76,13 @@ def _run_row(r: dict) -> dict:
     knob = state_knob_name(mixer)
     task = {**cfg["task"], **m["task"]}
     ess = _ess_at(m["ess"], HEADLINE_TOLERANCE)
+    channels = sum(p["channels"] for p in m["ess"].get("per_layer", [])) or float("nan")
     return {
         "group": r.get("group", r["key"]),
         "design": design_key(cfg),
         "protocol": protocol_key(cfg),
         "mixer": mixer,
+        "backbone": cfg.get("model", {}).get("backbone", "mad"),  # records from before the field: MAD's blocks
         "task": m["task"]["name"],
         "level": m["task"].get("level", cfg["task"].get("level")),
         "setting": _setting(task),
@@ -93,6 +95,7 @@ def _run_row(r: dict) -> dict:
         "val_loss": m.get("val_loss", float("nan")),
         "lr": cfg["train"]["lr"],
         "ess": ess,
+        "ess_total": ess * channels,  # summed over the mixer layers' channels: the whole state it uses
         "entropy_ess": m["ess"]["entropy_ess_mean"],
         "ess_machine": m["ess"]["ess_mean"],
         "tss": m["tss"],
@@ -112,8 +115,8 @@ def _run_row(r: dict) -> dict:
 
 
 RUN_COLUMNS = [  # the order of _run_row's keys
-    "group", "design", "protocol", "mixer", "task", "level", "setting", "seq_len", "memory_demand", "state", "accuracy",
-    "no_recall", "val_accuracy", "val_loss", "lr", "ess", "entropy_ess", "ess_machine", "tss", "utilization", "bound",
+    "group", "design", "protocol", "mixer", "backbone", "task", "level", "setting", "seq_len", "memory_demand", "state",
+    "accuracy", "no_recall", "val_accuracy", "val_loss", "lr", "ess", "ess_total", "entropy_ess", "ess_machine", "tss", "utilization", "bound",
     "cache_bytes", "parameters", "steps", "stopped", "seed", "commit", "device", "kernels", "wall_time_s", "key",
 ]  # fmt: skip
 
@@ -516,6 +519,13 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
                 "so the claim that ESS tracks accuracy "
                 f"better {_call(strat['low'], strat['high'], strat['diff'])}."
             )
+            if "ess_total" in part and part["ess_total"].notna().all():  # memory spread over channels counts too
+                total = stratified_advantage(part.assign(ess=part["ess_total"]))
+                text += (
+                    f" With ESS summed over the mixer's channels instead of its per-channel mean, the correlation averages "
+                    f"{_fmt(total['ess'])} and the advantage is {_fmt(total['diff'])} "
+                    f"({_interval(total['low'], total['high'], 'interval')})."
+                )
         pooled = part is None or part["setting"].nunique() > 1  # one setting: pooling adds nothing
         if pooled and not (math.isnan(e) or math.isnan(t)):
             lo, hi = advantage_interval(part) if part is not None else (float("nan"), float("nan"))
@@ -610,4 +620,185 @@ def coverage(store_root: Path, records: list[dict]) -> list[dict]:
                 "run_hours": sum(r.get("wall_time_s", 0.0) for r in ran) / 3600,
             }
         )
+    return out
+
+
+# --- the page's first screen: one row per mixer, a short verdict ---------------------------------
+
+FAMILIES = {"mqar": "MQAR", **{t: "MAD" for t in MAD_TASKS}}
+
+
+def _best_per_setting(df: pd.DataFrame) -> pd.DataFrame:
+    """Per mixer, task and setting the best row on validation (its state size chosen as its rate was)."""
+    return (
+        df.sort_values(["val_accuracy", "val_loss"], ascending=[False, True])
+        .groupby(["mixer", "task", "setting"], as_index=False)
+        .head(1)
+    )
+
+
+def headline(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per mixer, per task family (MQAR; MAD's tasks together): the mean over the family's
+    settings that every mixer has of its best test accuracy, on how many of them it learned (above
+    the no-recall baseline), and the mean headline ESS and the largest TSS of those rows."""
+    if df.empty:
+        return pd.DataFrame(columns=["mixer"])
+    per = _best_per_setting(df).assign(family=lambda d: d["task"].map(FAMILIES).fillna(d["task"]))
+    out = pd.DataFrame(index=sorted(per["mixer"].unique()))
+    families = sorted(per["family"].unique(), key=lambda f: (f != "MQAR", f))  # MQAR first: the recall test
+    for family in families:
+        g = per[per["family"] == family]
+        shared = g.groupby(["task", "setting"])["mixer"].transform("nunique") == g["mixer"].nunique()
+        g = g[shared]
+        if g.empty:
+            continue
+        by = g.groupby("mixer")
+        out[f"{family} acc"] = by["accuracy"].mean()
+        out[f"{family} learned"] = by["learned"].agg(lambda v: f"{(v == 'yes').sum()}/{len(v)}")
+        out[f"{family} ESS"] = by["ess"].mean()
+        out[f"{family} TSS"] = by["tss"].max()
+    first = next((c for c in out.columns if c.endswith(" acc")), None)
+    out = out.sort_values(first, ascending=False) if first else out
+    return out.reset_index(names="mixer")
+
+
+def short_verdict(best: pd.DataFrame) -> list[str]:
+    """At most three sentences: how many mixers learn each family, and, per family, ESS's advantage over
+    TSS within settings (the verdict's test) with its interval and what it says."""
+    if best.empty:
+        return []
+    out = []
+    family = best["task"].map(FAMILIES).fillna(best["task"])
+    learned = best[best["learned"] == "yes"].groupby(family)["mixer"].nunique()
+    run = best.groupby(family)["mixer"].nunique()
+    out.append(
+        "Mixers that learn (above the no-recall baseline on at least one setting): "
+        + "; ".join(f"{fam} {int(learned.get(fam, 0))} of the {int(run[fam])} run" for fam in sorted(run.index, key=lambda f: (f != "MQAR", f)))
+        + "."
+    )
+    parts = []
+    for task, g in best.groupby("task"):
+        strat = stratified_advantage(g)
+        if strat["settings"]:
+            parts.append(f"{task} {_fmt(strat['diff'])} ({_fmt(strat['low'])} to {_fmt(strat['high'])}: {_call(strat['low'], strat['high'], strat['diff']).split(':')[0].split(' (')[0]})")
+    if parts:
+        out.append(
+            "Does accuracy follow ESS more closely than TSS within a setting (Spearman's coefficient with ESS minus with TSS, "
+            "95% interval)? " + "; ".join(parts) + "."
+        )
+    return out
+
+
+# --- the backbone ablation: what the short convolution is worth ----------------------------------
+
+BACKBONE_ORDER = ("zoology", "conv_mlp", "mad")
+
+
+def _without_backbone(cfg: dict) -> str:
+    return protocol_key({**cfg, "model": {k: v for k, v in cfg.get("model", {}).items() if k != "backbone"}})
+
+
+def backbone_ablation(records: list[dict], settings: tuple[str, ...] = ("L=64, kv=4", "L=64, kv=8")) -> pd.DataFrame:
+    """Per mixer and MQAR setting, the best test accuracy (state size and rate chosen on validation) and its
+    headline ESS in each backbone, over records of one protocol but the backbone (the published MQAR
+    protocol's, read from the stores that hold each backbone's runs); the lowest seed only."""
+    ok = [r for r in records if r.get("status") == "ok" and r["config"]["task"]["name"] == "mqar"]
+    if not ok:
+        return pd.DataFrame(columns=["mixer"])
+    by_protocol: dict[str, set] = {}
+    for r in ok:
+        by_protocol.setdefault(_without_backbone(r["config"]), set()).add(r["config"]["model"].get("backbone", "mad"))
+    protocol = max(by_protocol, key=lambda k: (len(by_protocol[k]), sum(_without_backbone(r["config"]) == k for r in ok)))
+    runs = run_rows([r for r in ok if _without_backbone(r["config"]) == protocol])
+    best = first_seed(best_rows(runs, incomplete_groups([r for r in ok if _without_backbone(r["config"]) == protocol])))
+    best = best[best["setting"].isin(settings)]
+    per = _best_per_setting(best.assign(task=best["backbone"]))  # one row per mixer, backbone, setting
+    out = pd.DataFrame(index=sorted(per["mixer"].unique()))
+    for setting in settings:
+        for what, col in (("accuracy", "accuracy"), ("ESS", "ess")):
+            for backbone in BACKBONE_ORDER:
+                g = per[(per["setting"] == setting) & (per["task"] == backbone)].set_index("mixer")
+                if not g.empty:
+                    out[f"{setting.replace('L=64, ', '')} {what}: {backbone}"] = g[col]
+        g = per[per["setting"] == setting].drop_duplicates("setting")
+        if not g.empty:
+            out[f"{setting.replace('L=64, ', '')} no-recall"] = float(g["no_recall"].iloc[0])
+    return out.reset_index(names="mixer")
+
+
+def ablation_findings(table: pd.DataFrame) -> list[str]:
+    """One sentence per finding of `backbone_ablation`'s table: which mixers learn only with the
+    convolution, which in every backbone, which in none, which lose with Zoology's model."""
+    if table.empty:
+        return []
+    out = []
+    for setting in dict.fromkeys(c.split(" ")[0] for c in table.columns if c.startswith("kv=")):
+        acc = {b: table.get(f"{setting} accuracy: {b}") for b in BACKBONE_ORDER}
+        base = table.get(f"{setting} no-recall")
+        if acc["zoology"] is None or acc["mad"] is None or base is None:
+            continue
+        have = acc["zoology"].notna() & acc["mad"].notna()  # a mixer not yet run in both is left out
+        learned = {b: (a > base + 0.2) & have for b, a in acc.items() if a is not None}
+        names = table["mixer"]
+        conv = names[learned["zoology"] & ~learned["mad"] & have].tolist()
+        every = names[learned["zoology"] & learned["mad"]].tolist()
+        middle = learned.get("conv_mlp", learned["mad"])
+        none = names[~learned["zoology"] & ~learned["mad"] & ~middle & have].tolist()
+        loses = names[((acc["mad"] - acc["zoology"]) > 0.1) & have].tolist()
+        where = f"MQAR L 64, {setting.replace('=', ' ')}"
+        out.append(
+            f"{where}: {len(conv)} of {int(have.sum())} mixers learn (accuracy above the no-recall baseline + 0.2) in "
+            f"Zoology's model but not in MAD's mixer + MLP blocks: {', '.join(conv) or 'none'}; in both: "
+            f"{', '.join(every) or 'none'}; in no backbone: {', '.join(none) or 'none'}."
+        )
+        if loses:
+            out.append(f"{where}: worse in Zoology's model by more than 0.1: {', '.join(loses)} (it has one mixer layer there, two in MAD's).")
+        if acc["conv_mlp"] is not None:
+            mid = names[learned["conv_mlp"] & ~learned["mad"] & acc["conv_mlp"].notna()].tolist()
+            out.append(f"{where}: the BaseConv alone (MLP kept) makes {len(mid)} learn that do not without it: {', '.join(mid) or 'none'}.")
+    return out
+
+
+def backbone_cost(records: list[dict]) -> pd.DataFrame:
+    """What a run cost under each backbone, over the MQAR runs recorded (the records' wall_time_s)."""
+    rows = [
+        {"backbone": r["config"].get("model", {}).get("backbone", "mad"), "wall": r["wall_time_s"], "steps": r["metrics"]["steps"]}
+        for r in records
+        if r.get("status") == "ok" and r["config"]["task"]["name"] == "mqar"
+    ]
+    if not rows:
+        return pd.DataFrame(columns=["backbone", "runs", "hours", "median run (s)", "median steps"])
+    g = pd.DataFrame(rows).groupby("backbone")
+    return pd.DataFrame(
+        {"runs": g.size(), "hours": g["wall"].sum() / 3600, "median run (s)": g["wall"].median(), "median steps": g["steps"].median()}
+    ).reset_index()
+
+
+def never_learned(df: pd.DataFrame) -> list[str]:
+    """Per task, the mixers that learned on none of its settings, each with its best accuracy against the
+    baseline, and why where the mixer says (one linear in its input, as the LRU: a fixed filter, the
+    same for every input, cannot route a value by the content of its key)."""
+    from architectures import registry
+
+    out = []
+    for task, g in df.groupby("task"):
+        for mixer, m in g.groupby("mixer"):
+            if (m["learned"] == "yes").any():
+                continue
+            try:
+                fixed = bool(getattr(registry.resolve(mixer), "linear_in_input", False))
+            except ValueError:
+                fixed = False
+            why = (
+                " It is linear time-invariant (its operator is the same for every input, which conformance checks against "
+                "the Jacobian of its forward): a fixed filter cannot route a value by the content of its key, so it is "
+                "expected to stay at the baseline."
+                if fixed and task == "mqar"
+                else ""
+            )
+            gap = (m["accuracy"] - m["no_recall"]).max()
+            out.append(
+                f"{task}: {mixer} learned on none of {m['setting'].nunique()} settings (best accuracy - baseline at most "
+                f"{gap:+.3f}).{why}"
+            )
     return out

@@ -212,3 +212,43 @@ def ess_vs_tss(best: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, out_dir, "ess_vs_tss", paths)
     return paths
+
+
+def headline_figure(best: pd.DataFrame, out_dir: Path, task: str = "mqar") -> dict[str, Path]:
+    """The page's first figure: accuracy against headline ESS within each setting of `task` (the verdict's
+    test), small panels in one or two rows, one colour per mixer, the no-recall baseline dashed."""
+    _setup()
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    paths: dict[str, Path] = {}
+    df = best[best["task"] == task]
+    if df.empty:
+        return paths
+    order = _settings_order(df)
+    palette, markers = style_of(df["mixer"].unique().tolist())
+    cols = min(len(order), 4)
+    rows = -(-len(order) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 0.4, 1.9 * rows + 0.7), sharey=True, squeeze=False)
+    for ax, setting in zip(axes.flat, order):
+        g = df[df["setting"] == setting]
+        for mixer, m in g.groupby("mixer"):
+            ax.scatter(m["ess"].clip(lower=0.5), m["accuracy"], s=22, color=palette[mixer], marker=markers[mixer], label=mixer)
+        ax.axhline(float(g["no_recall"].iloc[0]), color="#888", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_title(setting, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_ylim(-0.02, 1.02)
+    for ax in axes.flat[len(order):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"ESS ({HEADLINE_TOLERANCE})", fontsize=8)
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.collections}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=5, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.07, 1, 1))
+    _save(fig, out_dir, f"headline_{task}", paths)
+    return paths

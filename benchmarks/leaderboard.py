@@ -33,6 +33,7 @@ from benchmarks.throughput import scaling_table, speedup_table, throughput_rows
 # the narrow table of a task section: what a reader compares; provenance sits in the record cell
 TABLE = {
     "mixer": "mixer",
+    "backbone": "backbone",
     "state": "state",
     "tss": "TSS",
     "setting": "setting",
@@ -42,6 +43,7 @@ TABLE = {
     "val_accuracy": "val accuracy",
     "lr": "lr",
     "ess": "ESS",
+    "ess_total": "ESS summed",
     "entropy_ess": "entropy ESS",
     "utilization": "ESS/TSS",
     "state_use": "state use",
@@ -53,7 +55,10 @@ FORMATS = {
     "val accuracy": "{:.3f}",
     "lr": "{:.2g}",
     "ESS": "{:.2f}",
+    "ESS summed": "{:,.0f}",
     "entropy ESS": "{:.2f}",
+    "hours": "{:.1f}",
+    "median run (s)": "{:.0f}",
     "ESS (machine precision)": "{:.2f}",
     "ESS/TSS": "{:.3f}",
     "ESS/bound": "{:.3f}",
@@ -85,6 +90,16 @@ def _nearest_throughput(tp: pd.DataFrame, mixer: str, device: str, length: int, 
         return float("nan")
     return float(g.iloc[(g["L"] - length).abs().argmin()]["forward tok/s"])
 
+
+ABLATION_NOTE = (
+    "Every mixer at MQAR L 64 with 4 and 8 kv pairs under the published MQAR protocol, in three models: zoology "
+    "(Zoology's: a BaseConv layer then the mixer, no MLP; the published rows), conv_mlp (a BaseConv layer ahead of the "
+    "mixer in each of MAD's mixer + MLP blocks; preset=ablation_backbone) and mad (MAD's mixer + MLP blocks; the records "
+    "in mlp_backbone/). Each cell is the best test accuracy, or the headline ESS of that row, over the mixer's state "
+    "sizes and learning rates (chosen on validation). Mixers with their own short convolution (Mamba, Mamba-2, Hyena) "
+    "get no BaseConv: their zoology and conv_mlp models differ from mad only by the MLP. The run cost is each backbone's "
+    "wall time per MQAR run (records' wall_time_s)."
+)
 
 SEEDS_NOTE = (
     "Groups trained at more than one seed (the `published_seeds` preset replicates the published MQAR sweep at "
@@ -200,6 +215,15 @@ def _task_note(task: str, g: pd.DataFrame) -> str:
     return f"{len(g)} best rows: {mixers} mixers x {settings} settings x their state sizes; {nl} not learned."
 
 
+# stores beside the published one that hold the backbone ablation's other columns (benchmarks.relabel
+# moved the MLP backbone's MQAR records to the first; preset=ablation_backbone writes the second)
+ABLATION_STORES = ("mlp_backbone", "ablation_backbone")
+
+
+def _headline_columns(head: pd.DataFrame) -> dict:
+    return {c: "{:.3f}" if c.endswith(" acc") else "{:.1f}" for c in head.columns if c.endswith((" acc", "ESS"))}
+
+
 def build(store_root: str | Path = "results") -> list[Path]:
     root = Path(store_root)
     store = Store(root)
@@ -229,6 +253,22 @@ def build(store_root: str | Path = "results") -> list[Path]:
     tol = analysis.tolerance_sensitivity(ok, df)
     coverage = analysis.coverage(root, records)
     shares = analysis.time_shares(records)
+    head, short = analysis.headline(df), analysis.short_verdict(df)
+    FORMATS.update(_headline_columns(head))
+    head_fig = figures.headline_figure(df, fig_dir)
+    side = [r for name in ABLATION_STORES for r in Store(root / name).records() if r.get("status") == "ok"]
+    ablation = analysis.backbone_ablation(ok + side)
+    findings = analysis.ablation_findings(ablation)
+    cost = analysis.backbone_cost(ok + side)
+    unlearned = analysis.never_learned(df)
+    newest = max((r.get("started", "") for r in ok), default="")
+    commits = sorted({r["provenance"]["commit"][:10] for r in ok if r.get("started", "") >= newest[:10]})
+    stamp = (
+        f"From {len(ok)} runs in {root}/records, the newest started {newest} (commit {', '.join(commits)}); "
+        "rebuilt by python -m benchmarks.leaderboard " + str(root) + "."
+        if ok
+        else "No runs recorded yet."
+    )
 
     df.to_csv(root / "leaderboard.csv", index=False)
     table = df.assign(record=df["key"])[list(TABLE)[:-1] + ["record"]].rename(columns=TABLE)
@@ -262,6 +302,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
                 "within": html_table(t_within, f"within-{task}"),
                 "per_setting": html_table(t_setting, f"setting-{task}"),
                 "use": html_table(t_use, f"use-{task}"),
+                "unlearned": [line.split(": ", 1)[1] for line in unlearned if line.startswith(task + ":")],
             }
         )
         md_tasks += [
@@ -332,6 +373,14 @@ def build(store_root: str | Path = "results") -> list[Path]:
 
     rendered = ("table", "correlations", "within", "per_setting", "use")  # already rendered tables
     page = env.get_template("leaderboard.html.j2").render(
+        stamp=stamp,
+        headline=Markup(html_table(head, "headline")),
+        headline_figures=[_figure(n, p, "") for n, p in head_fig.items()],
+        short_verdict=short,
+        ablation=Markup(html_table(ablation, "ablation")) if not ablation.empty else "",
+        findings=findings,
+        cost=Markup(html_table(cost, "cost")) if not cost.empty else "",
+        ablation_note=ABLATION_NOTE,
         summary=summary,
         coverage=coverage,
         incomplete=incomplete,
@@ -368,6 +417,14 @@ def build(store_root: str | Path = "results") -> list[Path]:
     text = [
         "# mixerbench leaderboard",
         "",
+        stamp,
+        "",
+        markdown_table(head),
+        "",
+        *[f"![{n}](figures/{p.name})" for n, p in head_fig.items()],
+        "",
+        *short,
+        "",
         summary + (f" Coverage: {cov}." if cov else ""),
         "",
         "## Verdict: does ESS per memory demand track accuracy better than TSS does?",
@@ -378,7 +435,19 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "",
         "Each row's full config, versions and curves are in `records/<record>.json`; the CSV has every column.",
         "",
+        "## Backbone ablation: what the short convolution is worth",
+        "",
+        ABLATION_NOTE,
+        "",
+        markdown_table(ablation),
+        "",
+        *[f"- {line}" for line in findings],
+        "",
+        markdown_table(cost),
+        "",
         *md_tasks,
+        *[f"- {line}" for line in unlearned],
+        "",
         "## MAD score",
         "",
         "MAD's score: per task the mean over its settings of the mixer's best test accuracy, then the mean over "

@@ -58,8 +58,12 @@ def overflow(driver, page: Path, width: int) -> tuple[int, int, list[str]]:
 
 
 def shoot(driver, page: Path, width: int, out: Path) -> tuple[Path, list[str]]:
-    """A full-page PNG of `page` at `width` (cut at MAX_HEIGHT) and the elements that overflow."""
+    """A full-page PNG of `page` at `width` (cut at MAX_HEIGHT), beside it the first screen (`width` x 900,
+    what a reader sees before scrolling: `<out stem>-first.png`), and the elements that overflow."""
     doc_width, window, offenders = overflow(driver, page, width)
+    first = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_name(out.stem + "-first.png").write_bytes(base64.b64decode(first["data"]))
     height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), MAX_HEIGHT)
     driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600}

@@ -207,3 +207,63 @@ def test_a_group_whose_rate_grid_is_unfinished_is_held_back_and_a_failed_rate_co
     )  # fmt: skip
     assert held[0] not in set(analysis.best_rows(runs, held)["group"])
     assert len(analysis.best_rows(runs, held)) == len(analysis.best_rows(runs)) - 1
+
+
+def _record(mixer, backbone, kv, lr, acc, val, ess=4.0, steps=2000, wall=10.0):
+    """A record with what the analyses read: MQAR at L 64, one learning rate, the given backbone."""
+    from benchmarks.store import group_key, run_key
+
+    cfg = {"seed": 0, "architecture": {"name": mixer}, "model": {"d_model": 64, "backbone": backbone},
+           "task": {"name": "mqar", "seq_len": 64, "num_kv_pairs": kv}, "data": {"num_train": 100},
+           "train": {"lr": lr, "steps": steps}}  # fmt: skip
+    ess_summary = {"ess_mean": ess, "entropy_ess_mean": ess, "window": [16, 48], "per_layer": [{"channels": 64}],
+                   "ess_mean_by_tolerance": {analysis.HEADLINE_TOLERANCE: ess}}  # fmt: skip
+    metrics = {"accuracy": acc, "val_accuracy": val, "val_loss": 1 - val, "steps": steps, "tss": 16, "cache_bytes": 1,
+               "parameters": 1, "kernels": ["reference"], "ess": ess_summary,
+               "task": {"name": "mqar", "seq_len": 64, "num_kv_pairs": kv, "memory_demand": kv, "no_recall_accuracy": 1 / kv}}  # fmt: skip
+    return {"key": run_key(cfg), "group": group_key(cfg), "config": cfg, "seed": 0, "status": "ok", "metrics": metrics,
+            "provenance": {"commit": "abc", "device": "cpu"}, "wall_time_s": wall}  # fmt: skip
+
+
+def test_backbone_ablation_sets_each_backbones_best_side_by_side_and_names_what_the_convolution_does():
+    records = []
+    for backbone, accs in (("zoology", {"a": 0.99, "b": 0.95, "c": 0.25}), ("mad", {"a": 0.26, "b": 0.97, "c": 0.24})):
+        for mixer, acc in accs.items():
+            records += [_record(mixer, backbone, 4, 1e-3, acc - 0.1, acc - 0.1), _record(mixer, backbone, 4, 1e-2, acc, acc, ess=7.0)]
+    records.append(_record("a", "mad", 4, 1e-2, 1.0, 1.0, steps=800))  # another protocol: never mixed in
+    table = analysis.backbone_ablation(records).set_index("mixer")
+    assert table.loc["a", "kv=4 accuracy: zoology"] == 0.99 and table.loc["a", "kv=4 accuracy: mad"] == 0.26
+    assert table.loc["a", "kv=4 ESS: zoology"] == 7.0  # the ESS of the best rate's row
+    assert table.loc["a", "kv=4 no-recall"] == 0.25
+    findings = " ".join(analysis.ablation_findings(table.reset_index()))
+    assert "1 of 3 mixers learn" in findings and "MAD's mixer + MLP blocks: a;" in findings
+    assert "in both: b;" in findings and "in no backbone: c." in findings
+    cost = analysis.backbone_cost(records).set_index("backbone")
+    assert cost.loc["zoology", "runs"] == 6 and cost.loc["mad", "runs"] == 7
+
+
+def test_headline_has_one_row_per_mixer_with_each_familys_mean_over_shared_settings():
+    df = pd.DataFrame(
+        {"mixer": ["a", "a", "b", "b", "a", "b", "a"], "task": ["mqar"] * 4 + ["compression"] * 2 + ["mqar"],
+         "setting": ["kv=4", "kv=8", "kv=4", "kv=8", "L=32", "L=32", "kv=16"],
+         "accuracy": [1.0, 0.8, 0.5, 0.3, 0.6, 0.4, 0.1], "val_accuracy": [1.0, 0.8, 0.5, 0.3, 0.6, 0.4, 0.1],
+         "val_loss": 0.0, "learned": ["yes", "yes", "yes", "not learned", "yes", "yes", "yes"],
+         "ess": [4.0, 6.0, 2.0, 2.0, 1.0, 3.0, 9.0], "tss": [16, 16, 8, 8, 16, 8, 16]}
+    )  # fmt: skip
+    head = analysis.headline(df).set_index("mixer")
+    assert list(head.columns[:4]) == ["MQAR acc", "MQAR learned", "MQAR ESS", "MQAR TSS"]  # MQAR first
+    assert head.loc["a", "MQAR acc"] == 0.9  # kv=16 only a has: left out of the shared mean
+    assert head.loc["b", "MQAR learned"] == "1/2" and head.loc["b", "MAD acc"] == 0.4
+    assert list(head.index) == ["a", "b"]
+    assert "MQAR 2 of the 2 run" in analysis.short_verdict(df.assign(no_recall=0.0, memory_demand=4))[0]
+
+
+def test_a_linear_time_invariant_mixer_that_never_learns_is_explained():
+    df = pd.DataFrame({"task": "mqar", "mixer": ["lru", "lru", "gla"], "setting": ["kv=4", "kv=8", "kv=4"],
+                       "learned": ["not learned", "not learned", "not learned"], "accuracy": [0.24, 0.12, 0.25],
+                       "no_recall": [0.25, 0.125, 0.25]})  # fmt: skip
+    lines = analysis.never_learned(df)
+    assert len(lines) == 2
+    lru = next(line for line in lines if "lru" in line)
+    assert "linear time-invariant" in lru and "at most -0.005" in lru
+    assert "time-invariant" not in next(line for line in lines if "gla" in line)

@@ -58,3 +58,24 @@ def test_nothing_overflows_a_laptop_or_a_phone(browser, width):
 
     doc_width, window, offenders = overflow(browser, PAGE, width)
     assert doc_width <= window, f"at {width}px the page is {doc_width}px wide: {offenders}"
+
+
+def test_the_first_screen_holds_the_headline_table_of_every_mixer_its_figure_and_the_verdict(browser):
+    """At 1400 x 900, before any scrolling: the headline table is the page's first table and lists every
+    mixer of the records, and the headline figure and the short verdict are in view."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    from benchmarks.store import Store
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    browser.get(PAGE.as_uri())
+    first = browser.find_element(By.TAG_NAME, "table")
+    assert first.get_attribute("id") == "headline"
+    shown = {r.find_elements(By.TAG_NAME, "td")[0].text for r in first.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    recorded = {r["config"]["architecture"].get("name") for r in Store(PAGE.parent).records() if r.get("status") == "ok"}
+    assert shown == recorded, json.dumps(sorted(recorded ^ shown))
+    for element in (first, browser.find_element(By.CSS_SELECTOR, ".first img"), browser.find_element(By.CSS_SELECTOR, ".verdict.short")):
+        bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom", element)
+        assert 0 < bottom <= 900, element.tag_name
