@@ -126,8 +126,9 @@ def plan(overrides: list[str]) -> list[dict]:
     for cfg in configs:
         try:
             validate(cfg)
-        except ConfigError as e:
-            raise ConfigError(f"[{describe(cfg)}] {e}") from None
+        except ConfigError as e:  # name the run only where the error is its own, not the whole sweep's
+            own = str(e).startswith(("architecture", "task", "model", "state"))
+            raise ConfigError(f"[{describe(cfg)}] {e}" if own else str(e)) from None
     return configs
 
 
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     store = Store(configs[0]["store"])
     write_plan(store, overrides, configs)
-    todo = [c for c in configs if not store.exists(run_key(single_run(c)))]
+    todo = [c for c in configs if not store.exists(run_key(single_run(c)))]  # unreadable records set aside: redone
     workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
     threads = max(1, torch.get_num_threads() // workers)
     groups = len({group_key(single_run(c)) for c in configs})
@@ -159,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def done(record: dict) -> None:
         nonlocal failed
-        if record["status"] != "ok":
+        if record["status"] == "claimed":
+            tqdm.write(f"run {record['key']} skipped: {record['error']}")
+        elif record["status"] != "ok":
             failed += 1
             tqdm.write(f"run {record['key']} failed: {record['error']}")
         bar.update()

@@ -151,6 +151,8 @@ def _positive_int(field: str, value) -> None:
 
 def check_store(root: str | Path) -> None:
     """The store must be (or be creatable as) a writable directory; checked without leaving anything."""
+    if not str(root).strip():
+        raise ConfigError("store: empty; give store=<a directory>, e.g. store=runs/store")
     path = Path(root).absolute()
     existing = path
     while not existing.exists():

@@ -58,8 +58,22 @@ class Report:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
+    def skipped(self) -> list[Check]:
+        return [c for c in self.checks if c.skipped]
+
+    def summary(self) -> str:
+        """"passes all N conformance checks", "passes N of M conformance checks; skipped: ...", or "fails ..."."""
+        if not self.passed:
+            return "fails conformance: " + ", ".join(c.name for c in self.failures())
+        ran, skipped = len(self.checks) - len(self.skipped()), self.skipped()
+        if not skipped:
+            return f"passes all {ran} conformance checks"
+        return f"passes {ran} of {len(self.checks)} conformance checks; skipped: " + ", ".join(
+            f"{c.name} ({c.detail.removeprefix('not checked: ')})" for c in skipped
+        )
+
     def message(self) -> str:
-        lines = [f"mixer {self.mixer!r}: " + ("passes all conformance checks" if self.passed else "fails conformance")]
+        lines = [f"mixer {self.mixer!r}: " + (self.summary() if self.passed else "fails conformance")]
         lines += [f"  [{'skip' if c.skipped else 'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
         return "\n".join(lines)
 
@@ -135,6 +149,9 @@ def check_mixer(
         if y is None:
             return report
         add(Check("shape", tuple(y.shape) == tuple(x.shape), f"forward output {tuple(y.shape)} for input {tuple(x.shape)}"))
+        if tuple(y.shape) != tuple(x.shape):  # every later check compares with the forward: nothing to compare
+            report.checks[-1].detail += f"; a mixer maps (batch, length, d_model) to the same shape, expected {tuple(x.shape)}"
+            return report
         op = attempt("operator", lambda: mixer.operator(x))
         if op is None:
             return report

@@ -339,6 +339,12 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "Each row is its group's best learning rate on validation; the group's whole grid and its spread are in the "
         "record cell and the CSV."
     )
+    aside = store.corrupt_count()
+    if aside:
+        summary += (
+            f" {aside} record file{'s' if aside > 1 else ''} could not be read and {'were' if aside > 1 else 'was'} set aside in "
+            "records/corrupt/ (the next sweep trains those runs again)."
+        )
     if held_back:
         summary += (
             f" Held back until the sweep completes their learning-rate grid: {len(held_back)} groups "

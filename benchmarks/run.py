@@ -129,6 +129,15 @@ def run_one(cfg: dict, force: bool = False, check: bool = True) -> dict:
         return store.read(key)
     if check:
         validate(cfg)
+    with store.claim(key) as mine:
+        if not mine:  # another sweep on this store is training it: its record will land there
+            return {"key": key, "config": cfg, "status": "claimed", "error": f"being trained by another process ({store.records_dir})"}
+        if store.exists(key) and not force:  # it finished while this process was getting here
+            return store.read(key)
+        return _train_and_record(cfg, key, store)
+
+
+def _train_and_record(cfg: dict, key: str, store: Store) -> dict:
     device = resolve_device(cfg.get("device", "auto"))
     start = time.time()
     record = {
@@ -171,6 +180,11 @@ def main(cfg: DictConfig) -> None:
     print(f"[{status}] {record['key']} accuracy={acc} -> {Store(resolved['store']).path(record['key'])}")
     if status != "ok":
         print(record["error"])
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.RUN:  # one run: say it failed; a multirun goes on to the next
+            sys.exit(1)
 
 
 def check_composes(overrides: list[str]) -> None:

@@ -457,7 +457,13 @@ def speedup_table(tp: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:  # bad input: one line and exit 2, as every other command of the suite
+        if isinstance(e.code, str):
+            print(f"configuration error: {e.code}", file=sys.stderr)
+            return 2
+        raise
     records = run(**config)
     failed = [r for r in records if r["status"] != "ok"]
     for _, row in scaling_table(throughput_rows(records)).iterrows():

@@ -47,6 +47,13 @@ class GatedEMA(nn.Module):
         states = linear_scan(log_f.exp(), (1 - log_f.exp()) * u.unsqueeze(-1))
         return self.readout((states * c).sum(-1), x)
 
+    def frozen(self, x: Tensor):
+        """Inputs u in, outputs out, with the gates f and readout c of `x` held: the forward's own scan,
+        linear in u, so conformance can check the operator against its Jacobian."""
+        _, log_f, c = self._parts(x)
+        f = log_f.exp()
+        return lambda u: (linear_scan(f, (1 - f) * u.unsqueeze(-1)) * c).sum(-1)
+
     def operator(self, x: Tensor) -> MixerOperator:
         u, log_f, c = self._parts(x)
         states = linear_scan(log_f.exp(), (1 - log_f.exp()) * u.unsqueeze(-1))

@@ -130,10 +130,10 @@ def test_relabel_names_the_backbone_and_moves_a_task(tmp_path):
     records = []
     for task in ("mqar", "compression"):
         cfg = {"task": {"name": task, "seq_len": 32}, "model": {"d_model": 16, "n_layers": 2}, "train": {"lr": 1e-3}, "seed": 0}
-        records.append({"key": run_key(cfg), "config": cfg, "status": "ok"})
+        records.append({"key": run_key(cfg), "config": cfg, "status": "ok", "metrics": {}})
         store.write(records[-1])
     named = {**records[0]["config"], "model": {"d_model": 8, "backbone": "zoology"}}
-    store.write({"key": run_key(named), "config": named, "status": "ok"})
+    store.write({"key": run_key(named), "config": named, "status": "ok", "metrics": {}})
     assert carry_backbone(store, "mad", {"mqar": other}) == {str(other.root): 1, str(store.root): 1}
     moved, = other.records()
     assert moved["config"]["model"]["backbone"] == "mad" and moved["relabelled"]["from_key"] == records[0]["key"]

@@ -42,7 +42,7 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     md = (folder / "report.md").read_text()
     for section in SECTIONS:
         assert section in md, section
-    assert "passes all conformance checks" in md
+    assert "passes all 9 conformance checks" in md
     assert "of 3" in md  # ranked against the two reference mixers on the same task
     curves = md.split("## ESS curves beside the nearest reference designs")[1].split("##")[0]
     assert "attention (" in curves and "gla (" in curves  # and its ESS curve set beside theirs
