@@ -26,7 +26,7 @@ import torch
 
 from benchmarks import analysis, leaderboard, throughput
 from benchmarks.bench import expand, plan
-from benchmarks.config import mixer_spec
+from benchmarks.config import describe, mixer_spec
 from benchmarks.conformance import ConformanceError, check_mixer
 from benchmarks.overrides import architecture_from_overrides, normalize
 from benchmarks.run import run_one
@@ -55,7 +55,9 @@ def _curves(records: list[dict]) -> dict:
         task = r["metrics"]["task"]
         key = (protocol_key(r["config"]), task["name"], task["seq_len"], task.get("memory_demand"))
         mixer = mixer_spec(r["config"]["architecture"])[0]
-        out.setdefault(key, {}).setdefault(mixer, []).append(r["metrics"]["ess"]["ess_curve"])
+        curve = r["metrics"]["ess"].get("ess_curve_by_tolerance", {}).get(analysis.HEADLINE_TOLERANCE)
+        if curve is not None:  # one tolerance everywhere in the report: the headline's
+            out.setdefault(key, {}).setdefault(mixer, []).append(curve)
     return {k: {mx: np.mean(v, axis=0) for mx, v in d.items()} for k, d in out.items()}
 
 
@@ -76,7 +78,7 @@ def _figure_ess(mine_name, mine, refs, nearest, path: Path, setting) -> Path:
     for name, d in nearest:
         ax.plot(refs[name], lw=1.2, label=f"{name} (RMS distance {d:.2f})")
     ax.set_xlabel("split i")
-    ax.set_ylabel("mean tolerance ESS per channel")
+    ax.set_ylabel(f"mean ESS per channel ({analysis.HEADLINE_TOLERANCE})")
     ax.set_title(f"ESS over position, {setting[0]} L={setting[1]}: nearest reference designs")
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -106,6 +108,89 @@ def _figure_accuracy(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+# accuracies this close share a rank (this suite's choice: about two binomial standard errors of a test
+# accuracy near 0.9 scored on 4,000 queries, 1,000 test examples x 4 kv pairs)
+TIE = 0.01
+
+
+def _rank(acc: pd.Series, learned: pd.Series) -> pd.Series:
+    """Rank by accuracy among the rows that learned, rows within TIE of each other sharing one ("2="),
+    "not learned" for the rest: a rank among rows at their baseline would rank noise."""
+    out = pd.Series("not learned", index=acc.index, dtype=object)
+    ok = acc[learned]
+    for i, a in ok.items():
+        r = 1 + int((ok > a + TIE).sum())
+        tied = int(((ok - a).abs() <= TIE).sum()) > 1
+        out[i] = f"{r}=" if tied else str(r)
+    return out
+
+
+def _notes(row) -> str:
+    notes = []
+    if row["tss"] < row["memory_demand"]:
+        notes.append("state too small for the task by construction (TSS < demand)")
+    if row["accuracy"] < row["no_recall"] - analysis.LEARNED_MARGIN:
+        notes.append("below the no-recall baseline")
+    return "; ".join(notes)
+
+
+def standing(mine: pd.DataFrame, refs: pd.DataFrame, tp: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per setting of the review (task setting, width, data, budget and backbone: `protocol`), the new
+    mixer beside every reference mixer trained under it: its best row (state size and rate chosen on
+    validation), how it trained, its state and cache, and throughput measured in this process."""
+    out = {}
+    both = pd.concat([mine, refs], ignore_index=True)
+    for protocol, g in both[both["protocol"].isin(set(mine["protocol"]))].groupby("protocol", sort=False):
+        best = g.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).groupby("mixer").head(1).copy()
+        best = best.sort_values("accuracy", ascending=False)
+        length = int(best["seq_len"].iloc[0])
+        speed = tp[tp["L"] == length].drop_duplicates("mixer", keep="last").set_index("mixer") if not tp.empty else pd.DataFrame()
+        table = pd.DataFrame(
+            {
+                "mixer": best["mixer"],
+                "rank": _rank(best["accuracy"], best["learned"] == "yes"),
+                "accuracy": best["accuracy"],
+                "no-recall baseline": best["no_recall"],
+                "lr": best["lr"],
+                "steps": best["steps"],
+                "stopped": best["stopped"],
+                "ESS": best["ess"],
+                "TSS": best["tss"],
+                "ESS/TSS": best["utilization"],
+                "demand": best["memory_demand"],
+                "cache bytes": best["cache_bytes"],
+                "fwd+bwd tok/s": [speed["fwd+bwd tok/s"].get(m, float("nan")) if not speed.empty else float("nan") for m in best["mixer"]],
+                "decode tok/s": [speed["decode tok/s"].get(m, float("nan")) if not speed.empty else float("nan") for m in best["mixer"]],
+                "note": [_notes(r) for _, r in best.iterrows()],
+            }
+        )
+        first = best.iloc[0]
+        out[f"{first['task']} {first['setting']} ({first['backbone']} backbone)"] = table.reset_index(drop=True)
+    return out
+
+
+def _runs_table(records: list[dict]) -> pd.DataFrame:
+    """Every run of the mixer under review: its rate, how long it trained, why it stopped, and its error."""
+    rows = []
+    for r in records:
+        m = r.get("metrics", {})
+        task = r["config"]["task"]
+        rows.append(
+            {
+                "task": task["name"],
+                "setting": analysis._setting({**task, **m.get("task", {})}) if task["name"] == "mqar" or m else task.get("seq_len"),
+                "lr": r["config"]["train"]["lr"],
+                "status": r["status"],
+                "accuracy": m.get("accuracy", float("nan")),
+                "steps": m.get("steps", float("nan")),
+                "best step": m.get("best_step", float("nan")),
+                "stopped": m.get("stopped", ""),
+                "error": r.get("error", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def build_report(
     name: str,
     conformance,
@@ -122,38 +207,40 @@ def build_report(
     md: list[str] = [f"# Design review: `{name}`", ""]
     figures: dict[str, Path] = {}
 
-    md += ["## Conformance", "", "```", conformance.message(), "```", ""]
+    md += ["## Conformance", "", conformance.summary() + ".", "", "```", conformance.message(), "```", ""]
 
-    # where it ranks, level by level, among the reference rows trained under the same protocol (task
-    # setting, width, data, budget): a row trained 800 steps is not ranked against rows trained 2000
-    rank_rows = []
-    for _, row in mine.iterrows():
-        same = refs[refs["protocol"] == row["protocol"]]
-        best = same.loc[same["accuracy"].idxmax()] if not same.empty else None
-        rank_rows.append(
-            {
-                "task": row["task"],
-                "L": row["seq_len"],
-                "memory demand": row["memory_demand"],
-                "accuracy": row["accuracy"],
-                "no-recall baseline": row["no_recall"],
-                "learned": row["learned"],
-                "rank": f"{1 + int((same['accuracy'] > row['accuracy']).sum())} of {len(same) + 1}",
-                "best reference": best["mixer"] if best is not None else "",
-                "best reference accuracy": best["accuracy"] if best is not None else float("nan"),
-            }
-        )
-    ranks = pd.DataFrame(rank_rows)
+    refs_same = refs[refs["backbone"].isin(set(mine["backbone"]))] if not mine.empty else refs
+    runs_table = _runs_table(review_records)
+    failed = runs_table[runs_table["status"] != "ok"] if not runs_table.empty else runs_table
+    md += ["## Where it stands", ""]
+    if mine.empty:
+        md += [f"**No run of `{name}` succeeded** ({len(failed)} failed: see Runs below), so it cannot be placed.", ""]
+    tables = standing(mine, refs_same, leaderboard_throughput(tp_records)) if not mine.empty else {}
     md += [
-        "## Where it ranks",
-        "",
-        f"Rank by test accuracy among the reference mixers trained under the same protocol — the same task setting, "
-        f"width, data and training budget ({len(refs)} reference rows read from `{reference_name}`; a rank of 1 of 1 means "
-        "none matched: give `reference=` the store of a sweep run with the same preset).",
-        "",
-        leaderboard.markdown_table(ranks) if not ranks.empty else "no runs",
+        f"The mixer under review (`{name}`) beside every reference mixer trained under the same protocol: the same task "
+        f"setting, width, data, budget and backbone ({len(refs_same)} reference rows read from `{reference_name}`). Each row "
+        f"is the mixer's best learning rate and state size on validation; test accuracy; ESS at the headline tolerance "
+        f"({analysis.HEADLINE_TOLERANCE}); cache bytes as measured from the decoding state; throughput measured in this "
+        f"process, at the same threads, for every mixer. Ranks count only rows that learned (above the no-recall baseline "
+        f"by {analysis.LEARNED_MARGIN}); rows within {TIE} of each other share a rank (\"2=\").",
         "",
     ]
+    for setting, table in tables.items():
+        md += [f"### {setting}", "", leaderboard.markdown_table(table), ""]
+    ranks = pd.DataFrame(
+        [
+            {
+                "task": row["task"], "L": row["seq_len"], "memory demand": row["memory_demand"], "accuracy": row["accuracy"],
+                "no-recall baseline": row["no_recall"], "learned": row["learned"],
+                "best reference accuracy": refs_same.loc[refs_same["protocol"] == row["protocol"], "accuracy"].max(),
+            }
+            for _, row in mine.iterrows()
+        ]
+    )  # fmt: skip
+    md += ["## Runs", "", f"Every run of `{name}` (one per learning rate and setting)."]
+    if not failed.empty:
+        md += [f"**{len(failed)} of {len(runs_table)} runs failed or diverged** (their errors below)."]
+    md += ["", leaderboard.markdown_table(runs_table) if not runs_table.empty else "no runs", ""]
 
     # ESS curves beside the nearest reference designs trained under the same protocol
     md += ["## ESS curves beside the nearest reference designs", ""]
@@ -178,7 +265,8 @@ def build_report(
     util = analysis.state_use(mine)[
         ["task", "setting", "memory_demand", "ess", "tss", "bound", "ESS/bound", "ESS/demand", "state use"]
     ]
-    util = util.replace({"state use": {"": "neither"}})
+    too_small = util["tss"] < util["memory_demand"]
+    util["state use"] = np.where(too_small, "state too small for the task (TSS < demand)", util["state use"].replace("", "neither"))
     md += [
         "## State utilization",
         "",
@@ -254,6 +342,10 @@ def build_report(
     return [md_path, html_path]
 
 
+def leaderboard_throughput(records: list[dict]) -> pd.DataFrame:
+    return throughput.throughput_rows(records)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in REVIEW_ARGS}
@@ -272,6 +364,15 @@ def main(argv: list[str] | None = None) -> int:
     print(report.message())
     if not report.passed:
         raise ConformanceError(report.message())
+    reference = Store(reference_name)
+    if not list(reference.records_dir.glob("*.json")):
+        preset = next((a.split("=", 1)[1] for a in overrides if a.startswith("preset=")), "default")
+        print(
+            f"review: no reference records in {reference.records_dir}: build them with "
+            f"`python -m benchmarks.bench preset={preset}` (or give reference=<a store of that preset>)",
+            file=sys.stderr,
+        )
+        return 2
     configs = plan([*overrides, f"store={out_dir}"])  # every run of the preset's ladder at every rate of the grid
 
     for i, cfg in enumerate(configs, 1):
@@ -283,8 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [int(v) for v in opts.get("lengths", "128,256,512,1024").split(",")]
     d_model = configs[0]["model"]["d_model"]
     tp_records = throughput.run([name], lengths, str(out_dir), device, d_model=d_model, repeats=3)
+    reference = reference.records()
+    # the comparison's throughput: every reference mixer of the review's settings and this one, at each
+    # setting's length, in this process and at its threads, so that the columns compare
+    ref_mixers = sorted({mixer_spec(r["config"]["architecture"])[0] for r in reference if r.get("status") == "ok"} - {name})
+    task_lengths = sorted({int(c["task"]["seq_len"]) for c in configs})
+    tp_records += throughput.run([name, *ref_mixers], task_lengths, str(out_dir), device, d_model=d_model, repeats=3)
 
-    reference = Store(reference_name).records()
     command = " ".join(["python -m benchmarks.review", *args])
     commands = [
         command,
@@ -292,9 +398,16 @@ def main(argv: list[str] | None = None) -> int:
         f"python -m benchmarks.throughput mixers={name} lengths={','.join(map(str, lengths))} d_model={d_model} repeats=3"
         f" store={out_dir}",
     ]
-    paths = build_report(name, report, Store(out_dir).records(), reference, tp_records, out_dir, commands, reference_name)
+    mine = Store(out_dir).records()
+    paths = build_report(name, report, mine, reference, tp_records, out_dir, commands, reference_name)
     for p in paths:
         print(f"report: {p}")
+    failed = [r for r in mine if r.get("status") != "ok"]
+    for r in failed:
+        print(f"failed: {describe(r['config'])}: {r.get('error', '')}", file=sys.stderr)
+    if len(failed) == len(mine):
+        print(f"review: no run of {name} succeeded ({len(failed)} failed); the report lists their errors", file=sys.stderr)
+        return 1
     return 0
 
 

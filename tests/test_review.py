@@ -11,7 +11,8 @@ from benchmarks.store import Store
 
 SECTIONS = (
     "## Conformance",
-    "## Where it ranks",
+    "## Where it stands",
+    "## Runs",
     "## ESS curves beside the nearest reference designs",
     "## State utilization",
     "## Accuracy per difficulty",
@@ -43,7 +44,14 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     for section in SECTIONS:
         assert section in md, section
     assert "passes all 9 conformance checks" in md
-    assert "of 3" in md  # ranked against the two reference mixers on the same task
+    stands = md.split("## Where it stands")[1].split("## Runs")[0]
+    table = [line for line in stands.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| mixer | rank | accuracy | no-recall baseline | lr | steps | stopped | ESS | TSS |")
+    assert "| cache bytes | fwd+bwd tok/s | decode tok/s | note |" in table[0]
+    mixers = {line.split(" | ")[0].strip("| ") for line in table[1:]}
+    assert mixers == {"examples.gated_ema:GatedEMA", "attention", "gla"}  # beside both reference mixers of the same protocol
+    for line in table[1:]:  # throughput measured for every mixer of the table, in this process
+        assert line.split(" | ")[-3].strip() and line.split(" | ")[-2].strip(), line
     curves = md.split("## ESS curves beside the nearest reference designs")[1].split("##")[0]
     assert "attention (" in curves and "gla (" in curves  # and its ESS curve set beside theirs
     use = md.split("## State utilization")[1].split("##")[0]
@@ -65,6 +73,24 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     measured = []
     monkeypatch.setattr(throughput, "measure_mixer", lambda *a, **k: measured.append(a))
     assert throughput.main(command.split()[3:]) == 0 and measured == []
+
+
+def test_a_review_whose_runs_all_diverge_says_so_and_exits_non_zero(reference_store, tmp_path, capsys):
+    args = ["architecture=nan_mixer:NaNMixer", "preset=smoke", f"reference={reference_store}", f"out={tmp_path}",
+            "lengths=32", "progress=false", "architecture.lr_grid=[1e-3]"]  # fmt: skip
+    assert review.main(args) == 1
+    assert "no run of nan_mixer:NaNMixer succeeded" in capsys.readouterr().err
+    md = next(tmp_path.iterdir()).joinpath("report.md").read_text()
+    assert "No run of `nan_mixer:NaNMixer` succeeded" in md and "1 of 1 runs failed or diverged" in md
+    assert "non-finite" in md.split("## Runs")[1] or "nan" in md.split("## Runs")[1].lower()
+
+
+def test_a_review_without_its_reference_store_names_the_preset_that_builds_it(tmp_path, capsys):
+    args = ["architecture=examples.gated_ema:GatedEMA", "preset=smoke", f"reference={tmp_path / 'none'}", f"out={tmp_path}"]
+    assert review.main(args) == 2
+    err = capsys.readouterr().err
+    assert "no reference records" in err and "python -m benchmarks.bench preset=smoke" in err
+    assert not list(tmp_path.glob("*/records"))  # nothing trained
 
 
 def test_broken_example_is_rejected_naming_the_check_and_the_error(tmp_path):
@@ -138,12 +164,14 @@ def test_a_linear_mixer_whose_channel_operator_is_not_its_jacobian_fails_conform
 
 def test_a_review_under_another_budget_is_not_ranked_against_the_reference(reference_store, tmp_path):
     """The reference rows were trained with the smoke preset's budget; a review trained longer is a
-    different protocol, so it must rank against none of them (1 of 1), not against shorter runs."""
+    different protocol, so its table holds none of them, only the mixer under review."""
     args = ["architecture=examples.gated_ema:GatedEMA", "preset=smoke", "train.steps=40", f"reference={reference_store}",
             f"out={tmp_path}", "lengths=32", "progress=false", "architecture.lr_grid=[3e-3]"]  # fmt: skip
     assert review.main(args) == 0
     md = (tmp_path / "gated_ema" / "report.md").read_text()
-    ranks = md.split("## Where it ranks")[1].split("##")[0]
-    assert "| 1 of 1 |" in ranks and "of 3" not in ranks
+    stands = md.split("## Where it stands")[1].split("## Runs")[0]
+    rows = [line for line in stands.splitlines() if line.startswith("| ") and not line.startswith("| mixer")]
+    assert len(rows) == 1 and rows[0].startswith("| examples.gated_ema:GatedEMA |")
+    assert "(0 reference rows" not in stands
     curves = md.split("## ESS curves beside the nearest reference designs")[1].split("##")[0]
     assert "no reference runs under this protocol" in curves and "attention (" not in curves
