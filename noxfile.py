@@ -1,4 +1,4 @@
-"""Sessions: `nox -s tests` (then `fast-paths-cpu`), `nox -s bench`, `nox -s cuda-kernels` (GPU machines).
+"""Sessions: `nox -s tests`, `nox -s e2e` (then `fast-paths-cpu`), `nox -s bench`, `nox -s cuda-kernels` (GPU machines).
 
 Environments are reused between runs (the first run builds them) and built with uv where it is
 installed (`pip install "nox[uv]"` brings it): uv links packages from its cache, so a session's
@@ -48,10 +48,18 @@ def install(session: nox.Session, extras: str = "dev") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite on CPU (CUDA tests skip themselves without a GPU; the launcher tests need `distributed`)."""
+    """The test suite on CPU, without the end-to-end checks (`nox -s e2e`); CUDA tests skip themselves."""
     install(session, "dev,distributed")
-    session.run("pytest", "-q", *session.posargs)
-    if not session.posargs:  # the whole suite: the fast paths too, in Triton's CPU interpreter
+    session.run("pytest", "-q", "-m", "not e2e", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """The end-to-end checks (whole sweeps, subprocesses, kills, the launchers, design reviews), then the
+    fast paths' kernels in Triton's CPU interpreter (`fast-paths-cpu`). CI runs them after `tests`."""
+    install(session, "dev,distributed")
+    session.run("pytest", "-q", "-m", "e2e", *session.posargs)
+    if not session.posargs:
         session.notify("fast-paths-cpu", posargs=[])
 
 

@@ -22,6 +22,7 @@ def _the_run(store: Path) -> tuple[dict, Path]:
     return cfg, Store(store).path(run_key(cfg))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "content",
     [b"\xff\xfe\x00garbage\x81", b'{"garbage": ', b'{"key": "x", "status": "ok"}', b"[1, 2, 3]"],
@@ -90,6 +91,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_exit_codes_and_nothing_left_in_the_working_directory(tmp_path):
     work = tmp_path / "work"
     work.mkdir()

@@ -19,6 +19,7 @@ def smoke_store(tmp_path_factory):
     return root
 
 
+@pytest.mark.e2e
 def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
     records = Store(smoke_store).records()
     names = sorted(r["config"]["architecture"]["name"] for r in records)
@@ -53,6 +54,7 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
     assert (smoke_store / "leaderboard.csv").exists()
 
 
+@pytest.mark.e2e
 def test_second_sweep_skips_recorded_runs(smoke_store, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in (smoke_store / "records").glob("*.json")}
     assert bench.main(["preset=smoke", f"store={smoke_store}", "progress=false"]) == 0
@@ -61,6 +63,7 @@ def test_second_sweep_skips_recorded_runs(smoke_store, capsys):
     assert before == after
 
 
+@pytest.mark.e2e
 def test_trained_model_ess_never_above_state_size(smoke_store):
     record = next(r for r in Store(smoke_store).records() if r["config"]["architecture"]["name"] == "mamba")
     cfg = record["config"]
@@ -74,6 +77,7 @@ def test_trained_model_ess_never_above_state_size(smoke_store):
         assert effective_state_size(mixer.operator(h).matrix).max() <= mixer.state_size(task.seq_len)
 
 
+@pytest.mark.e2e
 def test_records_show_the_task_parameters_their_level_set(smoke_store, tmp_path):
     cfg = json.loads(json.dumps(next(iter(Store(smoke_store).records()))["config"]))
     cfg.update(store=str(tmp_path))

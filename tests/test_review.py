@@ -28,6 +28,7 @@ def reference_store(tmp_path_factory):
     return root
 
 
+@pytest.mark.e2e
 def test_example_mixer_review_has_every_section(reference_store, tmp_path, monkeypatch):
     args = [
         "architecture=examples.gated_ema:GatedEMA",
@@ -75,6 +76,7 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     assert throughput.main(command.split()[3:]) == 0 and measured == []
 
 
+@pytest.mark.e2e
 def test_a_review_whose_runs_all_diverge_says_so_and_exits_non_zero(reference_store, tmp_path, capsys):
     args = ["architecture=nan_mixer:NaNMixer", "preset=smoke", f"reference={reference_store}", f"out={tmp_path}",
             "lengths=32", "progress=false", "architecture.lr_grid=[1e-3]"]  # fmt: skip
@@ -103,6 +105,7 @@ def test_broken_example_is_rejected_naming_the_check_and_the_error(tmp_path):
         review.main(["architecture=examples.broken_mixer:BrokenOperator", "preset=smoke", f"out={tmp_path}", "progress=false"])
 
 
+@pytest.mark.e2e
 def test_out_of_tree_mixer_is_checked_on_entry_to_a_run(tmp_path, reference_store):
     cfg = dict(next(iter(Store(reference_store).records()))["config"])
     cfg.update(store=str(tmp_path), architecture={"name": "examples.broken_mixer:BrokenOperator"})
@@ -142,6 +145,7 @@ def test_every_reference_mixer_conforms():
         assert report.passed, report.message()
 
 
+@pytest.mark.e2e
 def test_target_syntax_builds_an_out_of_tree_mixer(tmp_path, reference_store):
     cfg = dict(next(iter(Store(reference_store).records()))["config"])
     cfg.update(store=str(tmp_path), architecture={"_target_": "examples.gated_ema.GatedEMA", "num_scales": 2})
@@ -162,6 +166,7 @@ def test_a_linear_mixer_whose_channel_operator_is_not_its_jacobian_fails_conform
     assert "jacobian" in failed, report.message()
 
 
+@pytest.mark.e2e
 def test_a_review_under_another_budget_is_not_ranked_against_the_reference(reference_store, tmp_path):
     """The reference rows were trained with the smoke preset's budget; a review trained longer is a
     different protocol, so its table holds none of them, only the mixer under review."""

@@ -16,6 +16,7 @@ from benchmarks.run import run_one
 from benchmarks.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e  # processes, kills and launchers: nox -s e2e
 
 
 def snapshot(store: Path) -> dict:
@@ -168,6 +169,13 @@ def test_published_presets_plan_what_the_readme_says():
         assert {c["store"] for c in configs} == {"results"}
     assert counts == {"published": 342, "published_mad": 342, "published_seeds": 54}
     assert designs["published_seeds"] <= designs["published"]
+    # MQAR in Zoology's model, MAD in MAD's; the ablation's middle column in its own store
+    backbones = {p: {c["model"]["backbone"] for c in bench.plan([f"preset={p}"])} for p in
+                 ("published", "published_ladder", "published_seeds", "published_mad", "ablation_backbone", "default")}  # fmt: skip
+    assert backbones == {"published": {"zoology"}, "published_ladder": {"zoology"}, "published_seeds": {"zoology"},
+                         "published_mad": {"mad"}, "ablation_backbone": {"conv_mlp"}, "default": {"zoology"}}  # fmt: skip
+    ladder = {(c["task"]["seq_len"], c["task"]["num_kv_pairs"]) for c in bench.plan(["preset=published_ladder"])}
+    assert ladder == {(128, 32), (256, 64)}
     seeds = {c["seed"] for c in bench.plan(["preset=published_seeds"])}
     assert seeds == {1, 2}
 
