@@ -32,6 +32,14 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
         assert m["ess"]["ess_max"] <= m["tss"]  # ESS of the trained model never above TSS
         assert len(m["ess"]["ess_curve"]) == r["config"]["task"]["seq_len"]
         assert m["cache_bytes"] > 0
+        # MQAR trains in Zoology's model: the record names it, and keeps the BaseConv layer's ESS (<= its
+        # kernel - 1), its state among every layer's and its cache (k - 1 past inputs per channel)
+        assert r["config"]["model"]["backbone"] == m["backbone"] == "zoology"
+        if r["config"]["architecture"]["name"] != "mamba":  # mamba carries its own convolution: no BaseConv
+            assert m["conv_ess"]["ess_max"] <= 2 and m["tss_by_layer"][0] == 2
+            assert m["cache_bytes_per_layer"][0] == 2 * r["config"]["model"]["d_model"] * 4  # 2 fp32 inputs per channel
+        else:
+            assert m["conv_ess"] is None and len(m["tss_by_layer"]) == 2
         # the time split adds up to no more than the run's wall time and names where it went
         parts = m["seconds"]
         assert set(parts) == {"steps", "evaluation", "ess_over_training", "final_ess"}
