@@ -760,18 +760,29 @@ def ablation_findings(table: pd.DataFrame) -> list[str]:
 
 
 def backbone_cost(records: list[dict]) -> pd.DataFrame:
-    """What a run cost under each backbone, over the MQAR runs recorded (the records' wall_time_s)."""
+    """What a run cost under each backbone, over the MQAR runs recorded (the records' wall_time_s): per
+    setting, and over all of them ("all")."""
     rows = [
-        {"backbone": r["config"].get("model", {}).get("backbone", "mad"), "wall": r["wall_time_s"], "steps": r["metrics"]["steps"]}
+        {"backbone": r["config"].get("model", {}).get("backbone", "mad"), "setting": _setting({**r["config"]["task"], **r["metrics"]["task"]}),
+         "L": r["metrics"]["task"]["seq_len"], "kv": r["metrics"]["task"].get("num_kv_pairs", 0),
+         "wall": r["wall_time_s"], "steps": r["metrics"]["steps"]}  # fmt: skip
         for r in records
         if r.get("status") == "ok" and r["config"]["task"]["name"] == "mqar"
     ]
+    cols = ["backbone", "setting", "runs", "hours", "median run (s)", "median steps"]
     if not rows:
-        return pd.DataFrame(columns=["backbone", "runs", "hours", "median run (s)", "median steps"])
-    g = pd.DataFrame(rows).groupby("backbone")
-    return pd.DataFrame(
-        {"runs": g.size(), "hours": g["wall"].sum() / 3600, "median run (s)": g["wall"].median(), "median steps": g["steps"].median()}
-    ).reset_index()
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+
+    def summary(g: pd.DataFrame) -> dict:
+        return {"runs": len(g), "hours": g["wall"].sum() / 3600, "median run (s)": g["wall"].median(), "median steps": g["steps"].median()}
+
+    out = []
+    for backbone, g in df.groupby("backbone"):
+        out.append({"backbone": backbone, "setting": "all", **summary(g)})
+        for (_, _, setting), h in g.groupby(["L", "kv", "setting"]):
+            out.append({"backbone": backbone, "setting": setting, **summary(h)})
+    return pd.DataFrame(out, columns=cols)
 
 
 def never_learned(df: pd.DataFrame) -> list[str]:

@@ -98,7 +98,8 @@ ABLATION_NOTE = (
     "in mlp_backbone/). Each cell is the best test accuracy, or the headline ESS of that row, over the mixer's state "
     "sizes and learning rates (chosen on validation). Mixers with their own short convolution (Mamba, Mamba-2, Hyena) "
     "get no BaseConv: their zoology and conv_mlp models differ from mad only by the MLP. The run cost is each backbone's "
-    "wall time per MQAR run (records' wall_time_s)."
+    "wall time per MQAR run (records' wall_time_s), over all its settings and per setting: what each rung of the "
+    "ladder costs."
 )
 
 SEEDS_NOTE = (

@@ -238,8 +238,9 @@ def test_backbone_ablation_sets_each_backbones_best_side_by_side_and_names_what_
     findings = " ".join(analysis.ablation_findings(table.reset_index()))
     assert "1 of 3 mixers learn" in findings and "MAD's mixer + MLP blocks: a;" in findings
     assert "in both: b;" in findings and "in no backbone: c." in findings
-    cost = analysis.backbone_cost(records).set_index("backbone")
-    assert cost.loc["zoology", "runs"] == 6 and cost.loc["mad", "runs"] == 7
+    cost = analysis.backbone_cost(records).set_index(["backbone", "setting"])
+    assert cost.loc[("zoology", "all"), "runs"] == 6 and cost.loc[("mad", "all"), "runs"] == 7
+    assert cost.loc[("zoology", "L=64, kv=4"), "median run (s)"] == 10.0
 
 
 def test_headline_has_one_row_per_mixer_with_each_familys_mean_over_shared_settings():
