@@ -97,7 +97,8 @@ ABLATION_NOTE = (
     "mixer in each of MAD's mixer + MLP blocks; preset=ablation_backbone) and mad (MAD's mixer + MLP blocks; the records "
     "in mlp_backbone/). Each cell is the best test accuracy, or the headline ESS of that row, over the mixer's state "
     "sizes and learning rates (chosen on validation). Mixers with their own short convolution (Mamba, Mamba-2, Hyena) "
-    "get no BaseConv: their zoology and conv_mlp models differ from mad only by the MLP. The run cost is each backbone's "
+    "get no BaseConv: their conv_mlp model is their mad model, and their zoology model is it without the MLP. The run "
+    "cost is each backbone's "
     "wall time per MQAR run (records' wall_time_s), over all its settings and per setting: what each rung of the "
     "ladder costs."
 )
