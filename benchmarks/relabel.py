@@ -40,20 +40,22 @@ def threshold_never_acted(record: dict, old: float, new: float) -> bool:
     return max(h["val_accuracy"] for h in history) < min(old, new)
 
 
-def relabelled(record: dict, new: float) -> dict:
-    """`record` under the config with `train.solved_accuracy = new`: new key and group, provenance kept."""
+def _rekeyed(record: dict, section: str, name: str, new, why: str) -> dict:
+    """`record` under its config with `<section>.<name> = new`: new key and group, provenance kept, and
+    `relabelled` saying from which key and value, and why the run is the same."""
     out = copy.deepcopy(record)
-    old = out["config"]["train"]["solved_accuracy"]
-    out["config"]["train"]["solved_accuracy"] = new
+    old = out["config"].get(section, {}).get(name)
+    out["config"][section] = {**out["config"].get(section, {}), name: new}
     out["key"], out["group"] = run_key(out["config"]), group_key(out["config"])
-    out["relabelled"] = {
-        "from_key": record["key"],
-        "field": "train.solved_accuracy",
-        "from": old,
-        "to": new,
-        "why": f"validation accuracy stayed below {min(old, new)} at every evaluation, so neither threshold stopped this run",
-    }
+    out["relabelled"] = {"from_key": record["key"], "field": f"{section}.{name}", "from": old, "to": new, "why": why}
     return out
+
+
+def relabelled(record: dict, new: float) -> dict:
+    """`record` under the config with `train.solved_accuracy = new`."""
+    old = record["config"]["train"]["solved_accuracy"]
+    why = f"validation accuracy stayed below {min(old, new)} at every evaluation, so neither threshold stopped this run"
+    return _rekeyed(record, "train", "solved_accuracy", new, why)
 
 
 def relabel(store: Store, keys: list[str], new: float) -> tuple[int, int]:
@@ -76,18 +78,9 @@ def relabel(store: Store, keys: list[str], new: float) -> tuple[int, int]:
 
 
 def with_backbone(record: dict, backbone: str) -> dict:
-    """`record` under its config with `model.backbone` named: new key and group, provenance kept."""
-    out = copy.deepcopy(record)
-    out["config"]["model"] = {**out["config"]["model"], "backbone": backbone}
-    out["key"], out["group"] = run_key(out["config"]), group_key(out["config"])
-    out["relabelled"] = {
-        "from_key": record["key"],
-        "field": "model.backbone",
-        "from": None,
-        "to": backbone,
-        "why": f"written before model.backbone existed; trained in the model the {backbone!r} backbone builds unchanged",
-    }
-    return out
+    """`record` under its config with `model.backbone` named."""
+    why = f"written before model.backbone existed; trained in the model the {backbone!r} backbone builds unchanged"
+    return _rekeyed(record, "model", "backbone", backbone, why)
 
 
 def carry_backbone(store: Store, backbone: str, move: dict[str, Store]) -> dict[str, int]:
