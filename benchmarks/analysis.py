@@ -705,12 +705,17 @@ def backbone_ablation(records: list[dict], settings: tuple[str, ...] = ("L=64, k
     ok = [r for r in records if r.get("status") == "ok" and r["config"]["task"]["name"] == "mqar"]
     if not ok:
         return pd.DataFrame(columns=["mixer"])
-    by_protocol: dict[str, set] = {}
-    for r in ok:
-        by_protocol.setdefault(_without_backbone(r["config"]), set()).add(r["config"]["model"].get("backbone", "mad"))
-    protocol = max(by_protocol, key=lambda k: (len(by_protocol[k]), sum(_without_backbone(r["config"]) == k for r in ok)))
-    runs = run_rows([r for r in ok if _without_backbone(r["config"]) == protocol])
-    best = first_seed(best_rows(runs, incomplete_groups([r for r in ok if _without_backbone(r["config"]) == protocol])))
+    chosen = []  # per setting, the protocol (but the backbone) that the most backbones, then records, share
+    for setting in settings:
+        here = [r for r in ok if _setting({**r["config"]["task"], **r["metrics"]["task"]}) == setting]
+        by_protocol: dict[str, list] = {}
+        for r in here:
+            by_protocol.setdefault(_without_backbone(r["config"]), []).append(r)
+        if by_protocol:
+            chosen += max(by_protocol.values(), key=lambda rs: (len({r["config"]["model"].get("backbone", "mad") for r in rs}), len(rs)))
+    if not chosen:
+        return pd.DataFrame(columns=["mixer"])
+    best = first_seed(best_rows(run_rows(chosen), incomplete_groups(chosen)))
     best = best[best["setting"].isin(settings)]
     per = _best_per_setting(best.assign(task=best["backbone"]))  # one row per mixer, backbone, setting
     out = pd.DataFrame(index=sorted(per["mixer"].unique()))
@@ -752,7 +757,22 @@ def ablation_findings(table: pd.DataFrame) -> list[str]:
             f"{', '.join(every) or 'none'}; in no backbone: {', '.join(none) or 'none'}."
         )
         if loses:
-            out.append(f"{where}: worse in Zoology's model by more than 0.1: {', '.join(loses)} (it has one mixer layer there, two in MAD's).")
+            from architectures import registry
+
+            def own_conv(m: str) -> bool:
+                try:
+                    return bool(getattr(registry.resolve(m), "short_conv", False))
+                except ValueError:
+                    return False
+
+            lacks_mlp = [m for m in loses if own_conv(m)]
+            one_layer = [m for m in loses if not own_conv(m)]
+            why = []
+            if one_layer:
+                why.append(f"{', '.join(one_layer)} (one mixer layer there, after the BaseConv; two in MAD's)")
+            if lacks_mlp:
+                why.append(f"{', '.join(lacks_mlp)} (their own convolution, so the same two mixer layers; only the MLP is missing)")
+            out.append(f"{where}: worse in Zoology's model by more than 0.1: " + "; ".join(why) + ".")
         if acc["conv_mlp"] is not None:
             mid = names[learned["conv_mlp"] & ~learned["mad"] & acc["conv_mlp"].notna()].tolist()
             out.append(f"{where}: the BaseConv alone (MLP kept) makes {len(mid)} learn that do not without it: {', '.join(mid) or 'none'}.")
