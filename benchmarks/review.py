@@ -118,10 +118,10 @@ def _rank(acc: pd.Series, learned: pd.Series) -> pd.Series:
     "not learned" for the rest: a rank among rows at their baseline would rank noise."""
     out = pd.Series("not learned", index=acc.index, dtype=object)
     ok = acc[learned]
-    for i, a in ok.items():
-        r = 1 + int((ok > a + TIE).sum())
-        tied = int(((ok - a).abs() <= TIE).sum()) > 1
-        out[i] = f"{r}=" if tied else str(r)
+    ranks = {i: 1 + int((ok > a + TIE + 1e-9).sum()) for i, a in ok.items()}  # 1e-9: float noise at the edge
+    shared = pd.Series(list(ranks.values())).value_counts()
+    for i, r in ranks.items():
+        out[i] = f"{r}=" if shared[r] > 1 else str(r)
     return out
 
 

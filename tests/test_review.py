@@ -180,3 +180,11 @@ def test_a_review_under_another_budget_is_not_ranked_against_the_reference(refer
     assert "(0 reference rows" not in stands
     curves = md.split("## ESS curves beside the nearest reference designs")[1].split("##")[0]
     assert "no reference runs under this protocol" in curves and "attention (" not in curves
+
+
+def test_ranks_count_only_rows_that_learned_and_rows_within_the_tie_share_one():
+    import pandas as pd
+
+    acc = pd.Series([0.995, 0.985, 0.962, 0.5, 0.2])
+    ranks = review._rank(acc, pd.Series([True, True, True, True, False]))
+    assert list(ranks) == ["1=", "1=", "3", "4", "not learned"]  # 0.995 and 0.985: 0.01 apart, one rank
