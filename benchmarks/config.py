@@ -39,12 +39,6 @@ def build_task(task_cfg: dict):
     return tasks.build(task_cfg["name"], **params)
 
 
-def effective_task(task_cfg: dict) -> dict:
-    """The task config with its level's parameters applied (what the run really trains on)."""
-    task = build_task(task_cfg)
-    return {"name": task.name, "level": task_cfg.get("level"), **task.params()}
-
-
 def mixer_spec(arch_cfg: dict) -> tuple[str, dict]:
     """(registry name or "module:Class", constructor config) from the `architecture` config."""
     arch = dict(arch_cfg)
@@ -111,7 +105,7 @@ def single_run(cfg: dict) -> dict:
         out["architecture"].pop(key, None)
     try:
         task = build_task(out["task"])
-        out["task"] = {"name": task.name, "level": out["task"].get("level"), **task.params()}
+        out["task"] = {"name": task.name, "level": out["task"].get("level"), **task.params()}  # its level applied
         if "model" in out:  # a record names the backbone it trained in
             out["model"] = resolve_backbone(out["model"], task)
     except ValueError:

@@ -125,15 +125,15 @@ def run_one(cfg: dict, force: bool = False, check: bool = True) -> dict:
     cfg = single_run(cfg)
     store = Store(cfg["store"])
     key = run_key(cfg)
-    if store.exists(key) and not force:
-        return store.read(key)
+    if not force and (record := store.get(key)) is not None:
+        return record
     if check:
         validate(cfg)
     with store.claim(key) as mine:
         if not mine:  # another sweep on this store is training it: its record will land there
             return {"key": key, "config": cfg, "status": "claimed", "error": f"being trained by another process ({store.records_dir})"}
-        if store.exists(key) and not force:  # it finished while this process was getting here
-            return store.read(key)
+        if not force and (record := store.get(key)) is not None:  # it finished while this process got here
+            return record
         return _train_and_record(cfg, key, store)
 
 

@@ -99,19 +99,20 @@ class Store:
         print(f"warning: {path}: {why}; moved to {target}, its run will be trained again", file=sys.stderr)
         return target
 
-    def exists(self, key: str) -> bool:
-        """Whether the run's record is there and readable (an unreadable one is set aside: not done)."""
+    def get(self, key: str) -> dict | None:
+        """The run's record, or None where it is absent or unreadable (an unreadable one is set aside)."""
         path = self.path(key)
-        if not path.exists():
-            return False
         try:
-            load_record(path)
+            return load_record(path)
         except CorruptRecord as e:
             self.set_aside(path, str(e))
-            return False
-        except FileNotFoundError:  # set aside by another process meanwhile
-            return False
-        return True
+        except (FileNotFoundError, NotADirectoryError):  # absent (or set aside by another process meanwhile)
+            pass
+        return None
+
+    def exists(self, key: str) -> bool:
+        """Whether the run's record is there and readable (an unreadable one is set aside: not done)."""
+        return self.get(key) is not None
 
     def corrupt_count(self) -> int:
         return len(list(self.corrupt_dir.glob("*.json"))) if self.corrupt_dir.exists() else 0
