@@ -692,6 +692,7 @@ def short_verdict(best: pd.DataFrame) -> list[str]:
 # --- the backbone ablation: what the short convolution is worth ----------------------------------
 
 BACKBONE_ORDER = ("zoology", "conv_mlp", "mad")
+BACKBONE_LABELS = {"zoology": "Zoology's model", "conv_mlp": "MAD's blocks with a BaseConv ahead of the mixer", "mad": "MAD's mixer + MLP blocks"}
 
 
 def _without_backbone(cfg: dict) -> str:
@@ -805,31 +806,101 @@ def backbone_cost(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=cols)
 
 
-def never_learned(df: pd.DataFrame) -> list[str]:
-    """Per task, the mixers that learned on none of its settings, each with its best accuracy against the
-    baseline, and why where the mixer says (one linear in its input, as the LRU: a fixed filter, the
-    same for every input, cannot route a value by the content of its key)."""
+LEARNED_LITTLE = 0.05  # a best accuracy this close to the baseline on every setting: nothing worth reading
+
+
+def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> list[str]:
+    """Per task, the mixers that came within LEARNED_LITTLE of the no-recall baseline on every one of its
+    settings, each with its largest gain, and why where the evidence says: a mixer linear in its input (as
+    the LRU: a fixed filter, the same for every input, cannot route a value by the content of its key),
+    or, on MQAR, the backbone ablation's other models where the same mixer does learn."""
     from architectures import registry
 
     out = []
     for task, g in df.groupby("task"):
         for mixer, m in g.groupby("mixer"):
-            if (m["learned"] == "yes").any():
+            gap = (m["accuracy"] - m["no_recall"]).max()
+            if gap >= LEARNED_LITTLE:
                 continue
             try:
                 fixed = bool(getattr(registry.resolve(mixer), "linear_in_input", False))
             except ValueError:
                 fixed = False
-            why = (
-                " It is linear time-invariant (its operator is the same for every input, which conformance checks against "
-                "the Jacobian of its forward): a fixed filter cannot route a value by the content of its key, so it is "
-                "expected to stay at the baseline."
-                if fixed and task == "mqar"
-                else ""
-            )
-            gap = (m["accuracy"] - m["no_recall"]).max()
+            why = ""
+            if fixed and task == "mqar":
+                why = (
+                    " It is linear time-invariant (its operator is the same for every input, which conformance checks against "
+                    "the Jacobian of its forward): a fixed filter cannot route a value by the content of its key, so it is "
+                    "expected to stay at the baseline."
+                )
+            elif task == "mqar" and ablation is not None and not ablation.empty and mixer in set(ablation["mixer"]):
+                row = ablation.set_index("mixer").loc[mixer]
+                elsewhere = [
+                    f"{row[col]:.3f} at L 64, {col.split(' ')[0].replace('=', ' ')} in {BACKBONE_LABELS[col.rsplit(': ', 1)[1]]} "
+                    f"(baseline {row[col.split(' ')[0] + ' no-recall']:.3g})"
+                    for col in ablation.columns
+                    if " accuracy: " in col and not col.endswith(": zoology") and pd.notna(row[col])
+                    and row[col] > row[col.split(" ")[0] + " no-recall"] + 0.2
+                ]
+                best_other = max(
+                    ((row[c], c.rsplit(": ", 1)[1]) for c in ablation.columns if " accuracy: " in c and not c.endswith(": zoology") and pd.notna(row[c])),
+                    default=None,
+                )
+                if not elsewhere and best_other is not None:
+                    why = f" No other model in the backbone ablation makes it learn either (its best there: {best_other[0]:.3f} in {BACKBONE_LABELS[best_other[1]]})."
+                if elsewhere:
+                    why = (
+                        f" The same mixer learns in another model: {'; '.join(elsewhere)}. So within this protocol's budget "
+                        "(2,000 steps, three rates) it needs what that model adds, not more state."
+                    )
             out.append(
-                f"{task}: {mixer} learned on none of {m['setting'].nunique()} settings (best accuracy - baseline at most "
-                f"{gap:+.3f}).{why}"
+                f"{task}: {mixer} stayed within {LEARNED_LITTLE} of the no-recall baseline on "
+                f"{'both' if m['setting'].nunique() == 2 else 'all ' + str(m['setting'].nunique())} settings (best accuracy - baseline at most {gap:+.3f}).{why}"
             )
+    return out
+
+
+def backbone_change(new: pd.DataFrame, old: pd.DataFrame, margin: float = 0.2) -> list[str]:
+    """What the MQAR leaderboard says in Zoology's model (`new`: the published best rows) against what it
+    said in MAD's mixer + MLP blocks (`old`: the best rows of the records moved to mlp_backbone/), on the
+    settings both have: which mixers learn (best accuracy above the baseline + `margin` on some setting),
+    the accuracy changes larger than 0.1, and the verdict's within-setting test on each."""
+    new, old = new[new["task"] == "mqar"], old[old["task"] == "mqar"]
+    shared = sorted(set(new["setting"]) & set(old["setting"]), key=lambda s: (len(s), s))
+    if new.empty or old.empty or not shared:
+        return []
+    new, old = new[new["setting"].isin(shared)], old[old["setting"].isin(shared)]
+    best = {name: _best_per_setting(d) for name, d in (("zoology", new), ("mad", old))}
+
+    def learners(d: pd.DataFrame) -> list[str]:
+        return sorted(d[d["accuracy"] > d["no_recall"] + margin]["mixer"].unique())
+
+    mixers = sorted(set(best["zoology"]["mixer"]) & set(best["mad"]["mixer"]))
+    now, then = learners(best["zoology"]), learners(best["mad"])
+    out = [
+        f"On the MQAR settings both models were run at ({'; '.join(shared)}), {len(now)} of {len(mixers)} mixers learn "
+        f"(best accuracy above the no-recall baseline + {margin}) in Zoology's model: {', '.join(now) or 'none'}; "
+        f"{len(then)} did in MAD's mixer + MLP blocks: {', '.join(then) or 'none'}."
+    ]
+    a = best["zoology"].set_index(["mixer", "setting"])["accuracy"]
+    b = best["mad"].set_index(["mixer", "setting"])["accuracy"]
+    both = a.index.intersection(b.index)
+    delta = a[both] - b[both]
+    for sign, word in ((1, "Higher"), (-1, "Lower")):
+        moved = delta[sign * delta > 0.1]
+        if moved.empty:
+            continue
+        per_mixer = []
+        for mixer in moved.groupby(level="mixer").mean().mul(sign).sort_values(ascending=False).index:
+            cells = [f"{s.replace('L=', 'L ').replace('kv=', 'kv ')} {b[(mixer, s)]:.3f} -> {a[(mixer, s)]:.3f}"
+                     for s in shared if (mixer, s) in moved.index]  # fmt: skip
+            per_mixer.append(f"{mixer} ({'; '.join(cells)})")
+        out.append(f"{word} in Zoology's model by more than 0.1 (MAD's blocks -> Zoology's model): " + ", ".join(per_mixer) + ".")
+    parts = []
+    for rows, label in ((new, "in Zoology's model"), (old, "in MAD's blocks")):
+        strat = stratified_advantage(rows)  # every best row, each state size its own, as the verdict tests
+        if strat["settings"]:
+            parts.append(f"{_fmt(strat['diff'])} ({_fmt(strat['low'])} to {_fmt(strat['high'])}) {label}")
+    if parts:
+        out.append("ESS's advantage over TSS within these settings (the verdict's test, 95% interval): " + "; ".join(parts) + ".")
     return out

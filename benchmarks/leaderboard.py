@@ -103,6 +103,13 @@ ABLATION_NOTE = (
     "ladder costs."
 )
 
+CHANGE_NOTE = (
+    "The MQAR rows train in Zoology's MQAR model (model.backbone=zoology); the leaderboard before them trained every "
+    "mixer in MAD's mixer + MLP blocks, and those records are kept in mlp_backbone/. Why the two differ: the BaseConv "
+    "layer ahead of the mixer hands each position its predecessor token, the induction-head pattern associative recall "
+    "needs; a linear-attention-family layer has no other way to get it (the ablation below adds the BaseConv alone)."
+)
+
 SEEDS_NOTE = (
     "Groups trained at more than one seed (the `published_seeds` preset replicates the published MQAR sweep at "
     "seeds 1 and 2): each seed's best test accuracy and headline ESS, and the within-setting comparison at each "
@@ -262,7 +269,9 @@ def build(store_root: str | Path = "results") -> list[Path]:
     ablation = analysis.backbone_ablation(ok + side)
     findings = analysis.ablation_findings(ablation)
     cost = analysis.backbone_cost(ok + side)
-    unlearned = analysis.never_learned(df)
+    unlearned = analysis.never_learned(df, ablation)
+    before = [r for r in Store(root / ABLATION_STORES[0]).records() if "metrics" in r]
+    change = analysis.backbone_change(df, rows(before)) if before else []
     newest = max((r.get("started", "") for r in ok), default="")
     commits = sorted({r["provenance"]["commit"][:10] for r in ok if r.get("started", "") >= newest[:10]})
     stamp = (
@@ -387,6 +396,8 @@ def build(store_root: str | Path = "results") -> list[Path]:
         short_verdict=short,
         ablation=Markup(html_table(ablation, "ablation")) if not ablation.empty else "",
         findings=findings,
+        change=change,
+        change_note=CHANGE_NOTE,
         cost=Markup(html_table(cost, "cost")) if not cost.empty else "",
         ablation_note=ABLATION_NOTE,
         summary=summary,
@@ -444,6 +455,12 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "Each row's full config, versions and curves are in `records/<record>.json`; the CSV has every column.",
         "",
         "## Backbone ablation: what the short convolution is worth",
+        "",
+        "### What changed from the MLP-backbone leaderboard",
+        "",
+        CHANGE_NOTE,
+        "",
+        *[f"- {line}" for line in change],
         "",
         ABLATION_NOTE,
         "",

@@ -259,12 +259,29 @@ def test_headline_has_one_row_per_mixer_with_each_familys_mean_over_shared_setti
     assert "MQAR 2 of the 2 run" in analysis.short_verdict(df.assign(no_recall=0.0, memory_demand=4))[0]
 
 
-def test_a_linear_time_invariant_mixer_that_never_learns_is_explained():
-    df = pd.DataFrame({"task": "mqar", "mixer": ["lru", "lru", "gla"], "setting": ["kv=4", "kv=8", "kv=4"],
-                       "learned": ["not learned", "not learned", "not learned"], "accuracy": [0.24, 0.12, 0.25],
-                       "no_recall": [0.25, 0.125, 0.25]})  # fmt: skip
-    lines = analysis.never_learned(df)
-    assert len(lines) == 2
+def test_a_mixer_that_never_learns_is_explained_by_its_linearity_or_by_the_models_where_it_does():
+    df = pd.DataFrame({"task": "mqar", "mixer": ["lru", "lru", "gla", "mamba", "based"], "setting": ["kv=4", "kv=8", "kv=4", "kv=4", "kv=4"],
+                       "accuracy": [0.24, 0.12, 0.25, 0.26, 0.99], "no_recall": [0.25, 0.125, 0.25, 0.25, 0.25]})  # fmt: skip
+    ablation = pd.DataFrame({"mixer": ["mamba", "gla"], "kv=4 accuracy: zoology": [0.26, 0.25], "kv=4 accuracy: mad": [0.75, 0.3],
+                             "kv=4 no-recall": [0.25, 0.25]})  # fmt: skip
+    lines = analysis.never_learned(df, ablation)
+    assert [line.split(" ")[1] for line in lines] == ["gla", "lru", "mamba"]  # based learned: not listed
     lru = next(line for line in lines if "lru" in line)
-    assert "linear time-invariant" in lru and "at most -0.005" in lru
-    assert "time-invariant" not in next(line for line in lines if "gla" in line)
+    assert "linear time-invariant" in lru and "at most -0.005" in lru and "on both settings" in lru
+    assert "0.750 at L 64, kv 4 in MAD's mixer + MLP blocks" in lines[2]
+    assert "time-invariant" not in lines[0] and "its best there: 0.300" in lines[0]
+
+
+def test_backbone_change_compares_the_two_leaderboards_on_the_settings_both_have():
+    def best(accs: dict, setting="L=64, kv=4") -> pd.DataFrame:
+        return pd.DataFrame({"task": "mqar", "setting": setting, "mixer": list(accs), "accuracy": list(accs.values()),
+                             "val_accuracy": list(accs.values()), "val_loss": 0.0, "no_recall": 0.25,
+                             "ess": [1.0, 2.0, 3.0], "tss": [8, 8, 8]})  # fmt: skip
+    new = pd.concat([best({"a": 0.99, "b": 0.95, "c": 0.25}), best({"a": 0.9, "b": 0.2, "c": 0.1}, "L=256, kv=64")])
+    old = best({"a": 0.26, "b": 0.97, "c": 0.6})
+    lines = analysis.backbone_change(new, old)
+    assert "(L=64, kv=4), 2 of 3 mixers learn" in lines[0] and "Zoology's model: a, b; 2 did in MAD's mixer + MLP blocks: b, c." in lines[0]
+    assert "Higher" in lines[1] and "a (L 64, kv 4 0.260 -> 0.990)" in lines[1]
+    assert "Lower" in lines[2] and "c (L 64, kv 4 0.600 -> 0.250)" in lines[2] and "b (" not in lines[2]  # 0.02: not moved
+    assert "ESS's advantage" in lines[3]
+    assert analysis.backbone_change(new, old.iloc[0:0]) == []
