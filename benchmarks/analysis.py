@@ -853,6 +853,11 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
                         f" The same mixer learns in another model: {'; '.join(elsewhere)}. So within this protocol's budget "
                         "(2,000 steps, three rates) it needs what that model adds, not more state."
                     )
+            if not fixed and "stopped" in m and (m["stopped"] == "budget").any():
+                why += (
+                    f" {int((m['stopped'] == 'budget').sum())} of its {len(m)} best runs ended at the step budget, not on a "
+                    "plateau: still improving, so a longer budget may change this."
+                )
             out.append(
                 f"{task}: {mixer} stayed within {LEARNED_LITTLE} of the no-recall baseline on "
                 f"{'both' if m['setting'].nunique() == 2 else 'all ' + str(m['setting'].nunique())} settings (best accuracy - baseline at most {gap:+.3f}).{why}"
