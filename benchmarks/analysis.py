@@ -695,6 +695,17 @@ BACKBONE_ORDER = ("zoology", "conv_mlp", "mad")
 BACKBONE_LABELS = {"zoology": "Zoology's model", "conv_mlp": "MAD's blocks with a BaseConv ahead of the mixer", "mad": "MAD's mixer + MLP blocks"}
 
 
+def own_conv(mixer: str) -> bool:
+    """Whether the mixer carries its own short convolution (its class's `short_conv`): then `conv_mlp`
+    builds its `mad` model unchanged."""
+    from architectures import registry
+
+    try:
+        return bool(getattr(registry.resolve(mixer), "short_conv", False))
+    except ValueError:
+        return False
+
+
 def _without_backbone(cfg: dict) -> str:
     return protocol_key({**cfg, "model": {k: v for k, v in cfg.get("model", {}).items() if k != "backbone"}})
 
@@ -726,6 +737,10 @@ def backbone_ablation(records: list[dict], settings: tuple[str, ...] = ("L=64, k
                 g = per[(per["setting"] == setting) & (per["task"] == backbone)].set_index("mixer")
                 if not g.empty:
                     out[f"{setting.replace('L=64, ', '')} {what}: {backbone}"] = g[col]
+            middle, mad = (f"{setting.replace('L=64, ', '')} {what}: {b}" for b in ("conv_mlp", "mad"))
+            if middle in out and mad in out:  # a mixer with its own convolution: its conv_mlp model is its mad model
+                same = [m for m in out.index if own_conv(m) and pd.isna(out.loc[m, middle])]
+                out.loc[same, middle] = out.loc[same, mad]
         g = per[per["setting"] == setting].drop_duplicates("setting")
         if not g.empty:
             out[f"{setting.replace('L=64, ', '')} no-recall"] = float(g["no_recall"].iloc[0])
@@ -758,14 +773,6 @@ def ablation_findings(table: pd.DataFrame) -> list[str]:
             f"{', '.join(every) or 'none'}; in no backbone: {', '.join(none) or 'none'}."
         )
         if loses:
-            from architectures import registry
-
-            def own_conv(m: str) -> bool:
-                try:
-                    return bool(getattr(registry.resolve(m), "short_conv", False))
-                except ValueError:
-                    return False
-
             lacks_mlp = [m for m in loses if own_conv(m)]
             one_layer = [m for m in loses if not own_conv(m)]
             why = []

@@ -243,6 +243,15 @@ def test_backbone_ablation_sets_each_backbones_best_side_by_side_and_names_what_
     assert cost.loc[("zoology", "L=64, kv=4"), "median run (s)"] == 10.0
 
 
+def test_a_mixer_with_its_own_convolution_takes_its_mad_cell_as_its_conv_mlp_cell():
+    """conv_mlp builds a short_conv mixer's mad model unchanged, so the sweep does not train it twice."""
+    records = [_record(m, b, 4, 1e-2, acc, acc) for m, b, acc in
+               (("mamba", "zoology", 0.3), ("mamba", "mad", 0.8), ("a", "zoology", 0.9), ("a", "mad", 0.3), ("a", "conv_mlp", 0.7))]  # fmt: skip
+    table = analysis.backbone_ablation(records).set_index("mixer")
+    assert table.loc["mamba", "kv=4 accuracy: conv_mlp"] == 0.8 and table.loc["a", "kv=4 accuracy: conv_mlp"] == 0.7
+    assert "makes 1 learn that do not without it: a." in " ".join(analysis.ablation_findings(table.reset_index()))
+
+
 def test_headline_has_one_row_per_mixer_with_each_familys_mean_over_shared_settings():
     df = pd.DataFrame(
         {"mixer": ["a", "a", "b", "b", "a", "b", "a"], "task": ["mqar"] * 4 + ["compression"] * 2 + ["mqar"],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
+from architectures import registry
 from benchmarks import bench
 from benchmarks.run import run_one
 from benchmarks.store import Store
@@ -178,6 +179,11 @@ def test_published_presets_plan_what_the_readme_says():
     assert ladder == {(128, 32), (256, 64)}
     seeds = {c["seed"] for c in bench.plan(["preset=published_seeds"])}
     assert seeds == {1, 2}
+    # conv_mlp builds a mixer with its own convolution as mad does: those are not trained twice
+    ablation = bench.plan(["preset=ablation_backbone"])
+    own = {m for m in registry.names() if getattr(registry.resolve(m), "short_conv", False)}
+    assert len(ablation) == 78 and own == {"mamba", "mamba2", "hyena"}
+    assert {c["architecture"]["name"] for c in ablation} == set(registry.names()) - own
 
 
 def test_a_narrowed_sweep_plans_a_disjoint_part_of_its_preset_under_the_same_keys():
