@@ -689,6 +689,31 @@ def short_verdict(best: pd.DataFrame) -> list[str]:
     return out
 
 
+def ladder(best: pd.DataFrame, task: str = "mqar", solved: float = 0.9, margin: float = 0.2) -> tuple[pd.DataFrame, list[str]]:
+    """The task's settings from easiest to hardest (length, then memory demand) as columns, one row per
+    mixer: its best test accuracy there (state size and rate chosen on validation; blank where not run),
+    a last row with each setting's no-recall baseline; and one sentence per mixer: the easiest setting
+    where its best falls below `solved` and the hardest where it is still above the baseline + `margin`."""
+    g = best[best["task"] == task]
+    if g.empty:
+        return pd.DataFrame(columns=["mixer"]), []
+    per = _best_per_setting(g)
+    order = per.sort_values(["seq_len", "memory_demand"])["setting"].drop_duplicates().tolist()
+    table = per.pivot(index="mixer", columns="setting", values="accuracy")[order]
+    table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
+    base = per.drop_duplicates("setting").set_index("setting")["no_recall"][order]
+    lines = []
+    for mixer, row in table.iterrows():
+        ran = row.dropna()
+        below = [s for s in ran.index if ran[s] < solved]
+        above = [s for s in ran.index if ran[s] > base[s] + margin]
+        first = f"first below {solved} at {below[0]} ({ran[below[0]]:.3f})" if below else f"at or above {solved} on all {len(ran)} settings run"
+        last = f"above the baseline + {margin} up to {above[-1]} ({ran[above[-1]]:.3f})" if above else f"never above the baseline + {margin}"
+        lines.append(f"{mixer}: {first}; {last}.")
+    out = pd.concat([table, base.to_frame().T.rename(index={"no_recall": "no-recall baseline"})])
+    return out.reset_index(names="mixer"), lines
+
+
 # --- the backbone ablation: what the short convolution is worth ----------------------------------
 
 BACKBONE_ORDER = ("zoology", "conv_mlp", "mad")

@@ -104,6 +104,13 @@ ABLATION_NOTE = (
     "ladder costs."
 )
 
+LADDER_NOTE = (
+    "Each MQAR setting recorded, from the easiest to the hardest (length, then kv pairs: the memory the task asks "
+    "for), and each mixer's best test accuracy there over its state sizes and learning rates (chosen on validation); "
+    "blank where it has not been run yet. The last row is each setting's no-recall baseline (1/kv). Zoology's model, "
+    "the published protocol (preset=published and preset=published_ladder)."
+)
+
 CHANGE_NOTE = (
     "The MQAR rows train in Zoology's MQAR model (model.backbone=zoology); the leaderboard before them trained every "
     "mixer in MAD's mixer + MLP blocks, and those records are kept in mlp_backbone/. Why the two differ: the BaseConv "
@@ -271,6 +278,8 @@ def build(store_root: str | Path = "results") -> list[Path]:
     findings = analysis.ablation_findings(ablation)
     cost = analysis.backbone_cost(ok + side)
     unlearned = analysis.never_learned(df, ablation)
+    ladder, ladder_lines = analysis.ladder(df)
+    FORMATS.update({c: "{:.3f}" for c in ladder.columns if c != "mixer"})
     before = [r for r in Store(root / ABLATION_STORES[0]).records() if "metrics" in r]
     change = analysis.backbone_change(df, rows(before)) if before else []
     newest = max((r.get("started", "") for r in ok), default="")
@@ -398,6 +407,9 @@ def build(store_root: str | Path = "results") -> list[Path]:
         ablation=Markup(html_table(ablation, "ablation")) if not ablation.empty else "",
         findings=findings,
         change=change,
+        ladder=Markup(html_table(ladder, "ladder")) if not ladder.empty else "",
+        ladder_lines=ladder_lines,
+        ladder_note=LADDER_NOTE,
         change_note=CHANGE_NOTE,
         cost=Markup(html_table(cost, "cost")) if not cost.empty else "",
         ablation_note=ABLATION_NOTE,
@@ -446,6 +458,14 @@ def build(store_root: str | Path = "results") -> list[Path]:
         *short,
         "",
         summary + (f" Coverage: {cov}." if cov else ""),
+        "",
+        "## MQAR ladder: where each mixer's memory runs out",
+        "",
+        LADDER_NOTE,
+        "",
+        markdown_table(ladder),
+        "",
+        *[f"- {line}" for line in ladder_lines],
         "",
         "## Verdict: does ESS per memory demand track accuracy better than TSS does?",
         "",

@@ -296,3 +296,17 @@ def test_backbone_change_compares_the_two_leaderboards_on_the_settings_both_have
     assert "Lower" in lines[2] and "c (L 64, kv 4 0.600 -> 0.250)" in lines[2] and "b (" not in lines[2]  # 0.02: not moved
     assert "ESS's advantage" in lines[3]
     assert analysis.backbone_change(new, old.iloc[0:0]) == []
+
+
+def test_the_ladder_orders_settings_by_difficulty_and_says_where_each_mixer_runs_out():
+    df = pd.DataFrame({"task": "mqar", "mixer": ["a", "a", "a", "b", "b"],
+                       "setting": ["L=128, kv=32", "L=64, kv=4", "L=64, kv=16", "L=64, kv=4", "L=64, kv=16"],
+                       "seq_len": [128, 64, 64, 64, 64], "memory_demand": [32, 4, 16, 4, 16],
+                       "accuracy": [0.5, 0.99, 0.95, 0.3, 0.07], "val_accuracy": [0.5, 0.99, 0.95, 0.3, 0.07], "val_loss": 0.0,
+                       "no_recall": [1 / 32, 0.25, 1 / 16, 0.25, 1 / 16]})  # fmt: skip
+    table, lines = analysis.ladder(df)
+    assert list(table.columns) == ["mixer", "L=64, kv=4", "L=64, kv=16", "L=128, kv=32"]
+    assert list(table["mixer"]) == ["a", "b", "no-recall baseline"] and table.iloc[2, 1] == 0.25
+    assert pd.isna(table.set_index("mixer").loc["b", "L=128, kv=32"])  # not run: blank, not zero
+    assert lines[0] == "a: first below 0.9 at L=128, kv=32 (0.500); above the baseline + 0.2 up to L=128, kv=32 (0.500)."
+    assert lines[1] == "b: first below 0.9 at L=64, kv=4 (0.300); never above the baseline + 0.2."
