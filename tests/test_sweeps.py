@@ -177,6 +177,10 @@ def test_published_presets_plan_what_the_readme_says():
                          "published_mad": {"mad"}, "ablation_backbone": {"conv_mlp"}, "default": {"zoology"}}  # fmt: skip
     ladder = {(c["task"]["seq_len"], c["task"]["num_kv_pairs"]) for c in bench.plan(["preset=published_ladder"])}
     assert ladder == {(128, 32), (256, 64)}
+    top = bench.plan(["preset=published_ladder_top"])
+    assert {(c["task"]["seq_len"], c["task"]["num_kv_pairs"], c["task"]["vocab_size"]) for c in top} == {(512, 128, 1024)}
+    assert len(top) == 9 and {c["architecture"]["name"] for c in top} == {"attention", "based"}
+    assert {c["store"] for c in top} == {"results"} and {c["model"]["backbone"] for c in top} == {"zoology"}
     seeds = {c["seed"] for c in bench.plan(["preset=published_seeds"])}
     assert seeds == {1, 2}
     # conv_mlp builds a mixer with its own convolution as mad does: those are not trained twice
