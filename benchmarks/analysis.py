@@ -809,6 +809,12 @@ def ablation_findings(table: pd.DataFrame) -> list[str]:
         if acc["conv_mlp"] is not None:
             mid = names[learned["conv_mlp"] & ~learned["mad"] & acc["conv_mlp"].notna()].tolist()
             out.append(f"{where}: the BaseConv alone (MLP kept) makes {len(mid)} learn that do not without it: {', '.join(mid) or 'none'}.")
+            ahead = names[((acc["zoology"] - acc["conv_mlp"]) > 0.1) & acc["conv_mlp"].notna() & ~table["mixer"].map(own_conv)]
+            if len(ahead):
+                out.append(
+                    f"{where}: with the BaseConv in both models, Zoology's is ahead by more than 0.1 for {', '.join(ahead)}: "
+                    "what it leaves out (the MLP blocks, the second mixer layer) slows them within this budget."
+                )
     return out
 
 
@@ -903,7 +909,12 @@ def backbone_change(new: pd.DataFrame, old: pd.DataFrame, margin: float = 0.2) -
     settings both have: which mixers learn (best accuracy above the baseline + `margin` on some setting),
     the accuracy changes larger than 0.1, and the verdict's within-setting test on each."""
     new, old = new[new["task"] == "mqar"], old[old["task"] == "mqar"]
-    shared = sorted(set(new["setting"]) & set(old["setting"]), key=lambda s: (len(s), s))
+    count = {name: d.groupby("setting")["mixer"].nunique() for name, d in (("new", new), ("old", old))}
+    full = max(count["new"].max(), count["old"].max()) if len(count["new"]) and len(count["old"]) else 0
+    shared = [  # a setting that one sweep has covered only in part would compare different mixers
+        s for s in new.sort_values(["seq_len", "memory_demand"])["setting"].drop_duplicates()
+        if count["new"].get(s, 0) == full and count["old"].get(s, 0) == full
+    ]  # fmt: skip
     if new.empty or old.empty or not shared:
         return []
     new, old = new[new["setting"].isin(shared)], old[old["setting"].isin(shared)]
