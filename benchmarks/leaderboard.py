@@ -108,7 +108,7 @@ LADDER_NOTE = (
     "Each MQAR setting recorded, from the easiest to the hardest (length, then kv pairs: the memory the task asks "
     "for), and each mixer's best test accuracy there over its state sizes and learning rates (chosen on validation); "
     "blank where it has not been run yet. The last row is each setting's no-recall baseline (1/kv). Zoology's model, "
-    "the published protocol (preset=published and preset=published_ladder)."
+    "the published protocol (preset=published, published_ladder and published_ladder_top)."
 )
 
 CHANGE_NOTE = (
