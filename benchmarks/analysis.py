@@ -700,7 +700,8 @@ def ladder(best: pd.DataFrame, task: str = "mqar", solved: float = 0.9, margin: 
     per = _best_per_setting(g)
     order = per.sort_values(["seq_len", "memory_demand"])["setting"].drop_duplicates().tolist()
     table = per.pivot(index="mixer", columns="setting", values="accuracy")[order]
-    table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
+    shared = table.columns[table.notna().all()]  # rank on the settings every mixer has run
+    table = table.loc[table[shared if len(shared) else table.columns].mean(axis=1).sort_values(ascending=False).index]
     base = per.drop_duplicates("setting").set_index("setting")["no_recall"][order]
     lines = []
     for mixer, row in table.iterrows():

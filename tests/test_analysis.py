@@ -311,6 +311,8 @@ def test_the_ladder_orders_settings_by_difficulty_and_says_where_each_mixer_runs
     table, lines = analysis.ladder(df)
     assert list(table.columns) == ["mixer", "L=64, kv=4", "L=64, kv=16", "L=128, kv=32"]
     assert list(table["mixer"]) == ["a", "b", "no-recall baseline"] and table.iloc[2, 1] == 0.25
+    worse_far = df.assign(accuracy=np.where(df["seq_len"] == 128, 0.0, np.where(df["mixer"] == "b", 0.9, df["accuracy"])))
+    assert list(analysis.ladder(worse_far)[0]["mixer"][:2]) == ["a", "b"]  # ranked on the settings both ran
     assert pd.isna(table.set_index("mixer").loc["b", "L=128, kv=32"])  # not run: blank, not zero
     assert lines[0] == "a: first below 0.9 at L=128, kv=32 (0.500); above the baseline + 0.2 up to L=128, kv=32 (0.500)."
     assert lines[1] == "b: first below 0.9 at L=64, kv=4 (0.300); never above the baseline + 0.2."
