@@ -721,15 +721,20 @@ BACKBONE_ORDER = ("zoology", "conv_mlp", "mad")
 BACKBONE_LABELS = {"zoology": "Zoology's model", "conv_mlp": "MAD's blocks with a BaseConv ahead of the mixer", "mad": "MAD's mixer + MLP blocks"}
 
 
-def own_conv(mixer: str) -> bool:
-    """Whether the mixer carries its own short convolution (its class's `short_conv`): then `conv_mlp`
-    builds its `mad` model unchanged."""
+def declares(mixer: str, attribute: str) -> bool:
+    """Whether the registered mixer's class sets a boolean class attribute (`short_conv`, `linear_in_input`);
+    False for a name the registry does not know."""
     from architectures import registry
 
     try:
-        return bool(getattr(registry.resolve(mixer), "short_conv", False))
+        return bool(getattr(registry.resolve(mixer), attribute, False))
     except ValueError:
         return False
+
+
+def own_conv(mixer: str) -> bool:
+    """Whether the mixer carries its own short convolution: then `conv_mlp` builds its `mad` model unchanged."""
+    return declares(mixer, "short_conv")
 
 
 def _without_backbone(cfg: dict) -> str:
@@ -853,18 +858,13 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
     settings, each with its largest gain, and why where the evidence says: a mixer linear in its input (as
     the LRU: a fixed filter, the same for every input, cannot route a value by the content of its key),
     or, on MQAR, the backbone ablation's other models where the same mixer does learn."""
-    from architectures import registry
-
     out = []
     for task, g in df.groupby("task"):
         for mixer, m in g.groupby("mixer"):
             gap = (m["accuracy"] - m["no_recall"]).max()
             if gap >= LEARNED_LITTLE:
                 continue
-            try:
-                fixed = bool(getattr(registry.resolve(mixer), "linear_in_input", False))
-            except ValueError:
-                fixed = False
+            fixed = declares(mixer, "linear_in_input")
             why = ""
             if fixed and task == "mqar":
                 why = (
@@ -874,19 +874,19 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
                 )
             elif task == "mqar" and ablation is not None and not ablation.empty and mixer in set(ablation["mixer"]):
                 row = ablation.set_index("mixer").loc[mixer]
-                elsewhere = [
-                    f"{row[col]:.3f} at L 64, {col.split(' ')[0].replace('=', ' ')} in {BACKBONE_LABELS[col.rsplit(': ', 1)[1]]} "
-                    f"(baseline {row[col.split(' ')[0] + ' no-recall']:.3g})"
-                    for col in ablation.columns
-                    if " accuracy: " in col and not col.endswith(": zoology") and pd.notna(row[col])
-                    and row[col] > row[col.split(" ")[0] + " no-recall"] + 0.2
+                others = [  # (accuracy, setting, backbone) in the ablation's models other than Zoology's
+                    (row[c], c.split(" ")[0], c.rsplit(": ", 1)[1])
+                    for c in ablation.columns
+                    if " accuracy: " in c and not c.endswith(": zoology") and pd.notna(row[c])
                 ]
-                best_other = max(
-                    ((row[c], c.rsplit(": ", 1)[1]) for c in ablation.columns if " accuracy: " in c and not c.endswith(": zoology") and pd.notna(row[c])),
-                    default=None,
-                )
-                if not elsewhere and best_other is not None:
-                    why = f" No other model in the backbone ablation makes it learn either (its best there: {best_other[0]:.3f} in {BACKBONE_LABELS[best_other[1]]})."
+                elsewhere = [
+                    f"{acc:.3f} at L 64, {kv.replace('=', ' ')} in {BACKBONE_LABELS[b]} (baseline {row[kv + ' no-recall']:.3g})"
+                    for acc, kv, b in others
+                    if acc > row[kv + " no-recall"] + 0.2
+                ]
+                if others and not elsewhere:
+                    acc, _, b = max(others)
+                    why = f" No other model in the backbone ablation makes it learn either (its best there: {acc:.3f} in {BACKBONE_LABELS[b]})."
                 if elsewhere:
                     why = (
                         f" The same mixer learns in another model: {'; '.join(elsewhere)}. So within this protocol's budget "

@@ -273,14 +273,15 @@ def build(store_root: str | Path = "results") -> list[Path]:
     head, short = analysis.headline(df), analysis.short_verdict(df)
     FORMATS.update(_headline_columns(head))
     head_fig = figures.headline_figure(df, fig_dir)
-    side = [r for name in ABLATION_STORES for r in Store(root / name).records() if r.get("status") == "ok"]
+    beside = {name: Store(root / name).records() for name in ABLATION_STORES}  # each store read once
+    side = [r for rs in beside.values() for r in rs if r.get("status") == "ok"]
     ablation = analysis.backbone_ablation(ok + side)
     findings = analysis.ablation_findings(ablation)
     cost = analysis.backbone_cost(ok + side)
     unlearned = analysis.never_learned(df, ablation)
     ladder, ladder_lines = analysis.ladder(df)
     FORMATS.update({c: "{:.3f}" for c in ladder.columns if c != "mixer"})
-    before = [r for r in Store(root / ABLATION_STORES[0]).records() if "metrics" in r]
+    before = [r for r in beside[ABLATION_STORES[0]] if "metrics" in r]
     change = analysis.backbone_change(df, rows(before)) if before else []
     newest = max((r.get("started", "") for r in ok), default="")
     commits = sorted({r["provenance"]["commit"][:10] for r in ok if r.get("started", "") >= newest[:10]})
