@@ -56,6 +56,10 @@ class Mixer(nn.Module):
     # backbone puts a BaseConv layer ahead of a mixer that does not (architectures.backbone). A
     # user's mixer (a subclass or not) declares it the same way; undeclared means False.
     short_conv: bool = False
+    # whether it is a gated convolution (Hyena, H3, BaseConv: a long filter that is the same for every
+    # input, between elementwise gates): Zoology's class of mixers whose width must grow with the
+    # sequence length to solve MQAR; the page's never-learned line cites it. Undeclared means False.
+    gated_convolution: bool = False
     # the block Zoology trains the mixer in: "transformer" (x + mixer(norm x), then x + norm x: its
     # TransformerBlock with the Identity state mixer) or "mamba" (x + mixer(norm x) only: MambaBlock)
     zoology_block: str = "transformer"

@@ -23,6 +23,7 @@ from architectures.base import Mixer, MixerOperator, causal_conv, conv_step, req
 class BaseConv(Mixer):
     name = "base_conv"
     short_conv = True  # it is the short convolution
+    gated_convolution = True  # Zoology's prototype: conv(u) * Linear(u) + u
 
     def __init__(self, d_model: int, kernel_size: int = 3, kernel: str = "auto"):
         super().__init__(d_model, kernel)

@@ -79,6 +79,7 @@ def fft_causal_conv(u: Tensor, h: Tensor) -> Tensor:
 class Hyena(Mixer):
     name = "hyena"
     short_conv = True  # short_filter_order taps on q, k, v (Zoology trains Hyena without a BaseConv)
+    gated_convolution = True  # the long filter h is input-independent; only the gates x0, x1 read the input
     # the implicit filter is defined on [0, max_len) (safari's l_max): the harness sets it to the
     # task's sequence length, as safari does, so the filter spans the positions actually used
     length_param = "max_len"

@@ -856,8 +856,9 @@ LEARNED_LITTLE = 0.05  # a best accuracy this close to the baseline on every set
 def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> list[str]:
     """Per task, the mixers that came within LEARNED_LITTLE of the no-recall baseline on every one of its
     settings, each with its largest gain, and why where the evidence says: a mixer linear in its input (as
-    the LRU: a fixed filter, the same for every input, cannot route a value by the content of its key),
-    or, on MQAR, the backbone ablation's other models where the same mixer does learn."""
+    the LRU: a fixed filter, the same for every input, cannot route a value by the content of its key), a
+    gated convolution (Zoology's finding on its width), and, on MQAR, the backbone ablation's other models
+    (where the same mixer does learn, or that none does)."""
     out = []
     for task, g in df.groupby("task"):
         for mixer, m in g.groupby("mixer"):
@@ -872,7 +873,13 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
                     "the Jacobian of its forward): a fixed filter cannot route a value by the content of its key, so it is "
                     "expected to stay at the baseline."
                 )
-            elif task == "mqar" and ablation is not None and not ablation.empty and mixer in set(ablation["mixer"]):
+            elif task == "mqar" and declares(mixer, "gated_convolution"):
+                why = (
+                    " It is a gated convolution (a long filter that is the same for every input, between elementwise gates): "
+                    "Zoology (Arora et al. 2023, arXiv 2312.04927) finds that such a model needs a width growing with the "
+                    "sequence length to solve MQAR, where attention does not; the width was not varied here."
+                )
+            if not fixed and task == "mqar" and ablation is not None and not ablation.empty and mixer in set(ablation["mixer"]):
                 row = ablation.set_index("mixer").loc[mixer]
                 others = [  # (accuracy, setting, backbone) in the ablation's models other than Zoology's
                     (row[c], c.split(" ")[0], c.rsplit(": ", 1)[1])
@@ -886,9 +893,9 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
                 ]
                 if others and not elsewhere:
                     acc, _, b = max(others)
-                    why = f" No other model in the backbone ablation makes it learn either (its best there: {acc:.3f} in {BACKBONE_LABELS[b]})."
+                    why += f" No other model in the backbone ablation makes it learn either (its best there: {acc:.3f} in {BACKBONE_LABELS[b]})."
                 if elsewhere:
-                    why = (
+                    why += (
                         f" The same mixer learns in another model: {'; '.join(elsewhere)}. So within this protocol's budget "
                         "(2,000 steps, three rates) it needs what that model adds, not more state."
                     )
