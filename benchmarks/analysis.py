@@ -564,11 +564,19 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
                 text += f" {kind.capitalize()}: " + ", ".join(sorted(set(hit["mixer"]))) + f" ({rows})."
                 solved = hit[hit["accuracy"] >= SOLVED]
                 if kind == "collapsed" and not solved.empty:  # the paper reads collapse as failure to use the state
+                    n = len(solved)
                     text += (
-                        f" Of these, {len(solved)} solve{'s' if len(solved) == 1 else ''} the task (accuracy >= {SOLVED}) "
-                        f"with a per-channel ESS below its demand: {', '.join(sorted(set(solved['mixer'])))}, whose memory "
-                        "is spread over channels."
+                        f" Of these rows, {n} solve{'s' if n == 1 else ''} the task (accuracy >= {SOLVED}) with a "
+                        f"per-channel ESS below its demand ({', '.join(sorted(set(solved['mixer'])))})"
                     )
+                    total = best.loc[solved.index, "ess_total"] if best is not None and "ess_total" in best else None
+                    if total is not None and total.notna().all():  # the memory is there, spread over channels
+                        over = int((total >= solved["memory_demand"]).sum())
+                        text += (
+                            f"; their ESS summed over channels ({total.min():,.0f} to {total.max():,.0f}) reaches the "
+                            f"demand in {over} of the {n}" + (": the memory is spread over channels" if over == n else "")
+                        )
+                    text += "."
         out.append(text)
     return out
 
@@ -885,7 +893,8 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
                     (row[c], c.split(" ")[0], c.rsplit(": ", 1)[1])
                     for c in ablation.columns
                     if " accuracy: " in c and not c.endswith(": zoology") and pd.notna(row[c])
-                ]
+                    and not (c.endswith(": conv_mlp") and own_conv(mixer))  # that cell repeats its mad run
+                ]  # fmt: skip
                 elsewhere = [
                     f"{acc:.3f} at L 64, {kv.replace('=', ' ')} in {BACKBONE_LABELS[b]} (baseline {row[kv + ' no-recall']:.3g})"
                     for acc, kv, b in others

@@ -147,6 +147,12 @@ def test_verdict_names_collapsed_rows_that_solve_the_task():
     text = _verdict(df)[0]
     assert "1 solves the task" in text and "solver" in text.split("solves the task")[1]
     assert "failer" not in text.split("solves the task")[1]
+    assert "summed over channels" not in text  # no ess_total: no claim about where the memory is
+    # with the ESS summed over channels, the spread is measured, not asserted
+    df["ess_total"] = df["ess"] * 64
+    assert "summed over channels (64 to 64) reaches the demand in 1 of the 1: the memory is spread" in _verdict(df)[0]
+    df.loc[0, "ess_total"] = 4.0  # below the demand of 8: the memory is not there either
+    assert "(4 to 4) reaches the demand in 0 of the 1." in _verdict(df)[0]
 
 
 def test_tolerance_table_runs_the_verdicts_test_at_each_tolerance():
@@ -276,12 +282,15 @@ def test_a_mixer_that_never_learns_is_explained_by_its_linearity_or_by_the_model
                        "accuracy": [0.24, 0.12, 0.25, 0.26, 0.99, 0.255], "no_recall": [0.25, 0.125, 0.25, 0.25, 0.25, 0.25],
                        "stopped": ["budget", "plateau", "plateau", "budget", "solved", "plateau"]})  # fmt: skip
     ablation = pd.DataFrame({"mixer": ["mamba", "gla", "hyena"], "kv=4 accuracy: zoology": [0.26, 0.25, 0.255],
-                             "kv=4 accuracy: mad": [0.75, 0.3, 0.36], "kv=4 no-recall": [0.25, 0.25, 0.25]})  # fmt: skip
+                             "kv=4 accuracy: mad": [0.75, 0.3, 0.36], "kv=4 no-recall": [0.25, 0.25, 0.25],
+                             "kv=4 accuracy: conv_mlp": [0.75, 0.3, 0.36]})  # fmt: skip
     lines = analysis.never_learned(df, ablation)
     assert [line.split(" ")[1] for line in lines] == ["gla", "hyena", "lru", "mamba"]  # based learned: not listed
     gla, hyena, lru, mamba = lines
     assert "linear time-invariant" in lru and "at most -0.005" in lru and "on both settings" in lru
     assert "0.750 at L 64, kv 4 in MAD's mixer + MLP blocks" in mamba and "1 of its 1 best runs ended at the step budget" in mamba
+    # Mamba has its own convolution: its conv_mlp cell repeats its mad run, so it is not cited as a second model
+    assert "with a BaseConv" not in mamba and mamba.count("0.750") == 1
     assert "step budget" not in lru and "step budget" not in gla  # a fixed filter: more steps cannot help; gla plateaued
     assert "time-invariant" not in gla and "its best there: 0.300" in gla
     # Hyena declares itself a gated convolution: Zoology's width finding, and the ablation's evidence beside it
