@@ -199,6 +199,33 @@ def seed_spread(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=cols)
 
 
+def seed_summary(spread: pd.DataFrame, verdicts: pd.DataFrame, wide: float = 0.1) -> list[str]:
+    """Sentences on what the seed replicates say: the designs whose best accuracy moves by more than
+    `wide` with the seed (their single-seed rows elsewhere are one draw), and whether the
+    within-setting comparison keeps its sign at every seed."""
+    out = []
+    moved = spread[spread["accuracy range"] > wide]
+    for _, r in moved.iterrows():
+        state = f" ({r['state']})" if r["state"] else ""
+        out.append(
+            f"{r['task']} {r['setting']}: {r['mixer']}{state} scores {r['accuracy']} at seeds {r['seeds']} "
+            f"(a range of {r['accuracy range']:.2f}): its rows elsewhere on this page are seed {r['seeds'].split(',')[0]}, "
+            "one draw of that spread."
+        )
+    if not spread.empty and moved.empty:
+        out.append(f"No replicated design's best accuracy moves by more than {wide} with the seed.")
+    for (task, setting), g in verdicts.groupby(["task", "setting"], sort=False):
+        gap = g["Spearman ESS"] - g["Spearman TSS"]
+        agree = (gap > 0).all() or (gap < 0).all()
+        out.append(
+            f"{task} {setting}: ESS's Spearman coefficient minus TSS's is "
+            + " / ".join(f"{x:.2f}" for x in gap)
+            + f" at seeds {', '.join(str(x) for x in g['seed'])}: "
+            + ("the same sign at every seed." if agree else "the sign changes with the seed.")
+        )
+    return out
+
+
 def seed_verdicts(df: pd.DataFrame) -> pd.DataFrame:
     """The within-setting comparison (accuracy's Spearman with ESS and with TSS) at each seed, for the
     settings where three or more designs were trained at more than one seed: does the verdict move

@@ -267,6 +267,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
     mad = analysis.mad_scores(df)
     lr = analysis.lr_sensitivity(runs)
     seeds, seed_verdicts = analysis.seed_spread(every_seed), analysis.seed_verdicts(every_seed)
+    seed_lines = analysis.seed_summary(seeds, seed_verdicts)
     tol = analysis.tolerance_sensitivity(ok, df)
     coverage = analysis.coverage(root, records)
     shares = analysis.time_shares(records)
@@ -423,6 +424,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
         mad=Markup(html_table(mad, "mad")) if not mad.empty else "No MAD task runs recorded yet.",
         lr=Markup(html_table(lr, "lr")),
         seeds_note=SEEDS_NOTE,
+        seed_lines=seed_lines,
         seeds=Markup(html_table(seeds, "seeds")) if not seeds.empty else "",
         seed_verdicts=Markup(html_table(seed_verdicts, "seed-verdicts")) if not seed_verdicts.empty else "",
         tolerance=Markup(html_table(tol, "tolerance")),
@@ -510,6 +512,8 @@ def build(store_root: str | Path = "results") -> list[Path]:
         "## Seeds",
         "",
         SEEDS_NOTE,
+        "",
+        *[f"- {line}" for line in seed_lines],
         "",
         markdown_table(seeds),
         "",

@@ -124,6 +124,19 @@ def test_seed_replicates_stay_out_of_the_leaderboard_rows_and_show_their_spread(
     assert list(verdicts["seed"]) == [0, 1, 2] and (verdicts["n"] == 3).all()
     # accuracy rises with ESS and falls with TSS at every seed
     assert (verdicts["Spearman ESS"] == 1).all() and (verdicts["Spearman TSS"] == -1).all()
+    lines = analysis.seed_summary(analysis.seed_spread(df), verdicts)
+    assert lines[0] == "No replicated design's best accuracy moves by more than 0.1 with the seed."
+    assert lines[1].endswith("2.00 / 2.00 / 2.00 at seeds 0, 1, 2: the same sign at every seed.")
+    # one design whose seed 1 learns where seed 0 does not: named, with its spread
+    df.loc[(df["mixer"] == "b") & (df["seed"] == 1), "accuracy"] = 0.95
+    lines = analysis.seed_summary(analysis.seed_spread(df), analysis.seed_verdicts(df))
+    assert lines[0].startswith("mqar L=64, kv=8: b scores 0.400 / 0.950 / 0.420 at seeds 0, 1, 2 (a range of 0.55)")
+    assert "seed 0, one draw" in lines[0] and "2.00 / 1.00 / 2.00 at seeds 0, 1, 2: the same sign" in lines[1]
+    # at seed 1 accuracy now falls with ESS and rises with TSS: the verdict does not survive the seed
+    seed1 = df["seed"] == 1
+    df.loc[seed1, "accuracy"] = 1.0 - df.loc[seed1, "accuracy"]
+    lines = analysis.seed_summary(analysis.seed_spread(df), analysis.seed_verdicts(df))
+    assert lines[-1].endswith("2.00 / -1.00 / 2.00 at seeds 0, 1, 2: the sign changes with the seed.")
 
 
 def test_runs_compare_under_one_protocol_whatever_their_mixer_or_rate():
