@@ -116,7 +116,8 @@ def _run_row(r: dict) -> dict:
 
 RUN_COLUMNS = [  # the order of _run_row's keys
     "group", "design", "protocol", "mixer", "backbone", "task", "level", "setting", "seq_len", "memory_demand", "state",
-    "accuracy", "no_recall", "val_accuracy", "val_loss", "lr", "ess", "ess_total", "entropy_ess", "ess_machine", "tss", "utilization", "bound",
+    "accuracy", "no_recall", "val_accuracy", "val_loss", "lr", "ess", "ess_total", "entropy_ess", "ess_machine", "tss",
+    "utilization", "bound",
     "cache_bytes", "parameters", "steps", "stopped", "seed", "commit", "device", "kernels", "wall_time_s", "key",
 ]  # fmt: skip
 
@@ -708,7 +709,10 @@ def short_verdict(best: pd.DataFrame) -> list[str]:
     run = best.groupby(family)["mixer"].nunique()
     out.append(
         "Mixers that learn (above the no-recall baseline on at least one setting): "
-        + "; ".join(f"{fam} {int(learned.get(fam, 0))} of the {int(run[fam])} run" for fam in sorted(run.index, key=lambda f: (f != "MQAR", f)))
+        + "; ".join(
+            f"{fam} {int(learned.get(fam, 0))} of the {int(run[fam])} run"
+            for fam in sorted(run.index, key=lambda f: (f != "MQAR", f))
+        )
         + "."
     )
     parts = []
