@@ -370,7 +370,8 @@ def build(store_root: str | Path = "results") -> list[Path]:
         )
     if held_back:
         summary += (
-            f" Held back until the sweep completes their learning-rate grid: {len(held_back)} group{'s' if len(held_back) != 1 else ''} "
+            " Held back until the sweep completes their learning-rate grid: "
+            f"{len(held_back)} group{'s' if len(held_back) != 1 else ''} "
             f"({', '.join(sorted({_describe_group(runs, g) for g in held_back}))})."
         )
     incomplete = any(c["ok"] + c["failed"] < c["planned"] for c in coverage)
