@@ -18,6 +18,7 @@ fixed input, a causal linear operator on its per-channel inputs. Besides
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Callable
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from architectures import cpu_kernels
 from architectures.kernels import check_choice
 from architectures.operators import MixerOperator  # noqa: F401  (part of the mixer interface)
 
@@ -128,13 +130,62 @@ class _CausalDepthwiseConv(torch.autograd.Function):
         return grad_x, grad_w, grad.sum((0, 2)) if ctx.has_bias else None
 
 
+def _pointer(t: Tensor | None) -> ctypes.c_void_p | None:
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+class _CompiledCausalConv(torch.autograd.Function):
+    """The same convolution by the C loops of `architectures/csrc/causal_conv.c` (fp32, CPU), in the
+    layout the input comes in: (B, C, L) with time contiguous, or channels-last (B, L, C) memory
+    (a transposed projection), so that neither is copied into the other. The output and the input's
+    gradient keep the input's layout."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        channels_last = x.stride(1) == 1 and x.shape[2] > 1
+        if channels_last:
+            x = x.transpose(1, 2).contiguous().transpose(1, 2)  # a no-op for a transposed contiguous tensor
+        else:
+            x = x.contiguous()
+        taps = weight.reshape(weight.shape[0], -1)
+        taps = (taps.t() if channels_last else taps).contiguous()
+        y = torch.empty_like(x)  # the same strides as x
+        lib = cpu_kernels.load("causal_conv")
+        forward = lib.conv_forward_cl if channels_last else lib.conv_forward
+        forward(*map(_pointer, (x, taps, bias, y)), *x.shape, weight.shape[-1])
+        ctx.save_for_backward(x, taps)
+        ctx.has_bias, ctx.weight_shape, ctx.channels_last = bias is not None, weight.shape, channels_last
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, taps = ctx.saved_tensors
+        grad = grad.transpose(1, 2).contiguous().transpose(1, 2) if ctx.channels_last else grad.contiguous()
+        grad_x, grad_w = torch.empty_like(x), torch.zeros_like(taps)
+        grad_b = x.new_zeros(x.shape[1]) if ctx.has_bias else None
+        lib = cpu_kernels.load("causal_conv")
+        backward = lib.conv_backward_cl if ctx.channels_last else lib.conv_backward
+        backward(*map(_pointer, (x, taps, grad, grad_x, grad_w, grad_b)), *x.shape, ctx.weight_shape[-1])
+        grad_w = grad_w.t() if ctx.channels_last else grad_w
+        return grad_x, grad_w.reshape(ctx.weight_shape), grad_b
+
+
+def depthwise_causal_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y[b, c, t] = bias[c] + sum_k weight[c, 0, k] x[b, c, t - (K - 1 - k)] for x `(B, C, L)`, weight
+    `(C, 1, K)`. On CPU (outside autocast): in fp32 the C loops of `_CompiledCausalConv` where they
+    built, else `_CausalDepthwiseConv`, whose backward is several times faster than conv1d's there
+    (`tests/test_mixers.py` checks both against nn.Conv1d)."""
+    if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and x.dtype == weight.dtype:
+        if x.dtype == torch.float32 and cpu_kernels.load("causal_conv") is not None:
+            return _CompiledCausalConv.apply(x, weight, bias)
+        return _CausalDepthwiseConv.apply(x, weight, bias)
+    return F.conv1d(F.pad(x, (weight.shape[-1] - 1, 0)), weight, bias, groups=x.shape[1])
+
+
 def causal_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
     """The causal outputs `(B, C, L)` of a depthwise `conv` (built with padding K - 1) on `x` `(B, C, L)`:
-    the module's first L outputs. On CPU (outside autocast) through `_CausalDepthwiseConv`, whose
-    backward is several times faster there (`tests/test_mixers.py` checks it against the module's)."""
-    if x.device.type == "cpu" and not torch.is_autocast_enabled("cpu") and x.dtype == conv.weight.dtype:
-        return _CausalDepthwiseConv.apply(x, conv.weight, conv.bias)
-    return conv(x)[..., : x.shape[-1]]
+    the module's first L outputs (`depthwise_causal_conv` with its weights)."""
+    return depthwise_causal_conv(x, conv.weight, conv.bias)
 
 
 def conv_step(conv: nn.Conv1d, past: Tensor, x_t: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,7 +1,8 @@
 """The Hyena operator (Poli et al. 2023, "Hyena Hierarchy"), order 2, as in HazyResearch/safari.
 
 in_proj -> (x0, x1, v) -> short depthwise causal conv (3 taps) each; v <- x1 * v;
-v <- h * v + bias * v with a long causal filter h of the sequence's length, computed by FFT;
+v <- h * v + bias * v with a long causal filter h of the sequence's length, computed by FFT (by its
+taps directly up to DIRECT_MAX_LEN on a CPU, where that is faster);
 y = x0 * v -> out_proj. The filter is implicit: an MLP with sine activations (order 64) of a
 positional encoding (emb_dim 3), times an exponential decay window (fast 0.3, slow 1.5,
 target 1e-2) — safari's defaults. The positional encoding spans [0, max_len) (safari's l_max), so the
@@ -20,7 +21,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from architectures.base import Mixer, MixerOperator, causal_conv, config_error, conv_step, require_positive
+from architectures.base import (
+    Mixer,
+    MixerOperator,
+    causal_conv,
+    config_error,
+    conv_step,
+    depthwise_causal_conv,
+    require_positive,
+)
 
 
 class Sin(nn.Module):
@@ -67,6 +76,27 @@ class ImplicitFilter(nn.Module):
         return (self.mlp(z) * torch.exp(-t * self.deltas.abs())).transpose(0, 1)  # (channels, L)
 
 
+# up to this length the long convolution is computed directly, as a depthwise convolution with L taps:
+# at the CPU presets' L 64 an FFT of length 2L costs several times more
+DIRECT_MAX_LEN = 128
+
+
+def toeplitz(h: Tensor) -> Tensor:
+    """`(C, L, L)` causal Toeplitz matrices T[c, t, s] = h[c, t - s] (s <= t) of filters h `(C, L)`."""
+    length = h.shape[-1]
+    t = torch.arange(length, device=h.device)
+    lag = t[:, None] - t[None, :]
+    return h[:, lag.clamp_min(0)] * (lag >= 0)
+
+
+def causal_long_conv(u: Tensor, h: Tensor) -> Tensor:
+    """sum_{s <= t} h[t - s] u[s] for u `(B, C, L)`, h `(C, L)`: directly for short sequences on a CPU,
+    by FFT (O(L log L)) beyond DIRECT_MAX_LEN and on GPUs; the two agree (tests/test_mixers.py)."""
+    if u.shape[-1] > DIRECT_MAX_LEN or u.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+        return fft_causal_conv(u, h)
+    return depthwise_causal_conv(u, h.to(u.dtype).flip(-1).unsqueeze(1))
+
+
 def fft_causal_conv(u: Tensor, h: Tensor) -> Tensor:
     """sum_{s <= t} h[t - s] u[s] for u `(B, C, L)`, h `(C, L)`, in O(L log L)."""
     length = u.shape[-1]
@@ -109,7 +139,7 @@ class Hyena(Mixer):
     def _mix(self, x0: Tensor, x1: Tensor, v: Tensor, h: Tensor) -> Tensor:
         """x0 * (h * (x1 v) + bias x1 v), the long convolution by FFT: `(B, D, L)`."""
         u = x1 * v
-        return x0 * (fft_causal_conv(u, h) + self.bias[:, None] * u)
+        return x0 * (causal_long_conv(u, h) + self.bias[:, None] * u)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
@@ -128,11 +158,8 @@ class Hyena(Mixer):
         x0, x1, v = self._gates(x)
         length = x.shape[1]
         h = self.filter(length, x.device)  # (D, L)
-        t = torch.arange(length, device=x.device)
-        lag = (t[:, None] - t[None, :]).clamp_min(0)
-        toeplitz = h[:, lag] * (t[:, None] >= t[None, :])  # (D, L, L)
-        toeplitz = toeplitz + torch.diag_embed(self.bias[:, None].expand(-1, length))
-        matrix = x0.unsqueeze(-1) * toeplitz.unsqueeze(0) * x1.unsqueeze(-2)
+        filters = toeplitz(h) + torch.diag_embed(self.bias[:, None].expand(-1, length))
+        matrix = x0.unsqueeze(-1) * filters.unsqueeze(0) * x1.unsqueeze(-2)
         return MixerOperator(matrix, v, self._mix(x0, x1, v, h))
 
     def readout(self, outputs: Tensor, x: Tensor) -> Tensor:

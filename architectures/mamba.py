@@ -5,9 +5,11 @@ SSM per channel: h_t = exp(dt_t A) h_t-1 + dt_t B_t u_t, y_t = C_t h_t + D u_t;
 y * SiLU(z) -> out_proj. Defaults are the paper's (d_state 16, d_conv 4,
 expand 2, dt_rank ceil(d_model / 16), dt in [1e-3, 1e-1], S4D-real A init).
 
-Reference path: the selective scan in plain PyTorch, time-major (architectures.scan).
+Reference path: the selective scan in plain PyTorch, time-major (architectures.selective_scan).
 Fast path on CUDA: mamba-ssm's selective_scan_fn and causal-conv1d when they
-import and pass a first-call check. TSS per channel: d_state.
+import and pass a first-call check. On a CPU in fp32: the same scan in C
+(architectures/csrc/selective_scan.c, kernel "s6-cpu"), built on first use; kernel="reference"
+or MIXERBENCH_KERNELS=reference keeps the PyTorch scan. TSS per channel: d_state.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from architectures.base import Mixer, MixerOperator, causal_conv, conv_step, ini
 from architectures.kernels import optional_import, use_fast
 from architectures.operators import Semiseparable
 from architectures.scan import linear_scan
-from architectures.selective_scan import selective_scan
+from architectures.selective_scan import compiled_available, selective_scan, selective_scan_compiled
 
 
 class _Projected(NamedTuple):
@@ -94,6 +96,10 @@ class Mamba(Mixer):
             # the kernel takes delta in u's dtype; autocast computes softplus in fp32 (mamba-ssm's own
             # block instead passes dt before softplus, with delta_softplus=True)
             return scan(p.u, p.dt.to(p.u.dtype), self._A(), p.B.transpose(1, 2), p.C.transpose(1, 2), None)
+        if self.kernel_choice != "reference" and compiled_available(p.u, p.dt, p.B, p.C):
+            self.kernel = "s6-cpu"
+            y = selective_scan_compiled(p.u.transpose(1, 2), p.dt.transpose(1, 2), self._A(), p.B, p.C)
+            return y.transpose(1, 2)
         self.kernel = "reference"
         return self._reference_scan(p)
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from architectures.base import causal_conv, conv_step, init_step_sizes, require_divisible, require_positive
 from architectures.kernels import optional_import, use_fast
 from architectures.linear_recurrence import GatedLinearMixer, Heads, chunked_gla
+from architectures.selective_scan import compiled_available, selective_scan_compiled
 
 
 class Mamba2(GatedLinearMixer):
@@ -55,11 +56,15 @@ class Mamba2(GatedLinearMixer):
         self.norm = nn.RMSNorm(d_inner, eps=1e-5)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
 
-    def _split(self, zxbcdt: Tensor, xBC: Tensor) -> Heads:
-        """Heads from the in-projection and the convolved, activated xBC `(B, L, conv_dim)`."""
+    def _in_proj(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """z, xBC and the step sizes' logits of the in-projection: one split, whose backward is one
+        concatenation (three slices would each zero-fill a gradient of the whole projection)."""
+        return self.in_proj(x).split([self.d_inner, self.conv_dim, self.num_heads], dim=-1)
+
+    def _split(self, z: Tensor, xBC: Tensor, dt_logits: Tensor) -> Heads:
+        """Heads from the gate z, the convolved, activated xBC `(B, L, conv_dim)` and the step sizes' logits."""
         b, length, _ = xBC.shape
-        z = zxbcdt[..., : self.d_inner]
-        dt = F.softplus(zxbcdt[..., -self.num_heads :] + self.dt_bias)  # (B, L, H)
+        dt = F.softplus(dt_logits + self.dt_bias)  # (B, L, H)
         x, B, C = xBC.split([self.d_inner, self.d_state, self.d_state], dim=-1)
         x = x.view(b, length, self.num_heads, self.headdim).transpose(1, 2)  # (B, H, L, P)
         dt = dt.transpose(1, 2)  # (B, H, L)
@@ -70,18 +75,31 @@ class Mamba2(GatedLinearMixer):
         return Heads(q, k, x, log_a, ctx=(z, dt, B, C))
 
     def heads(self, x: Tensor) -> Heads:
-        zxbcdt = self.in_proj(x)
-        xBC = zxbcdt[..., self.d_inner : self.d_inner + self.conv_dim]
+        z, xBC, dt_logits = self._in_proj(x)
         xBC = F.silu(causal_conv(self.conv, xBC.transpose(1, 2)).transpose(1, 2))
-        return self._split(zxbcdt, xBC)
+        return self._split(z, xBC, dt_logits)
 
     def _recurrence(self, hd: Heads) -> Tensor:
         if use_fast("mamba2/ssd", self.kernel_choice, hd.v.device, _probe):
             self.kernel = "mamba-ssm-ssd"
             _, dt, B, C = hd.ctx
             return _ssd_kernel(hd.v, dt, -self.A_log.exp(), B, C)
+        _, dt, B, C = hd.ctx
+        if self.kernel_choice != "reference" and compiled_available(hd.v, dt, B, C):
+            self.kernel = "s6-cpu"
+            return self._compiled_scan(hd.v, dt, B, C)
         self.kernel = "reference"
         return chunked_gla(hd.q, hd.k, hd.v, hd.log_a, self.chunk_size)[0]
+
+    def _compiled_scan(self, x: Tensor, dt: Tensor, B: Tensor, C: Tensor) -> Tensor:
+        """SSD as a selective scan (architectures/csrc/selective_scan.c): each of a head's channels
+        is an S6 channel with the head's step size and one decay, A_h, shared by its states."""
+        b, h, length, p = x.shape
+        u = x.permute(0, 2, 1, 3).reshape(b, length, h * p)
+        dt_channels = dt.transpose(1, 2).repeat_interleave(p, dim=-1)  # (B, L, H * P)
+        A = (-self.A_log.exp()).repeat_interleave(p)[:, None]  # (H * P, 1): one decay per channel
+        y = selective_scan_compiled(u, dt_channels, A, B, C)  # (B, L, H * P)
+        return y.view(b, length, h, p).permute(0, 2, 1, 3)
 
     def finish(self, o: Tensor, hd: Heads) -> Tensor:
         z = hd.ctx[0]
@@ -95,10 +113,9 @@ class Mamba2(GatedLinearMixer):
         return state
 
     def step_heads(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Heads, dict[str, Tensor]]:
-        zxbcdt = self.in_proj(x_t)
-        xBC = zxbcdt[..., self.d_inner : self.d_inner + self.conv_dim]
+        z, xBC, dt_logits = self._in_proj(x_t)
         conv_out, conv_state = conv_step(self.conv, state["conv"], xBC)
-        return self._split(zxbcdt.unsqueeze(1), F.silu(conv_out).unsqueeze(1)), {"conv": conv_state}
+        return self._split(z.unsqueeze(1), F.silu(conv_out).unsqueeze(1), dt_logits.unsqueeze(1)), {"conv": conv_state}
 
 
 def _ssd_kernel(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:

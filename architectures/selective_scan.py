@@ -12,12 +12,20 @@ accumulating the gradients of dt and A step by step, and reduces the rest with b
 products. This is how mamba-ssm's kernel is organised (recompute in fast memory), in PyTorch ops;
 it matches the definition (tests/test_scan.py) and mamba-ssm's `selective_scan_ref`
 (tests/test_fast_paths_interpreted.py).
+
+On a CPU the training path is `selective_scan_compiled`: the same recurrence in C
+(`architectures/csrc/selective_scan.c`), whose states never leave the cache and whose backward
+recomputes them from checkpoints; this module's PyTorch scan stays the reference and the fallback.
 """
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch import Tensor
+
+from architectures import cpu_kernels
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -68,3 +76,54 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Te
     """y `(L, b, D)` of the selective scan for time-major u, dt `(L, b, D)`, B, C `(L, b, N)`, A `(D, N)`."""
     dtype = torch.promote_types(u.dtype, A.dtype)  # fp32 at least, as the kernel computes
     return _SelectiveScan.apply(*(t.to(dtype).contiguous() for t in (u, dt, A, B, C)))
+
+
+def _pointer(t: Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+class _CompiledSelectiveScan(torch.autograd.Function):
+    """The same scan by the C kernel of `architectures/csrc/selective_scan.c` (batch-major, fp32)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+        # u, dt: (b, L, D); A: (D, N), or (D, 1) for one decay per channel; B, C: (b, L, N); all
+        # contiguous fp32 on the CPU
+        batch, length, d = u.shape
+        n = B.shape[-1]
+        lib = cpu_kernels.load("selective_scan")
+        a_t = A.t().contiguous()  # (N or 1, D): the kernel's inner loop runs over channels
+        y = torch.empty_like(u)
+        ckpt = u.new_empty(batch, lib.s6_chunks(length), n, d) if any(ctx.needs_input_grad) else None
+        pointers = [*map(_pointer, (u, dt, a_t, B, C, y)), None if ckpt is None else _pointer(ckpt)]
+        if lib.s6_forward(*pointers, batch, length, d, n, a_t.shape[0]):
+            raise MemoryError("selective scan: the CPU kernel could not allocate its state")
+        ctx.save_for_backward(u, dt, a_t, B, C, ckpt)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        u, dt, a_t, B, C, ckpt = ctx.saved_tensors
+        batch, length, d = u.shape
+        gy = gy.contiguous()
+        gu, gdt, gB, gC = torch.empty_like(u), torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
+        g_a = torch.zeros_like(a_t)
+        lib = cpu_kernels.load("selective_scan")
+        pointers = map(_pointer, (u, dt, a_t, B, C, ckpt, gy, gu, gdt, g_a, gB, gC))
+        if lib.s6_backward(*pointers, batch, length, d, B.shape[-1], a_t.shape[0]):
+            raise MemoryError("selective scan: the CPU kernel could not allocate its buffers")
+        return gu, gdt, g_a.t(), gB, gC
+
+
+def compiled_available(*tensors: Tensor) -> bool:
+    """Whether the C kernel can run the scan of these tensors: fp32 on the CPU and the kernel built."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and (
+        cpu_kernels.load("selective_scan") is not None
+    )
+
+
+def selective_scan_compiled(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    """y `(b, L, D)` of the selective scan for batch-major u, dt `(b, L, D)`, B, C `(b, L, N)`, A `(D, N)`
+    or `(D, 1)` (one decay per channel, shared by its states: Mamba-2), by the C kernel (check
+    `compiled_available` first). Equal to `selective_scan` (tests/test_scan.py)."""
+    return _CompiledSelectiveScan.apply(*(t.contiguous() for t in (u, dt, A, B, C)))

@@ -165,16 +165,23 @@ def test_sliding_window_tss_is_the_tight_bound_w_minus_1():
     assert mixer.state_size(24) == 4 and ranks.max() == 4
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "time_contiguous"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("taps", [1, 3, 4])
-def test_causal_conv_matches_the_module_in_value_and_gradient(taps):
-    """The CPU causal depthwise conv (Mamba, Mamba-2, Hyena) with its convolutional backward against
-    ground truth: the nn.Conv1d module's first L outputs and autograd's gradients through it, in
-    float64, on a non-contiguous input as the mixers pass it (a transposed projection)."""
+def test_causal_conv_matches_the_module_in_value_and_gradient(taps, dtype, layout):
+    """The CPU causal depthwise conv (Mamba, Mamba-2, Hyena, BaseConv) against ground truth: the
+    nn.Conv1d module's first L outputs and autograd's gradients through it, on a non-contiguous input
+    as the mixers pass it (a transposed projection) and a contiguous one. float64 takes the PyTorch path with its
+    convolutional backward, float32 the compiled C loops (architectures/csrc/causal_conv.c)."""
+    from architectures import cpu_kernels
     from architectures.base import causal_conv
 
-    conv = torch.nn.Conv1d(6, 6, taps, groups=6, padding=taps - 1).double()
-    x = torch.randn(3, 10, 6, dtype=torch.float64).transpose(1, 2).requires_grad_()
-    grad = torch.randn(3, 6, 10, dtype=torch.float64)
+    if dtype == torch.float32 and cpu_kernels.load("causal_conv") is None:
+        pytest.skip("no C compiler: the compiled convolution is not built")
+    conv = torch.nn.Conv1d(6, 6, taps, groups=6, padding=taps - 1).to(dtype)
+    x = torch.randn(3, 10, 6, dtype=dtype).transpose(1, 2)
+    x = (x if layout == "channels_last" else x.contiguous()).requires_grad_()
+    grad = torch.randn(3, 6, 10, dtype=dtype)
     y = causal_conv(conv, x)
     y.backward(grad)
     got = (x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone())
@@ -185,3 +192,49 @@ def test_causal_conv_matches_the_module_in_value_and_gradient(taps):
     torch.testing.assert_close(y, ref)
     for g, r in zip(got, (x.grad, conv.weight.grad, conv.bias.grad), strict=True):
         torch.testing.assert_close(g, r)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("length", [1, 7, 64])
+def test_hyena_long_conv_direct_equals_fft(length, dtype):
+    """Hyena's two paths for its long convolution, direct (short sequences on a CPU: the compiled
+    convolution in float32) and by FFT, against the definition sum_{s <= t} h[t - s] u[s], values and
+    gradients, on a channels-last input as Hyena's gates give it."""
+    from architectures.hyena import causal_long_conv, fft_causal_conv
+
+    torch.manual_seed(0)
+    u = torch.randn(2, length, 3, dtype=dtype).transpose(1, 2).requires_grad_()
+    h = torch.randn(3, length, dtype=dtype, requires_grad=True)
+    direct = causal_long_conv(u, h)
+    by_fft = fft_causal_conv(u, h)
+    definition = torch.stack(
+        [sum(h[:, t - s] * u[..., s] for s in range(t + 1)) for t in range(length)], dim=-1
+    )  # fmt: skip
+    torch.testing.assert_close(direct, definition)
+    torch.testing.assert_close(by_fft, definition)
+    grad = torch.randn_like(direct)
+    for a, b in zip(torch.autograd.grad(direct, (u, h), grad), torch.autograd.grad(by_fft, (u, h), grad), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["mamba", "mamba2"])
+def test_compiled_cpu_scan_equals_the_reference_path_in_the_mixer(name):
+    """Mamba's and Mamba-2's training path on a CPU (the compiled scan, kernel "s6-cpu") against their
+    PyTorch reference path, in float32: outputs and every parameter's gradient."""
+    from architectures import cpu_kernels
+
+    if cpu_kernels.load("selective_scan") is None:
+        pytest.skip("no C compiler: the compiled scan is not built")
+    torch.manual_seed(0)
+    mixer = registry.build(name, d_model=32)
+    x = torch.randn(3, 40, 32, requires_grad=True)
+    y = mixer(x)
+    assert mixer.kernel == "s6-cpu"
+    got = torch.autograd.grad(y.square().sum(), [x, *mixer.parameters()])
+    mixer.kernel_choice = "reference"
+    ref = mixer(x)
+    assert mixer.kernel == "reference"
+    want = torch.autograd.grad(ref.square().sum(), [x, *mixer.parameters()])
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

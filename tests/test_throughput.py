@@ -125,7 +125,7 @@ def test_missing_kernels_fall_back_and_the_record_says_so(tmp_path):
     for r in records:
         assert r["status"] == "ok", r.get("error")
         m = r["metrics"]
-        assert m["kernel"] in ("reference", "sdpa")
+        assert m["kernel"] in ("reference", "sdpa", "s6-cpu")  # s6-cpu: the compiled CPU scan, CUDA kernels absent
         assert "no CUDA" in m["fallback"]
         assert m["forward_tokens_per_s"] > 0 and m["decode_tokens_per_s"] > 0 and m["peak_memory_bytes"] > 0
         assert m["forward_flops"] > 0

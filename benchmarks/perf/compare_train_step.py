@@ -1,6 +1,7 @@
 """Training-step speed of this checkout against another one, measured in one run, interleaved.
 
     python benchmarks/perf/compare_train_step.py /path/to/other/checkout [--mixers attention,mamba] [--rounds 5]
+        [--threads 1] [--clock cpu]
 
 On a shared 2-core machine two identical runs minutes apart can differ 2-3x, so absolute times
 taken at different moments are not comparable. Here one worker process per checkout stays alive
@@ -8,7 +9,9 @@ taken at different moments are not comparable. Here one worker process per check
 alternating which goes first, to time the same step (benchmarks/perf/train_step.py: forward, loss,
 backward, clipping, AdamW at the CPU presets' shape) for at least `--seconds` each; only one
 measures at any time. It prints, per mixer, the median seconds per step of each checkout and the
-median over rounds of the per-round ratio, then the geometric mean of the ratios.
+median over rounds of the per-round ratio, then the geometric mean of the ratios. `--clock cpu`
+times CPU seconds instead of wall seconds: at one thread, a step's own time, which another process
+holding the core does not inflate (use it on a loaded machine, and say so).
 """
 
 from __future__ import annotations
@@ -31,19 +34,20 @@ torch.set_num_threads(int(sys.argv[2]))
 spec = importlib.util.spec_from_file_location("train_step", sys.argv[1])
 ts = importlib.util.module_from_spec(spec); spec.loader.exec_module(ts)
 built = {}
+clock = sys.argv[3]
 for line in sys.stdin:
     mixer, seconds = line.split()
     if mixer not in built:
         built[mixer] = ts.build(mixer)
         ts.time_steps(*built[mixer], min_seconds=0.0, min_steps=2)  # warm-up: first-call probes, allocator
-    times = ts.time_steps(*built[mixer], min_seconds=float(seconds))
+    times = ts.time_steps(*built[mixer], min_seconds=float(seconds), clock=clock)
     print(json.dumps({"mixer": mixer, "median": statistics.median(times), "steps": len(times)}), flush=True)
 """
 
 
-def start_worker(checkout: Path, threads: int) -> subprocess.Popen:
+def start_worker(checkout: Path, threads: int, clock: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, str(HERE.parent / "train_step.py"), str(threads)],
+        [sys.executable, "-c", WORKER, str(HERE.parent / "train_step.py"), str(threads), clock],
         cwd=checkout,
         env={**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": str(threads)},
         stdin=subprocess.PIPE,
@@ -68,12 +72,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall seconds, or the process's CPU seconds")
     args = parser.parse_args()
     if not (args.other / "architectures" / "backbone.py").exists():
         print(f"error: {args.other} is not a checkout of this suite (no architectures/backbone.py)", file=sys.stderr)
         return 2
     mixers = args.mixers.split(",")
-    workers = {"this": start_worker(ROOT, args.threads), "other": start_worker(args.other.resolve(), args.threads)}
+    workers = {name: start_worker(path, args.threads, args.clock) for name, path in (("this", ROOT), ("other", args.other.resolve()))}
     times = {(m, w): [] for m in mixers for w in workers}
     ratios = {m: [] for m in mixers}
     try:
@@ -95,7 +100,7 @@ def main() -> int:
         this, other = statistics.median(times[(m, "this")]), statistics.median(times[(m, "other")])
         print(f"| {m} | {1e3 * this:.1f} | {1e3 * other:.1f} | {statistics.median(ratios[m]):.2f}x |")
     geo = math.exp(statistics.fmean(math.log(statistics.median(ratios[m])) for m in mixers))
-    print(f"\ngeometric mean speedup over {len(mixers)} mixers: {geo:.2f}x ({args.threads} threads, {args.rounds} rounds)")
+    print(f"\ngeometric mean speedup over {len(mixers)} mixers: {geo:.2f}x ({args.threads} threads, {args.rounds} rounds, {args.clock} clock)")
     return 0
 
 

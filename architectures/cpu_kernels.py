@@ -1,0 +1,84 @@
+"""CPU kernels in C, compiled on first use and loaded with ctypes.
+
+The sources live in `architectures/csrc/`. Each is compiled once per machine with the system's C
+compiler (`cc`, or $CC) for the CPU it runs on (`-march=native`), into a cache keyed by the source,
+the flags, the compiler and the CPU's model and flags (so a cache shared by machines of different
+CPUs, e.g. a cluster's home directory, never loads a library built for another); it is written
+under a temporary name and renamed into place, so concurrent first uses (a sweep's workers) never
+load a half-written file. No compiler, or a failed build, means no kernel: `load` returns None
+once, with a warning, and callers keep their PyTorch reference path.
+
+`MIXERBENCH_KERNELS=reference` disables them; `MIXERBENCH_KERNEL_CACHE` moves the cache
+(default `~/.cache/mixerbench/kernels`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+SOURCES = Path(__file__).parent / "csrc"
+# no -ffast-math: NaN and infinity keep their meaning (a diverging run must show its NaN)
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
+LIBS = ("-lm",)
+
+
+def _cpu_identity() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
+    return "\n".join(sorted(set(lines)))
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MIXERBENCH_KERNEL_CACHE", Path.home() / ".cache" / "mixerbench" / "kernels"))
+
+
+def _build(source: Path, compiler: str) -> Path:
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    ident = "\n".join([source.read_text(), " ".join(FLAGS + LIBS), version, _cpu_identity()])
+    target = _cache_dir() / f"{source.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".so.tmp")
+    os.close(fd)
+    try:
+        result = subprocess.run([compiler, *FLAGS, str(source), "-o", tmp, *LIBS], capture_output=True, text=True, timeout=300)
+        if result.returncode:
+            raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "compiler failed")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled library of `csrc/<name>.c`, or None (no compiler, a failed build, or disabled)."""
+    if os.environ.get("MIXERBENCH_KERNELS") == "reference":
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        warnings.warn(f"{name}: no C compiler found (set CC); using the PyTorch reference path", stacklevel=2)
+        return None
+    try:
+        return ctypes.CDLL(str(_build(SOURCES / f"{name}.c", compiler)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        warnings.warn(f"{name}: the CPU kernel did not build ({e}); using the PyTorch reference path", stacklevel=2)
+        return None
