@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -644,7 +645,13 @@ def coverage(store_root: Path, records: list[dict]) -> list[dict]:
     done = {r["key"]: r for r in records}
     out = []
     for plan in sorted((Path(store_root) / "plans").glob("*.json")):
-        keys = json.loads(plan.read_text())["keys"]
+        try:
+            keys = json.loads(plan.read_text())["keys"]
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise TypeError("keys is not a list of strings")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:  # cut short, or not a plan
+            print(f"warning: {plan}: not a readable plan ({type(e).__name__}: {e}); its coverage is left out", file=sys.stderr)
+            continue
         ran = [done[k] for k in keys if k in done]
         out.append(
             {

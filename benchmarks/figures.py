@@ -3,6 +3,7 @@ faceted per task setting, one colour per mixer on every figure, and rows that di
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ def style_of(mixers: list[str]) -> tuple[dict, dict]:
 def _save(fig, out_dir: Path, name: str, paths: dict[str, Path]) -> None:
     import matplotlib.pyplot as plt
 
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):  # names come from records: never a path
+        raise ValueError(f"figure name {name!r} is not a plain file name")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -5,15 +5,20 @@ analyses; sortable tables; each row's provenance one click away) and the figures
     python -m benchmarks.leaderboard [store_dir]     # default: results
 
 The numbers come from `benchmarks.analysis`, the figures from `benchmarks.figures`, the page's
-layout from `templates/leaderboard.html.j2`.
+layout from `templates/leaderboard.html.j2`. A rebuild writes everything into a temporary directory
+beside the target and renames it into place, so a killed or failed rebuild leaves the last page whole.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +197,7 @@ def html_table(df: pd.DataFrame, table_id: str, row_class=None, details=None) ->
             cells.append(f'<td class="{cls.strip()}" data-value="{html.escape(str(v))}">{shown}</td>')
         klass = row_class(i) if row_class else ""
         body.append(f'<tr class="{klass}">{"".join(cells)}</tr>')
+    table_id = html.escape(table_id)
     return f'<table class="sortable" id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
@@ -253,9 +259,37 @@ def build(store_root: str | Path = "results") -> list[Path]:
     every_seed = analysis.best_rows(runs, held_back)  # each group's best rate, every seed; the tables keep the first seed
     df = rows(records, tp, every_seed)
     root.mkdir(parents=True, exist_ok=True)
+    # everything is written into a directory of its own beside the target, then renamed into place:
+    # a killed or failed rebuild leaves the last page whole, and two rebuilds never share a file
+    stage = Path(tempfile.mkdtemp(dir=root, prefix=".leaderboard-"))
+    try:
+        return _publish(_build_into(stage, root, store, records, ok, failed, tp, runs, held_back, every_seed, df), stage, root)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _publish(written: list[Path], stage: Path, root: Path) -> list[Path]:
+    """Rename every file written under `stage` to the same place under `root`, figures first and the page
+    last; then remove the figures the new build did not draw (tasks no longer in the store)."""
     fig_dir = root / "figures"
-    for old in fig_dir.glob("*.png"):  # figures of tasks no longer in the store must not linger
-        old.unlink()
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    new = sorted((stage / "figures").glob("*.png")) if (stage / "figures").is_dir() else []
+    for path in new:
+        os.replace(path, fig_dir / path.name)
+    for old in fig_dir.glob("*.png"):
+        if old.name not in {p.name for p in new}:
+            old.unlink(missing_ok=True)
+    out = []
+    for path in written:
+        os.replace(path, root / path.name)
+        out.append(root / path.name)
+    return out
+
+
+def _build_into(stage, root, store, records, ok, failed, tp, runs, held_back, every_seed, df) -> list[Path]:
+    """Write the leaderboard of `root`'s records into `stage`: (Markdown, CSV, page), figures under
+    `stage/figures`; the links in them are relative to `root`, where `_publish` moves them."""
+    fig_dir = stage / "figures"
 
     corr = analysis.correlations(df)
     within = analysis.within_mixer_correlations(df)
@@ -293,7 +327,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
         else "No runs recorded yet."
     )
 
-    df.to_csv(root / "leaderboard.csv", index=False)
+    df.to_csv(stage / "leaderboard.csv", index=False)
     table = df.assign(record=df["key"])[list(TABLE)[:-1] + ["record"]].rename(columns=TABLE)
     use_cols = ["setting", "mixer", "state", "memory_demand", "tss", "bound", "ess", "ESS/bound", "ESS/demand", "accuracy"]
     use_shown = use[[*use_cols, "state use"]].rename(columns={"memory_demand": "memory demand", "tss": "TSS", "ess": "ESS"})
@@ -306,7 +340,8 @@ def build(store_root: str | Path = "results") -> list[Path]:
         def details(i, idx=idx):
             r = df.loc[idx[i]]
             items = "".join(f"<br>{html.escape(k)}: {html.escape(_cell(k, r[k]))}" for k in PROVENANCE)
-            return f"<a href='records/{r['key']}.json'>records/{r['key']}.json</a>{items}"
+            key = html.escape(str(r["key"]))
+            return f"<a href='records/{key}.json'>records/{key}.json</a>{items}"
 
         def row_class(i, idx=idx):
             return "not-learned" if df.loc[idx[i], "learned"] != "yes" else ""
@@ -444,7 +479,7 @@ def build(store_root: str | Path = "results") -> list[Path]:
             for r in records
         ],
     )
-    html_path = root / "index.html"
+    html_path = stage / "index.html"
     html_path.write_text(page)
 
     cov = "; ".join(
@@ -553,11 +588,33 @@ def build(store_root: str | Path = "results") -> list[Path]:
             text.append(
                 f"| {r['key']} | {r['config']['architecture'].get('name', '?')} | {r.get('error', '').replace('|', '/')[:200]} |"
             )
-    md_path = root / "leaderboard.md"
+    md_path = stage / "leaderboard.md"
     md_path.write_text("\n".join(text) + "\n")
-    return [md_path, root / "leaderboard.csv", html_path]
+    return [md_path, stage / "leaderboard.csv", html_path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.leaderboard", description="Build the leaderboard (page, Markdown, CSV, figures) of a store."
+    )
+    parser.add_argument("store", nargs="?", default="results", help="the store's directory (default: results)")
+    args = parser.parse_args(argv)
+    root = Path(args.store)
+    store = Store(root)
+    try:
+        if not store.records_dir.is_dir() or not any(store.records_dir.glob("*.json")):
+            # a mistyped or empty store would publish an empty leaderboard over nothing
+            print(f"leaderboard: no records in {store.records_dir}: give a store a sweep has written", file=sys.stderr)
+            return 2
+        paths = build(root)
+    except OSError as e:  # a read-only store, a full disk
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"leaderboard: cannot build in {root}: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    for p in paths:
+        print(p)
+    return 0
 
 
 if __name__ == "__main__":
-    for p in build(sys.argv[1] if len(sys.argv) > 1 else "results"):
-        print(p)
+    sys.exit(main())

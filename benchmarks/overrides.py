@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from pathlib import Path
 
 CONF = Path(__file__).resolve().parent / "conf" / "architecture"
+PRESETS = Path(__file__).resolve().parent / "conf" / "preset"
 
 
 def _is_out_of_tree(value: str) -> bool:
     return ":" in value and not (CONF / f"{value}.yaml").exists()
 
 
+def check_preset(value: str) -> None:
+    """Refuse (exit 2) a preset that is not a plain name: presets come only from conf/preset/, and a name
+    with a path in it would load a YAML from anywhere."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+        known = sorted(p.stem for p in PRESETS.glob("*.yaml"))
+        print(f"configuration error: preset {value!r} is not a preset name; choose one of {', '.join(known)}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def normalize(args: list[str]) -> list[str]:
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") == "preset":
+            check_preset(value.strip("'\""))
         if sep and key.lstrip("+") == "architecture" and _is_out_of_tree(value.strip("'\"")):
             out += ["architecture=custom", f"architecture.name='{value.strip(chr(39) + chr(34))}'"]
         else:

@@ -29,7 +29,11 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.store import Store, group_key, run_key
+from benchmarks.store import CorruptRecord, Store, group_key, load_record, run_key
+
+
+class Unreadable(ValueError):
+    """Records that do not validate: nothing was moved; the message names each."""
 
 
 def threshold_never_acted(record: dict, old: float, new: float) -> bool:
@@ -86,9 +90,16 @@ def with_backbone(record: dict, backbone: str) -> dict:
 def carry_backbone(store: Store, backbone: str, move: dict[str, Store]) -> dict[str, int]:
     """Rewrite every record of `store` that names no backbone (see the module's docstring); counts
     of records carried per destination root."""
+    loaded, bad = [], []
+    for path in sorted(store.records_dir.glob("*.json")):  # every record validated before any moves
+        try:
+            loaded.append((path, load_record(path)))
+        except CorruptRecord as e:
+            bad.append(f"{path}: {e}")
+    if bad:
+        raise Unreadable("; ".join(bad))
     counts: dict[str, int] = {}
-    for path in sorted(store.records_dir.glob("*.json")):
-        record = json.loads(path.read_text())
+    for path, record in loaded:
         if "backbone" in record["config"].get("model", {}):
             continue
         target = move.get(record["config"]["task"]["name"], store)
@@ -112,11 +123,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.backbone not in NAMES:
             print(f"relabel: --backbone {args.backbone!r} unknown; one of {', '.join(NAMES)}", file=sys.stderr)
             return 2
-        if any("=" not in m for m in args.move):
-            print("relabel: --move takes TASK=STORE, e.g. --move mqar=results/mlp_backbone", file=sys.stderr)
+        pairs = [m.partition("=") for m in args.move]
+        if any(not sep or not task.strip() or not root.strip() for task, sep, root in pairs):
+            # an empty STORE would be the working directory
+            print("relabel: --move takes TASK=STORE, both given, e.g. --move mqar=results/mlp_backbone", file=sys.stderr)
             return 2
-        move = {task: Store(root) for task, root in (m.split("=", 1) for m in args.move)}
-        counts = carry_backbone(Store(args.store), args.backbone, move)
+        from tasks import registry
+
+        unknown = sorted({task for task, _, _ in pairs} - set(registry.names()))
+        if unknown:
+            print(f"relabel: --move: unknown task {', '.join(unknown)}; one of {', '.join(registry.names())}", file=sys.stderr)
+            return 2
+        move = {task: Store(root) for task, _, root in pairs}
+        try:
+            counts = carry_backbone(Store(args.store), args.backbone, move)
+        except Unreadable as e:
+            print(f"relabel: nothing moved: records that do not validate (fix or remove them first): {e}", file=sys.stderr)
+            return 2
         for root, n in counts.items():
             print(f"{n} records named backbone {args.backbone!r} -> {root}/records")
         return 0
@@ -139,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    moved, left = relabel(Store(args.store), json.loads(plan.read_text())["keys"], args.solved_accuracy)
+    try:
+        keys = json.loads(plan.read_text())["keys"]
+    except (ValueError, KeyError, TypeError) as e:
+        why = f"{type(e).__name__}: {e}"
+        print(f"relabel: {plan} is not a readable plan ({why}); run the preset's sweep to rewrite it", file=sys.stderr)
+        return 2
+    moved, left = relabel(Store(args.store), keys, args.solved_accuracy)
     bench.write_plan(Store(args.store), overrides, configs)  # the page counts coverage against the new keys
     print(f"{moved} records relabelled to solved_accuracy {args.solved_accuracy}; {left} left to run again; {plan} rewritten")
     return 0

@@ -315,7 +315,8 @@ def build_report(
     # where report.md places them), each figure file embedded as a data URI
     from markdown_it import MarkdownIt
 
-    rendered = MarkdownIt("commonmark").enable("table").render("\n".join(md))
+    # no raw HTML: run errors and names come from records and mixers
+    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render("\n".join(md))
 
     def embed(match: re.Match) -> str:
         path = out_dir / html.unescape(match.group(1))
@@ -352,7 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     overrides = normalize([a for a in args if a.split("=", 1)[0] not in REVIEW_ARGS])
     name = architecture_from_overrides(overrides)
     if not name:
-        raise SystemExit("review: say which mixer, e.g. architecture=examples.gated_ema:GatedEMA")
+        print("review: say which mixer, e.g. architecture=examples.gated_ema:GatedEMA", file=sys.stderr)
+        return 2
+    try:  # before anything trains: a bad length would otherwise fail after every run
+        lengths = [int(v) for v in opts.get("lengths", "128,256,512,1024").split(",")]
+        if not lengths or min(lengths) < 1:
+            raise ValueError
+    except ValueError:
+        print(f"review: lengths={opts['lengths']!r}: give positive integers, e.g. lengths=128,256", file=sys.stderr)
+        return 2
     out_dir = Path(opts.get("out", "reviews")) / folder_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -381,7 +390,6 @@ def main(argv: list[str] | None = None) -> int:
             f"[{i}/{len(configs)}] {record['status']} {cfg['task']['name']} accuracy={record.get('metrics', {}).get('accuracy')}"
         )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    lengths = [int(v) for v in opts.get("lengths", "128,256,512,1024").split(",")]
     d_model = configs[0]["model"]["d_model"]
     tp_records = throughput.run([name], lengths, str(out_dir), device, d_model=d_model, repeats=3)
     reference = reference.records()

@@ -3,11 +3,13 @@
 Records are written atomically (a temp file in the same directory, then
 os.replace), so a reader or a killed writer never leaves a half-written record
 behind and concurrent workers never corrupt each other's files. A record that
-cannot be read anyway (not UTF-8, not JSON, not a record: copied in broken, cut
-short by a full disk) is never taken for a finished run: it is named in one
-warning line and moved to `records/corrupt/`, and its run is trained again.
-A run being trained holds a claim (`records/.<key>.claim`), so that two sweeps
-on one store never train the same run twice.
+cannot be read anyway (not UTF-8, not JSON, not a valid record as
+`benchmarks.record` types it: copied in broken, cut short by a full disk, a
+field missing, its key not its file name) is never taken for a finished run: it
+is named in one warning line and moved to `records/corrupt/`, and its run is
+trained again. A run being trained holds a claim (`records/.<key>.claim`), so
+that two sweeps on one store never train the same run twice; an empty or
+unparsable claim, or one whose process is gone, is taken over.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from benchmarks import record as record_type
+from benchmarks.record import CorruptRecord  # noqa: F401  (raised by load_record; imported from here)
 
 # Config keys that say where or how to run, not what is measured: not part of a run's identity.
 NON_IDENTITY_KEYS = ("store", "device", "progress", "workers")
@@ -50,26 +55,13 @@ def protocol_key(config: dict) -> str:
     return run_key({"task": config.get("task"), "model": config.get("model"), "data": config.get("data"), "train": train})
 
 
-class CorruptRecord(ValueError):
-    """A record file that does not parse as a record; the message says why."""
-
-
 def load_record(path: Path) -> dict:
-    """The record in `path`, or CorruptRecord naming what is wrong with it."""
-    try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise CorruptRecord("not UTF-8 text") from None
-    except json.JSONDecodeError as e:
-        raise CorruptRecord(f"not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(record, dict):
-        raise CorruptRecord("not a JSON object")
-    missing = [k for k in ("key", "config", "status") if k not in record]
-    if missing or not isinstance(record.get("config"), dict):
-        raise CorruptRecord(f"not a run record (missing {', '.join(missing) or 'a config object'})")
-    if record["status"] == "ok" and not isinstance(record.get("metrics"), dict):
-        raise CorruptRecord("status ok without metrics")
-    return record
+    """The record in `path`, or CorruptRecord naming what is wrong with it (`benchmarks.record`)."""
+    return record_type.load(path)
+
+
+class StoreError(OSError):
+    """A store that cannot be read or written; the message says which path and why."""
 
 
 def _alive(pid: int) -> bool:
@@ -93,9 +85,18 @@ class Store:
 
     def set_aside(self, path: Path, why: str) -> Path:
         """Move an unreadable record to records/corrupt/, with a warning line; its run counts as not done."""
-        self.corrupt_dir.mkdir(parents=True, exist_ok=True)
         target = self.corrupt_dir / path.name
-        os.replace(path, target)
+        n = 1
+        while target.exists() or target.is_symlink():  # never over an earlier one (a directory cannot be replaced)
+            target, n = self.corrupt_dir / f"{path.stem}.{n}{path.suffix}", n + 1
+        try:
+            self.corrupt_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        except FileNotFoundError:  # set aside by another process meanwhile
+            return target
+        except OSError as e:  # a read-only store: skipped, not moved
+            print(f"warning: {path}: {why}; skipped (cannot move it to {self.corrupt_dir}: {e.strerror})", file=sys.stderr)
+            return path
         print(f"warning: {path}: {why}; moved to {target}, its run will be trained again", file=sys.stderr)
         return target
 
@@ -115,7 +116,7 @@ class Store:
         return self.get(key) is not None
 
     def corrupt_count(self) -> int:
-        return len(list(self.corrupt_dir.glob("*.json"))) if self.corrupt_dir.exists() else 0
+        return len(list(self.corrupt_dir.glob("*.json"))) if self.corrupt_dir.is_dir() else 0
 
     @contextlib.contextmanager
     def claim(self, key: str) -> Iterator[bool]:
@@ -124,27 +125,42 @@ class Store:
         self.records_dir.mkdir(parents=True, exist_ok=True)
         lock = self.records_dir / f".{key}.claim"
         mine = False
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    host, pid, _ = lock.read_text().split(" ", 2)
-                except (OSError, ValueError):
-                    host, pid = "", "0"
-                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                    lock.unlink(missing_ok=True)  # its process died: stale
-                    continue
+        for _ in range(3):
+            if self._place_claim(lock):
+                mine = True
                 break
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{socket.gethostname()} {os.getpid()} {time.time():.0f}")
-            mine = True
-            break
+            try:
+                host, pid, _ = lock.read_text().split(" ", 2)
+            except FileNotFoundError:  # released meanwhile: try again
+                continue
+            except (OSError, ValueError):  # empty or unparsable: no live claim writes one (see _place_claim)
+                host, pid = None, ""
+            stale = host is None or (host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)))
+            if not stale:
+                break
+            print(f"warning: {lock}: {'unreadable' if host is None else f'its process {pid} is gone'}; taken over",
+                  file=sys.stderr)  # fmt: skip
+            lock.unlink(missing_ok=True)
         try:
             yield mine
         finally:
             if mine:
                 lock.unlink(missing_ok=True)
+
+    def _place_claim(self, lock: Path) -> bool:
+        """Create `lock` holding `host pid time`, or False where it exists. Written to a temporary file and
+        linked into place, so that a claim file is complete from the moment it exists (a full disk fails
+        here, leaving none): an empty or unparsable one is never a live claim."""
+        fd, tmp = tempfile.mkstemp(dir=self.records_dir, prefix=f"{lock.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()} {time.time():.0f}")
+            os.link(tmp, lock)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def write(self, record: dict) -> Path:
         self.records_dir.mkdir(parents=True, exist_ok=True)
@@ -169,10 +185,14 @@ class Store:
 
     def records(self) -> list[dict]:
         """Every readable record; unreadable ones are set aside (`set_aside`), each with a warning."""
-        if not self.records_dir.exists():
+        if not self.records_dir.is_dir():
             return []
         out = []
-        for p in sorted(self.records_dir.glob("*.json")):
+        try:
+            paths = sorted(self.records_dir.glob("*.json"))
+        except OSError as e:
+            raise StoreError(f"{self.records_dir}: cannot be listed ({e.strerror})") from None
+        for p in paths:
             try:
                 out.append(load_record(p))
             except CorruptRecord as e:

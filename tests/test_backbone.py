@@ -123,17 +123,20 @@ def test_mad_backbone_builds_the_model_the_mad_records_trained_in(mixer, total, 
 def test_relabel_names_the_backbone_and_moves_a_task(tmp_path):
     """Records without `model.backbone` are rewritten under the key their config has with it (what a
     sweep of the same config now looks up), MQAR's into the other store; named ones are left."""
+    from record_factory import valid_record
+
     from benchmarks.relabel import carry_backbone
     from benchmarks.store import Store, run_key
 
     store, other = Store(tmp_path / "a"), Store(tmp_path / "b")
     records = []
     for task in ("mqar", "compression"):
-        cfg = {"task": {"name": task, "seq_len": 32}, "model": {"d_model": 16, "n_layers": 2}, "train": {"lr": 1e-3}, "seed": 0}
-        records.append({"key": run_key(cfg), "config": cfg, "status": "ok", "metrics": {}})
+        cfg = {"architecture": {"name": "lru"}, "task": {"name": task, "seq_len": 32},
+               "model": {"d_model": 16, "n_layers": 2}, "train": {"lr": 1e-3}, "seed": 0}  # fmt: skip
+        records.append(valid_record(cfg))
         store.write(records[-1])
     named = {**records[0]["config"], "model": {"d_model": 8, "backbone": "zoology"}}
-    store.write({"key": run_key(named), "config": named, "status": "ok", "metrics": {}})
+    store.write(valid_record(named))
     assert carry_backbone(store, "mad", {"mqar": other}) == {str(other.root): 1, str(store.root): 1}
     moved, = other.records()
     assert moved["config"]["model"]["backbone"] == "mad" and moved["relabelled"]["from_key"] == records[0]["key"]

@@ -44,7 +44,7 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     md = (folder / "report.md").read_text()
     for section in SECTIONS:
         assert section in md, section
-    assert "passes all 9 conformance checks" in md
+    assert "passes all 25 conformance checks" in md
     stands = md.split("## Where it stands")[1].split("## Runs")[0]
     table = [line for line in stands.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| mixer | rank | accuracy | no-recall baseline | lr | steps | stopped | ESS | TSS |")
