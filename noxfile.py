@@ -55,12 +55,23 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """The end-to-end checks (whole sweeps, subprocesses, kills, the launchers, design reviews), then the
-    fast paths' kernels in Triton's CPU interpreter (`fast-paths-cpu`). CI runs them after `tests`."""
+    """The end-to-end checks (whole sweeps, subprocesses, kills, the launchers, design reviews, the GPU
+    job's dry run), then the fast paths' kernels in Triton's CPU interpreter (`fast-paths-cpu`). CI runs
+    them after `tests`."""
     install(session, "dev,distributed")
     session.run("pytest", "-q", "-m", "e2e", *session.posargs)
     if not session.posargs:
         session.notify("fast-paths-cpu", posargs=[])
+
+
+@nox.session(name="device-dry-run")
+def device_dry_run(session: nox.Session) -> None:
+    """The prepared GPU job (`python -m benchmarks.device`, docs/gpu.md) on this CPU at tiny budgets; its
+    files land in .nox/device-dry-run/tmp/out. `nox -s e2e` runs it too (tests/test_device.py)."""
+    install(session)
+    out = Path(session.create_tmp()) / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    session.run("python", "-m", "benchmarks.device", "--dry-run", "--seed-store", "", "--out", str(out), *session.posargs)
 
 
 @nox.session
