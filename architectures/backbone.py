@@ -3,8 +3,8 @@
 - `zoology`: Zoology's MQAR model (Arora et al. 2023; `zoology/model.py`, `zoology/mixers/hybrid.py`,
   `zoology/experiments/models_repo.py`). `n_layers` (2) pre-norm blocks with no MLP: Zoology's
   TransformerBlock with `state_mixer = Identity`, i.e. x + mixer(norm1 x), then x + norm2 x. A mixer
-  without a short convolution of its own (`short_conv`, declared by the mixer) is wrapped as
-  `Hybrid([BaseConv(kernel_size=3), mixer])`, which builds `configs[layer_idx % 2]`: layer 0 is a
+  without a short convolution of its own (`short_conv`, declared by the mixer), or that Zoology wraps
+  anyway (`zoology_hybrid`: DeltaNet, Gated DeltaNet), is wrapped as `Hybrid([BaseConv(kernel_size=3), mixer])`, which builds `configs[layer_idx % 2]`: layer 0 is a
   BaseConv, layer 1 the mixer. Mamba and Mamba-2 fill every layer, in Zoology's MambaBlock
   (x + mixer(norm x), no state mixer: `zoology_block = "mamba"`), Hyena every layer in the
   TransformerBlock. The LM head is tied to the token embedding and both start at normal(0, 0.02),
@@ -81,7 +81,7 @@ def layout(backbone: str, factory, n_layers: int) -> list[tuple[str, str]]:
         return [("mixer", "mlp")] * n_layers
     if backbone == "conv_mlp":
         return [("base_conv", "none"), ("mixer", "mlp")] * n_layers
-    if own_conv:  # Zoology builds these alone in every layer, in their own blocks
+    if own_conv and not getattr(factory, "zoology_hybrid", False):  # Zoology builds these alone in every layer
         block = getattr(factory, "zoology_block", "transformer")
         if block not in ("transformer", "mamba"):
             raise ValueError(f"model: the mixer's zoology_block must be 'transformer' or 'mamba'; got {block!r}")

@@ -65,6 +65,9 @@ class Mixer(nn.Module):
     # the block Zoology trains the mixer in: "transformer" (x + mixer(norm x), then x + norm x: its
     # TransformerBlock with the Identity state mixer) or "mamba" (x + mixer(norm x) only: MambaBlock)
     zoology_block: str = "transformer"
+    # whether Zoology wraps it as Hybrid([BaseConv, mixer]) although it carries a short convolution of
+    # its own (models_repo.py: DeltaNet and Gated DeltaNet keep fla's short conv and get a BaseConv layer)
+    zoology_hybrid: bool = False
 
     def __init__(self, d_model: int, kernel: str = "auto"):
         super().__init__()

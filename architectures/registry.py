@@ -22,12 +22,16 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _REFERENCE = {
     "attention": "architectures.attention:Attention",
     "based": "architectures.based:Based",
+    "deltanet": "architectures.deltanet:DeltaNet",
+    "gated_deltanet": "architectures.gated_deltanet:GatedDeltaNet",
     "gla": "architectures.gla:GLA",
+    "h3": "architectures.h3:H3",
     "hyena": "architectures.hyena:Hyena",
     "linear_attention": "architectures.linear_attention:LinearAttention",
     "lru": "architectures.lru:LRU",
     "mamba": "architectures.mamba:Mamba",
     "mamba2": "architectures.mamba2:Mamba2",
+    "rwkv7": "architectures.rwkv7:RWKV7",
     "sliding_window": "architectures.sliding_window:SlidingWindowAttention",
     "wla": "architectures.wla:WLA",
 }
