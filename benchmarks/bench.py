@@ -41,7 +41,7 @@ from benchmarks import leaderboard
 from benchmarks.config import ConfigError, describe, grid_runs, single_run, validate
 from benchmarks.overrides import explain, normalize
 from benchmarks.provenance import git_state
-from benchmarks.run import run_one
+from benchmarks.run import run_group, run_one
 from benchmarks.store import Store, group_key, run_key
 
 
@@ -113,6 +113,32 @@ def _run_in_worker(cfg: dict, threads: int) -> dict:
     return run_one({**cfg, "progress": False}, check=False)
 
 
+def _group_in_worker(cfg: dict, threads: int) -> list[dict]:
+    torch.set_num_threads(threads)
+    return run_group({**cfg, "progress": False}, check=False)
+
+
+def _groups(overrides: list[str]) -> list[dict]:
+    """The sweep's groups (each config with its learning-rate grid), for presets that search the grid
+    by successive halving (`train.rungs`): a group is their unit of work."""
+    return [g for g in expand(overrides) if grid_runs(g)]
+
+
+def _group_line(records: list[dict]) -> str:
+    """One line for a finished group: mixer, setting, its best rate on validation and how it ended."""
+    ok = [r for r in records if r["status"] == "ok"]
+    cfg = records[0]["config"] if records else {}
+    where = describe({**cfg, "train": {}}) if cfg else "?"
+    task = cfg.get("task", {})
+    setting = f"L={task.get('seq_len')} kv={task.get('num_kv_pairs')}" if "num_kv_pairs" in task else ""
+    if not ok:
+        return f"{where} {setting}: every run failed ({records[0].get('error', '?') if records else 'no records'})"
+    best = max(ok, key=lambda r: r["metrics"]["val_accuracy"])
+    m = best["metrics"]
+    return (f"{where} {setting}: best lr={best['config']['train']['lr']:g} accuracy={m['accuracy']:.3f} "
+            f"({m['stopped']} after {m['steps']} steps); {len(records)} rates, {len(records) - len(ok)} failed")  # fmt: skip
+
+
 def plan(overrides: list[str]) -> list[dict]:
     """Every run of the sweep (each group at every rate of its grid), all validated: raises
     ConfigError naming the first bad combination before anything trains."""
@@ -147,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     store = Store(configs[0]["store"])
     write_plan(store, overrides, configs)
+    if configs[0]["train"].get("rungs"):
+        return _sweep_groups(overrides, configs, store)
     todo = [c for c in configs if not store.exists(run_key(single_run(c)))]  # unreadable records set aside: redone
     workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
     threads = max(1, torch.get_num_threads() // workers)
@@ -186,6 +214,49 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     paths = leaderboard.build(store.root)
     for p in paths:
+        print(f"leaderboard: {p}")
+    return 0
+
+
+def _sweep_groups(overrides: list[str], configs: list[dict], store: Store) -> int:
+    """A sweep whose unit of work is a group (successive halving over its grid): each group in turn,
+    or `workers` at a time, with one line per finished group and the time left at the pace so far."""
+    groups = _groups(overrides)
+    todo = [g for g in groups if not any(store.exists(run_key(r)) for r in grid_runs(g))]
+    workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
+    threads = max(1, torch.get_num_threads() // workers)
+    print(
+        f"{len(groups)} groups ({len(configs)} runs of their grids, searched by successive halving), "
+        f"{len(groups) - len(todo)} already recorded in {store.records_dir}; {workers} worker(s) x {threads} thread(s)"
+    )
+    start, failed, done_groups = time.time(), 0, 0
+
+    def done(records: list[dict]) -> None:
+        nonlocal failed, done_groups
+        done_groups += 1
+        failed += sum(r["status"] == "failed" for r in records)
+        elapsed = time.time() - start
+        left = elapsed / done_groups * (len(todo) - done_groups)
+        claimed = [r for r in records if r["status"] == "claimed"]
+        line = f"skipped: {claimed[0]['error']}" if claimed else _group_line(records)
+        print(f"[{done_groups}/{len(todo)}] {line}; {elapsed / 60:.0f} min so far, ~{left / 60:.0f} min left", flush=True)
+
+    if workers == 1:
+        load_code()
+        for group in todo:
+            done(run_group(group, check=False))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+            futures = [pool.submit(_group_in_worker, g, threads) for g in todo]
+            try:
+                for future in as_completed(futures):
+                    done(future.result())
+            except KeyboardInterrupt:
+                pool.shutdown(cancel_futures=True)
+                raise
+    print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
+    for p in leaderboard.build(store.root):
         print(f"leaderboard: {p}")
     return 0
 

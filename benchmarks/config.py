@@ -186,7 +186,9 @@ def validate(cfg: dict) -> None:
             TrainConfig(**cfg["train"])
         except TypeError as e:
             raise ConfigError(f"train: {e}") from None
-        for name in ("num_train", "num_val", "num_test"):
+        if cfg["data"].get("num_train") is not None:  # null: fresh examples every step
+            _positive_int("data.num_train", cfg["data"]["num_train"])
+        for name in ("num_val", "num_test"):
             _positive_int(f"data.{name}", cfg["data"].get(name))
         _positive_int("ess.num_examples", cfg["ess"]["num_examples"])
         lo, hi = cfg["ess"]["window"]

@@ -4,7 +4,9 @@
     python -m benchmarks.run -m architecture=attention,mamba task.level=0,1   # a Hydra multirun sweep
 
 One run trains at one learning rate, `train.lr` (a sweep, `benchmarks.bench`, trains every
-rate of the mixer's `architecture.lr_grid`). The config is checked before anything trains: a bad
+rate of the mixer's `architecture.lr_grid`). With `train.rungs` set, a job is a group instead:
+every rate of the grid, searched by successive halving (benchmarks/halving.py), one record per
+rate; that is the unit a Hydra launcher schedules and resumes. The config is checked before anything trains: a bad
 one exits with one line naming the field and the fix, and writes nothing. A run whose record
 already exists is skipped; a crash or a NaN loss during training is recorded as `failed` with the
 error, and the caller (a sweep) goes on.
@@ -12,10 +14,13 @@ error, and the caller (a sweep) goes on.
 
 from __future__ import annotations
 
+import copy
+import os
 import sys
 import time
 import traceback
 from datetime import datetime, timezone
+from pathlib import Path
 
 import hydra
 import torch
@@ -24,11 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 from architectures.backbone import LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
-from benchmarks.config import ConfigError, build_model, build_task, describe, has_state, mixer_spec, single_run, validate
+from benchmarks import halving
+from benchmarks.config import ConfigError, build_model, build_task, describe, grid_runs, has_state, mixer_spec, single_run, validate
 from benchmarks.overrides import explain, normalize
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, group_key, run_key
-from benchmarks.train import TrainConfig, train
+from benchmarks.train import TrainConfig, TrainData, Trainer, train
+from tasks.base import row_hashes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,15 +59,18 @@ def measure_cache(model: LanguageModel, seq_len: int, device: torch.device) -> d
     return {"cache_bytes_per_layer": per_layer, "cache_bytes": sum(per_layer)}
 
 
-def execute(cfg: dict, device: torch.device) -> dict:
-    """Train and measure; returns the metrics of a successful run."""
-    seed = cfg["seed"]
-    torch.manual_seed(seed)
-    task = build_task(cfg["task"])
-    model = build_model(cfg, task)
-    train_cfg = TrainConfig(**cfg["train"])
-    data = task.splits(cfg["data"]["num_train"], cfg["data"]["num_val"], cfg["data"]["num_test"], seed)
-    label = f"{mixer_spec(cfg['architecture'])[0]} {task.name} L={task.seq_len} lr={train_cfg.lr:g}"
+def _data(cfg: dict, task) -> tuple[object, TrainData]:
+    """The run's splits and where its training batches come from: `data.num_train` examples, or with
+    `data.num_train: null` fresh examples every step, none of them in validation or test."""
+    d = cfg["data"]
+    data = task.splits(d["num_train"], d["num_val"], d["num_test"], cfg["seed"])
+    if d["num_train"] is None:
+        exclude = row_hashes(torch.cat([data.val[0], data.test[0]]))
+        return data, TrainData(task=task, seed=cfg["seed"], exclude=exclude)
+    return data, TrainData(data.train)
+
+
+def _ess_over_training(cfg: dict, data, device: torch.device):
     window = tuple(cfg["ess"]["window"])
     ess_inputs = data.val[0][: cfg["ess"]["num_examples"]].to(device)  # over training: validation examples
 
@@ -68,12 +78,32 @@ def execute(cfg: dict, device: torch.device) -> dict:
         summary = ess_lib.summarize(ess_lib.model_ess(m, ess_inputs), window)
         return {"ess": {k: summary[k] for k in ("ess_mean", "entropy_ess_mean", "utilization", "ess_mean_by_tolerance")}}
 
+    return ess_now if cfg["ess"].get("over_training", True) else None
+
+
+def _label(cfg: dict, task, lr: float) -> str:
+    return f"{mixer_spec(cfg['architecture'])[0]} {task.name} L={task.seq_len} lr={lr:g}"
+
+
+def execute(cfg: dict, device: torch.device) -> dict:
+    """Train one run at `train.lr` to its stop and measure it; returns the metrics of a successful run."""
+    torch.manual_seed(cfg["seed"])
+    task = build_task(cfg["task"])
+    model = build_model(cfg, task)
+    train_cfg = TrainConfig(**cfg["train"])
+    data, train_data = _data(cfg, task)
     result = train(
-        model, data.train, data.val, data.test, train_cfg, device, seed, progress=cfg.get("progress", True), desc=label,
-        measure=ess_now if cfg["ess"].get("over_training", True) else None,
+        model, train_data, data.val, data.test, train_cfg, device, cfg["seed"], progress=cfg.get("progress", True),
+        desc=_label(cfg, task, train_cfg.lr), measure=_ess_over_training(cfg, data, device),
     )  # fmt: skip
+    return measure_trained(cfg, task, data, model, result, device)
+
+
+def measure_trained(cfg: dict, task, data, model: LanguageModel, result: dict, device: torch.device) -> dict:
+    """A trained run's metrics: its training result, then ESS, TSS and cache of the model as trained."""
     if not all(torch.isfinite(torch.tensor(result[k])) for k in ("accuracy", "loss")):
         raise ArithmeticError(f"evaluation produced non-finite metrics {result['accuracy']}, {result['loss']}")
+    window = tuple(cfg["ess"]["window"])
     start = time.perf_counter()
     layers = ess_lib.model_ess(model, data.test[0][: cfg["ess"]["num_examples"]].to(device))
     summary = ess_lib.summarize(layers, window)
@@ -93,6 +123,9 @@ def execute(cfg: dict, device: torch.device) -> dict:
         "steps": result["steps"],
         "best_step": result["best_step"],
         "stopped": result["stopped"],
+        # what the run saw and where it ended: a training loss far below the validation loss on a
+        # fixed training set says it memorized it
+        **{k: result.get(k) for k in ("main_steps", "sequences", "train_set", "final_train_loss", "final_val_loss")},
         "history": result["history"],
         "seconds": seconds,
         "task": {
@@ -118,6 +151,96 @@ def execute(cfg: dict, device: torch.device) -> dict:
     }
 
 
+def run_group(cfg: dict, check: bool = True) -> list[dict]:
+    """Train a group (one config at every rate of its grid) by successive halving
+    (`benchmarks.halving.search`, `train.rungs`) unless its records exist; returns its records. The
+    unit of work a sweep schedules: resumable from checkpoints `<store>/checkpoints/<key>.pt`, saved
+    after every stretch of training and removed once the group's records are written."""
+    runs = grid_runs(cfg)
+    if not runs:
+        return []
+    store = Store(runs[0]["store"])
+    existing = [store.get(run_key(r)) for r in runs]
+    if any(r is not None for r in existing):  # a group's records are written together, at its end
+        return [r for r in existing if r is not None]
+    if check:
+        for r in runs:
+            validate(r)
+    gkey = group_key(runs[0])
+    with store.claim(gkey) as mine:
+        if not mine:
+            return [{"key": run_key(r), "config": r, "status": "claimed", "error": f"being trained by another process ({store.records_dir})"} for r in runs]
+        return _search_and_record(runs, store)
+
+
+def _checkpoint_path(store: Store, key: str) -> Path:
+    return store.root / "checkpoints" / f"{key}.pt"
+
+
+def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
+    base = runs[0]
+    device = resolve_device(base.get("device", "auto"))
+    task = build_task(base["task"])
+    data, train_data = _data(base, task)
+    measure = _ess_over_training(base, data, device)
+    train_cfg = TrainConfig(**base["train"])
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    clock = time.time()
+
+    def config_at(lr: float) -> dict:
+        return {**copy.deepcopy(base), "train": {**base["train"], "lr": lr}}
+
+    def make(lr: float) -> Trainer:
+        cfg = config_at(lr)
+        torch.manual_seed(cfg["seed"])
+        trainer = Trainer(
+            build_model(cfg, task), train_data, data.val, TrainConfig(**cfg["train"]), device, cfg["seed"],
+            progress=cfg.get("progress", True), desc=_label(cfg, task, lr), measure=measure,
+        )  # fmt: skip
+        path = _checkpoint_path(store, run_key(cfg))
+        if path.exists():
+            try:
+                trainer.load_state_dict(torch.load(path, weights_only=False))
+            except Exception as e:  # noqa: BLE001 - an unreadable checkpoint: train this run anew
+                print(f"checkpoint {path} unreadable ({type(e).__name__}); training it anew", file=sys.stderr)
+        return trainer
+
+    def saved(lr: float, trainer: Trainer) -> None:
+        path = _checkpoint_path(store, run_key(config_at(lr)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(trainer.state_dict(), tmp)
+        os.replace(tmp, path)
+
+    rates = [r["train"]["lr"] for r in runs]
+    budgets = [*train_cfg.rungs, train_cfg.steps]
+    result, trainers = halving.search(rates, make, budgets, train_cfg.promote, base["train"].get("extend", 0), saved)
+    records = []
+    for lr in result.rates:
+        if lr not in trainers and lr not in result.errors:
+            continue  # a rate the search never trained (the task was solved first)
+        cfg = config_at(lr)
+        record = _new_record(cfg, run_key(cfg), device, started)
+        try:
+            if lr in result.errors:
+                raise result.errors[lr]
+            outcome = trainers[lr].finish(data.test, stopped=result.ended[lr])
+            record["metrics"] = {**measure_trained(cfg, task, data, trainers[lr].model, outcome, device), "search": result.summary(lr)}
+            record["status"] = "ok"
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the group goes on
+            record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
+            record["traceback"] = "".join(traceback.format_exception(e, limit=8))
+            record["search"] = result.summary(lr)
+        record["wall_time_s"] = round(time.time() - clock, 2)  # the group's, shared by its runs
+        store.write(record)
+        records.append(record)
+    for lr in result.rates:
+        _checkpoint_path(store, run_key(config_at(lr))).unlink(missing_ok=True)
+    return records
+
+
 def run_one(cfg: dict, force: bool = False, check: bool = True) -> dict:
     """Run `cfg` (one learning rate) unless its record exists; always returns the (new or existing)
     record. The config is validated first (`check=False` when the caller already did): a bad one
@@ -137,17 +260,14 @@ def run_one(cfg: dict, force: bool = False, check: bool = True) -> dict:
         return _train_and_record(cfg, key, store)
 
 
+def _new_record(cfg: dict, key: str, device: torch.device, started: str) -> dict:
+    return {"key": key, "group": group_key(cfg), "config": cfg, "seed": cfg["seed"], "started": started, "provenance": provenance(device)}
+
+
 def _train_and_record(cfg: dict, key: str, store: Store) -> dict:
     device = resolve_device(cfg.get("device", "auto"))
     start = time.time()
-    record = {
-        "key": key,
-        "group": group_key(cfg),
-        "config": cfg,
-        "seed": cfg["seed"],
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "provenance": provenance(device),
-    }
+    record = _new_record(cfg, key, device, datetime.now(timezone.utc).isoformat(timespec="seconds"))
     try:
         record["metrics"] = execute(cfg, device)
         record["status"] = "ok"
@@ -171,15 +291,16 @@ def main(cfg: DictConfig) -> None:
         if not has_state(resolved):  # a sweep's state=1 for a mixer with fewer sizes (attention has none)
             print(f"[skip] {describe(resolved)}: its mixer has no state size {resolved['state']}")
             return
-        record = run_one(resolved)
+        records = run_group(resolved) if resolved["train"].get("rungs") else [run_one(resolved)]
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         sys.exit(2)
-    status = record["status"]
-    acc = record.get("metrics", {}).get("accuracy")
-    print(f"[{status}] {record['key']} accuracy={acc} -> {Store(resolved['store']).path(record['key'])}")
-    if status != "ok":
-        print(record["error"])
+    for record in records:
+        acc = record.get("metrics", {}).get("accuracy")
+        print(f"[{record['status']}] {record['key']} accuracy={acc} -> {Store(resolved['store']).path(record['key'])}")
+        if record["status"] != "ok":
+            print(record["error"])
+    if not records or any(r["status"] != "ok" for r in records):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 

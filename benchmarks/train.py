@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tasks.base import IGNORE
+from tasks.base import IGNORE, row_hash
 
 
 class DivergedError(RuntimeError):
@@ -34,7 +34,7 @@ class DivergedError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000
+    steps: int = 1000  # the hard cap on a run's steps (before a WSD cooldown)
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.1
@@ -47,13 +47,29 @@ class TrainConfig:
     # `plateau_delta` (relative) below the best so far; 0 never stops on a plateau
     patience: int = 0
     plateau_delta: float = 0.01
+    # the plateau window in steps instead (0: `patience` in evaluations): a run stops when it has made no
+    # progress for max(patience_steps, patience_fraction x its steps so far), a window that grows with
+    # the run, so that it outlasts MQAR's flat phase before the transition at every length
+    patience_steps: int = 0
+    patience_fraction: float = 0.0
+    # "cosine": warmup, then cosine decay to 0 at `steps`; "wsd": warmup-stable-decay (Haegele et al.
+    # 2024, arXiv 2405.18392): constant after warmup, so a run can be continued, and a linear decay to 0
+    # over `cooldown` x its steps once it ends (on a copy: the run can still be continued afterwards)
+    schedule: str = "cosine"
+    cooldown: float = 0.1
+    # successive halving over the learning-rate grid (benchmarks/halving.py): the step budgets at which
+    # every rate still training is ranked on validation and the best 1/promote of them go on; the cap
+    # is `steps`. None: each rate trains alone to its stop.
+    rungs: list[int] | None = None
+    promote: int = 2
+    extend: int = 0  # times the grid may be extended past an edge that wins (benchmarks/halving.py)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"train.{name}: must be a positive integer; got {value!r}")
-        for name, lo in (("warmup_steps", 0), ("patience", 0)):
+        for name, lo in (("warmup_steps", 0), ("patience", 0), ("patience_steps", 0), ("promote", 2), ("extend", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < lo:
                 raise ValueError(f"train.{name}: must be an integer >= {lo}; got {value!r}")
@@ -67,11 +83,32 @@ class TrainConfig:
             raise ValueError(f"train.solved_accuracy: must be in (0, 1]; got {self.solved_accuracy!r}")
         if not 0 <= self.plateau_delta < 1:
             raise ValueError(f"train.plateau_delta: must be in [0, 1); got {self.plateau_delta!r}")
+        if not 0 <= self.patience_fraction < 1:
+            raise ValueError(f"train.patience_fraction: must be in [0, 1); got {self.patience_fraction!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule: must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if not 0 <= self.cooldown < 1:
+            raise ValueError(f"train.cooldown: must be in [0, 1); got {self.cooldown!r}")
+        if self.rungs is not None:
+            rungs = list(self.rungs)
+            if not rungs or any(not isinstance(r, int) or isinstance(r, bool) for r in rungs) or rungs != sorted(set(rungs)):
+                raise ValueError(f"train.rungs: must be increasing step counts, e.g. [1000,3000]; got {self.rungs!r}")
+            if rungs[0] < 1 or rungs[-1] >= self.steps:
+                raise ValueError(f"train.rungs: each must be in [1, train.steps={self.steps}); got {self.rungs!r}")
+            if self.schedule != "wsd":
+                raise ValueError("train.rungs: successive halving continues runs, which needs train.schedule=wsd")
+            self.rungs = rungs
+
+
+SCHEDULES = ("cosine", "wsd")
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of step `step` (0-based) over cfg.lr, before any WSD cooldown."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "wsd":
+        return 1.0
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
@@ -147,9 +184,269 @@ def keep_freed_memory() -> bool:
         return False
 
 
+class TrainData:
+    """Where a run's training batches come from: a fixed training set, sampled with replacement (a
+    generator the trainer keeps), or, with `task`, fresh examples every step (`Task.stream_batch`), none
+    of which is in the validation or test sets (`exclude`: their rows' hashes). Fresh examples cannot be
+    memorized, and the batch of a step is a function of the step alone."""
+
+    def __init__(self, fixed: tuple[Tensor, Tensor] | None = None, task=None, seed: int = 0, exclude: set[bytes] = frozenset()):
+        if (fixed is None) == (task is None):
+            raise ValueError("TrainData: give a fixed training set or a task to draw fresh examples from")
+        self.fixed, self.task, self.seed, self.exclude = fixed, task, seed, exclude
+
+    @property
+    def size(self) -> int | None:
+        """Examples in the fixed set; None for fresh examples."""
+        return None if self.fixed is None else len(self.fixed[0])
+
+    def batch(self, step: int, batch_size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        if self.fixed is not None:
+            idx = torch.randint(len(self.fixed[0]), (batch_size,), generator=gen)
+            return self.fixed[0][idx], self.fixed[1][idx]
+        x, y = self.task.stream_batch(batch_size, self.seed, step)
+        if self.exclude:
+            keep = torch.tensor([h not in self.exclude for h in map(row_hash, x.numpy())], dtype=torch.bool)
+            x, y = x[keep], y[keep]
+        return x, y
+
+
+class Trainer:
+    """One run in training: its model, optimizer, step, validation history and best checkpoint.
+
+    `advance(until)` trains up to step `until` or an earlier stop (solved, a plateau, the cap) and says
+    why it stopped (None: paused at `until`, to be continued); `finish(test_set)` ends it: under the
+    WSD schedule the cooldown (on the side: the run can still be continued afterwards), then the best
+    checkpoint on validation scored on the test split, which nothing is selected on. `state_dict` /
+    `load_state_dict` save and restore all of it, so that a run continued from a checkpoint equals one
+    that trained straight through (tests/test_protocol.py).
+
+    `measure(model)`, if given, is recorded in the history at the 1st, 2nd, 4th, 8th, ... evaluation and
+    at the last (e.g. ESS over training: a log-spaced record at a bounded cost)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: TrainData,
+        val_set: tuple[Tensor, Tensor],
+        cfg: TrainConfig,
+        device: torch.device,
+        seed: int,
+        progress: bool = True,
+        desc: str = "train",
+        measure: Callable[[nn.Module], dict] | None = None,
+    ):
+        self.model, self.data, self.val_set, self.cfg, self.device = model, data, val_set, cfg, device
+        self.progress, self.desc, self.measure = progress, desc, measure
+        model.to(device).train()
+        if device.type == "cpu":
+            keep_freed_memory()
+        self.opt = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.step = 0
+        self.sequences = 0  # training examples seen
+        self.history: list[dict] = []
+        self.best = {"val_accuracy": -1.0, "val_loss": math.inf, "step": 0}
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.best_loss = math.inf
+        self.last_progress = 0  # step of the last evaluation that made progress
+        self.stale = 0  # evaluations since then
+        self.stopped: str | None = None  # "solved" | "plateau" | "budget" once the run is over
+        self.seconds = {"steps": 0.0, "evaluation": 0.0, "measure": 0.0}
+        self._loss_sum, self._loss_n = 0.0, 0  # training loss since the last evaluation
+        self._main: dict | None = None  # the run's state before `finish`, restored to continue it
+
+    # ------------------------------------------------------------------ training
+
+    def _lap(self, part: str, clock: float) -> float:
+        now = time.perf_counter()
+        self.seconds[part] += now - clock
+        return now
+
+    def _train_step(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x, y = self.data.batch(self.step, self.cfg.batch_size, self.gen)
+        x, y = x.to(self.device), y.to(self.device)
+        with autocast(self.device):
+            loss = loss_fn(*scored_logits(self.model, x, y))
+        if not torch.isfinite(loss):
+            raise DivergedError(f"loss became {loss.item()} at step {self.step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
+        self.opt.step()
+        self.step += 1
+        self.sequences += len(x)
+        self._loss_sum += loss.item()
+        self._loss_n += 1
+
+    def _evaluate(self, phase: str = "train") -> dict:
+        """Score validation, log it; returns the entry (with `improved` and `progress` flags, not logged)."""
+        val = evaluate(self.model, *self.val_set, self.cfg.eval_batch_size, self.device)
+        entry = {
+            "step": self.step,
+            "sequences": self.sequences,
+            "train_loss": self._loss_sum / max(self._loss_n, 1),
+            "val_accuracy": val["accuracy"],
+            "val_loss": val["loss"],
+        }
+        if phase != "train":
+            entry["phase"] = phase
+        self._loss_sum, self._loss_n = 0.0, 0
+        self.history.append(entry)
+        return entry
+
+    def _measure_if_due(self, entry: dict, clock: float, last: bool = False) -> float:
+        n = len(self.history)
+        if self.measure is not None and (n & (n - 1) == 0 or last) and "ess" not in entry:
+            entry.update(self.measure(self.model))
+            clock = self._lap("measure", clock)
+        return clock
+
+    def advance(self, until: int) -> str | None:
+        """Train to step `until` (at most the cap, `cfg.steps`) or an earlier stop; returns why the run
+        stopped, or None if it paused at `until` and can go on."""
+        cfg = self.cfg
+        if self.stopped is not None:
+            return self.stopped
+        if self._main is not None:  # finished before: continue from where the cooldown branched off
+            seconds = self.seconds
+            self.load_state_dict(self._main)
+            self.seconds = seconds
+        until = min(until, cfg.steps)
+        bar = tqdm(total=until, initial=self.step, desc=self.desc, disable=not self.progress, leave=False, dynamic_ncols=True)
+        clock = time.perf_counter()
+        while self.step < until:
+            self._train_step(cfg.lr * lr_factor(self.step, cfg))
+            bar.update()
+            clock = self._lap("steps", clock)
+            if self.step % cfg.eval_every and self.step != until:
+                continue
+            entry = self._evaluate()
+            clock = self._lap("evaluation", clock)
+            clock = self._measure_if_due(entry, clock)
+            bar.set_postfix(loss=f"{entry['train_loss']:.3f}", val=f"{entry['val_accuracy']:.3f}")
+            self._track(entry)
+            if entry["val_accuracy"] >= cfg.solved_accuracy:
+                self.stopped = "solved"
+            elif self._plateaued():
+                self.stopped = "plateau"
+            clock = self._lap("evaluation", clock)
+            if self.stopped:
+                break
+        bar.close()
+        if self.stopped is None and self.step >= cfg.steps:
+            self.stopped = "budget"
+        return self.stopped
+
+    def _track(self, entry: dict) -> None:
+        improved = entry["val_accuracy"] > self.best["val_accuracy"]
+        if improved:
+            self.best = {"val_accuracy": entry["val_accuracy"], "val_loss": entry["val_loss"], "step": self.step}
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        if improved or entry["val_loss"] < self.best_loss * (1 - self.cfg.plateau_delta):
+            self.last_progress, self.stale = self.step, 0
+        else:
+            self.stale += 1
+        self.best_loss = min(self.best_loss, entry["val_loss"])
+
+    def _plateaued(self) -> bool:
+        cfg = self.cfg
+        if cfg.patience_steps:
+            window = max(cfg.patience_steps, cfg.patience_fraction * self.step)
+            return self.step - self.last_progress >= window
+        return bool(cfg.patience) and self.stale >= cfg.patience
+
+    # ------------------------------------------------------------------ ending a run
+
+    def finish(self, test_set: tuple[Tensor, Tensor], stopped: str | None = None) -> dict:
+        """End the run (`stopped` names why when the caller ends it, e.g. "pruned" by successive
+        halving): the WSD cooldown if the schedule has one and the run is not solved, then the best
+        checkpoint's validation and test metrics, the model left at that checkpoint. The run's state
+        before the cooldown is kept (`state_dict`), so `advance` can continue it."""
+        cfg = self.cfg
+        self._main = self.state_dict()
+        stopped = self.stopped or stopped or "budget"
+        clock = time.perf_counter()
+        main_steps = self.step
+        if cfg.schedule == "wsd" and cfg.cooldown > 0 and stopped != "solved":
+            n = max(1, round(cfg.cooldown * main_steps))
+            for i in range(n):
+                self._train_step(cfg.lr * (n - i) / n)
+                clock = self._lap("steps", clock)
+                if (i + 1) % cfg.eval_every and i + 1 != n:
+                    continue
+                entry = self._evaluate("cooldown")
+                clock = self._lap("evaluation", clock)
+                self._track(entry)
+                if entry["val_accuracy"] >= cfg.solved_accuracy:
+                    stopped = "solved"
+                    break
+        if self.history:
+            clock = self._measure_if_due(self.history[-1], clock, last=True)
+        self.model.load_state_dict(self.best_state)
+        test = evaluate(self.model, *test_set, cfg.eval_batch_size, self.device)
+        clock = self._lap("evaluation", clock)
+        last = self.history[-1] if self.history else {}
+        result = {
+            "accuracy": test["accuracy"],
+            "loss": test["loss"],
+            "val_accuracy": self.best["val_accuracy"],
+            "val_loss": self.best["val_loss"],
+            "best_step": self.best["step"],
+            "steps": self.step,
+            "main_steps": main_steps,
+            "sequences": self.sequences,
+            "train_set": self.data.size,
+            "final_train_loss": last.get("train_loss"),
+            "final_val_loss": last.get("val_loss"),
+            "stopped": stopped,
+            "history": copy.deepcopy(self.history),
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict:
+        """Everything `load_state_dict` needs to continue the run; after `finish`, the run as it was
+        before its cooldown."""
+        if self._main is not None:
+            return {**self._main, "seconds": dict(self.seconds)}
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.opt.state_dict()),
+            "generator": self.gen.get_state(),
+            "step": self.step,
+            "sequences": self.sequences,
+            "history": copy.deepcopy(self.history),
+            "best": dict(self.best),
+            "best_state": copy.deepcopy(self.best_state),
+            "best_loss": self.best_loss,
+            "last_progress": self.last_progress,
+            "stale": self.stale,
+            "stopped": self.stopped,
+            "seconds": dict(self.seconds),
+            "loss_since_eval": (self._loss_sum, self._loss_n),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.step, self.sequences = state["step"], state["sequences"]
+        self.history = copy.deepcopy(state["history"])
+        self.best, self.best_state = dict(state["best"]), copy.deepcopy(state["best_state"])
+        self.best_loss, self.last_progress, self.stale = state["best_loss"], state["last_progress"], state["stale"]
+        self.stopped, self.seconds = state["stopped"], dict(state["seconds"])
+        self._loss_sum, self._loss_n = state["loss_since_eval"]
+        self._main = None
+
+
 def train(
     model: nn.Module,
-    train_set: tuple[Tensor, Tensor],
+    train_set: tuple[Tensor, Tensor] | TrainData,
     val_set: tuple[Tensor, Tensor],
     test_set: tuple[Tensor, Tensor],
     cfg: TrainConfig,
@@ -159,89 +456,11 @@ def train(
     desc: str = "train",
     measure: Callable[[nn.Module], dict] | None = None,
 ) -> dict:
-    """Train in place, selecting on `val_set`; returns the best checkpoint's validation and test
-    metrics (the model is left at that checkpoint), why training stopped, and the history.
-
-    `measure(model)`, if given, is recorded in the history at the 1st, 2nd, 4th, 8th, ...
-    evaluation and at the last (e.g. ESS over training: a log-spaced record at a bounded cost).
-    `seconds` splits the wall time into the training steps, the evaluations and `measure`."""
-    gen = torch.Generator().manual_seed(seed)
-    model.to(device).train()
-    if device.type == "cpu":
-        keep_freed_memory()
-
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay, device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    inputs, targets = train_set
-    history = []
-    best = {"val_accuracy": -1.0, "val_loss": math.inf, "step": 0}
-    best_state = copy.deepcopy(model.state_dict())
-    best_loss, stale, stopped = math.inf, 0, "budget"
-    bar = tqdm(range(cfg.steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    step = 0
-    seconds = {"steps": 0.0, "evaluation": 0.0, "measure": 0.0}
-    clock = time.perf_counter()
-
-    def lap(part: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[part] += now - clock
-        clock = now
-
-    for step in bar:
-        idx = torch.randint(len(inputs), (cfg.batch_size,), generator=gen)
-        x, y = inputs[idx].to(device), targets[idx].to(device)
-        with autocast(device):
-            loss = loss_fn(*scored_logits(model, x, y))
-        if not torch.isfinite(loss):
-            raise DivergedError(f"loss became {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-        opt.step()
-        sched.step()
-        lap("steps")
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            val = evaluate(model, *val_set, cfg.eval_batch_size, device)
-            history.append(
-                {"step": step + 1, "train_loss": loss.item(), "val_accuracy": val["accuracy"], "val_loss": val["loss"]}
-            )
-            lap("evaluation")
-            if measure is not None and len(history) & (len(history) - 1) == 0:  # a power of two
-                history[-1].update(measure(model))
-                lap("measure")
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val['accuracy']:.3f}")
-            improved = val["accuracy"] > best["val_accuracy"]
-            if improved:
-                best = {"val_accuracy": val["accuracy"], "val_loss": val["loss"], "step": step + 1}
-                best_state = copy.deepcopy(model.state_dict())
-            if improved or val["loss"] < best_loss * (1 - cfg.plateau_delta):
-                stale = 0
-            else:
-                stale += 1
-            best_loss = min(best_loss, val["loss"])
-            lap("evaluation")
-            if val["accuracy"] >= cfg.solved_accuracy:
-                stopped = "solved"
-                break
-            if cfg.patience and stale >= cfg.patience:
-                stopped = "plateau"
-                break
-    bar.close()
-    if measure is not None and history and len(history) & (len(history) - 1):  # the last, if not measured yet
-        history[-1].update(measure(model))
-        lap("measure")
-    model.load_state_dict(best_state)
-    test = evaluate(model, *test_set, cfg.eval_batch_size, device)
-    lap("evaluation")
-    return {
-        "accuracy": test["accuracy"],
-        "loss": test["loss"],
-        "val_accuracy": best["val_accuracy"],
-        "val_loss": best["val_loss"],
-        "best_step": best["step"],
-        "steps": step + 1,
-        "stopped": stopped,
-        "history": history,
-        "seconds": {k: round(v, 2) for k, v in seconds.items()},
-    }
+    """Train one run to its stop (solved, a plateau, the cap) and finish it (`Trainer`); returns the best
+    checkpoint's validation and test metrics (the model is left at that checkpoint), why training
+    stopped, and the history. `seconds` splits the wall time into the training steps, the evaluations
+    and `measure`."""
+    data = train_set if isinstance(train_set, TrainData) else TrainData(train_set)
+    trainer = Trainer(model, data, val_set, cfg, device, seed, progress, desc, measure)
+    trainer.advance(cfg.steps)
+    return trainer.finish(test_set)

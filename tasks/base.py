@@ -11,6 +11,7 @@ from torch import Tensor
 
 IGNORE = -100  # target of every position that is not scored
 CHUNK = 1024  # examples generated per random stream: results do not depend on memory or batch size
+STREAM_TAG = 0x5EED  # the fresh training batches' streams (`Task.stream_batch`), apart from generate's
 
 
 def require_int(task: str, lo: int = 1, **params) -> None:
@@ -96,16 +97,30 @@ class Task:
             np.concatenate(targets).astype(np.int64)
         )
 
-    def splits(self, num_train: int, num_val: int, num_test: int, seed: int) -> Splits:
+    def stream_batch(self, num_examples: int, seed: int, step: int) -> tuple[Tensor, Tensor]:
+        """Fresh training examples for step `step` of a run seeded `seed`: a random stream of their own
+        (apart from `generate`'s, so never the validation or test sets' draws), the same on any
+        machine, and a function of the step alone, so a run continued from a checkpoint sees the
+        batches a run trained straight through saw."""
+        require_int(self.name, lo=0, num_examples=num_examples, seed=seed, step=step)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, step, STREAM_TAG])))
+        x, y = self._generate_chunk(rng, num_examples, "train")
+        return torch.from_numpy(x.astype(np.int64)), torch.from_numpy(y.astype(np.int64))
+
+    def splits(self, num_train: int | None, num_val: int, num_test: int, seed: int) -> Splits:
         """Train, validation and test sets from separate seeds. Validation selects (learning rate,
         checkpoint, early stop) and test only reports, so both follow the test distribution.
-        Train examples that also occur in validation or test are dropped."""
-        require_int(self.name, num_train=num_train, num_val=num_val, num_test=num_test)
+        Train examples that also occur in validation or test are dropped. `num_train=None`: no fixed
+        training set (training draws fresh batches, `stream_batch`); the split's train is empty."""
+        require_int(self.name, num_val=num_val, num_test=num_test)
         test = self.generate(num_test, 3 * seed + 1, split="test")
         val = self.generate(num_val, 3 * seed + 2, split="test")
+        if num_train is None:
+            return Splits(self.generate(0, 3 * seed), val, test)
+        require_int(self.name, num_train=num_train)
         train = self.generate(num_train, 3 * seed, split="train")
-        seen = {_row_hash(row) for row in torch.cat([test[0], val[0]]).numpy()}
-        keep = torch.tensor([_row_hash(row) not in seen for row in train[0].numpy()], dtype=torch.bool)
+        seen = {row_hash(row) for row in torch.cat([test[0], val[0]]).numpy()}
+        keep = torch.tensor([row_hash(row) not in seen for row in train[0].numpy()], dtype=torch.bool)
         return Splits((train[0][keep], train[1][keep]), val, test)
 
 
@@ -136,7 +151,12 @@ def running_mode_accuracy(inputs: Tensor, targets: Tensor, counted: np.ndarray, 
     return hits / total if total else float("nan")
 
 
-def _row_hash(row: np.ndarray) -> bytes:
+def row_hashes(inputs: Tensor) -> set[bytes]:
+    """Hashes of the rows of `inputs`, to keep examples of one split out of another."""
+    return {row_hash(row) for row in inputs.numpy()}
+
+
+def row_hash(row: np.ndarray) -> bytes:
     return hashlib.blake2b(row.tobytes(), digest_size=16).digest()
 
 

@@ -157,8 +157,9 @@ def test_a_sweep_process_loads_all_its_code_before_it_records_provenance():
 
 
 def test_published_presets_plan_what_the_readme_says():
-    """The published sweeps: every mixer at two state sizes (attention once) x 6 MQAR settings x 3
-    rates; MAD's three tasks at two levels; and seed replicates of published designs only."""
+    """The published sweeps: every mixer at two state sizes (attention once) x 6 MQAR settings x the 4
+    rates of the converged protocol's grid; MAD's three tasks at two levels; and seed replicates of
+    published designs only. Every MQAR preset searches its grid by successive halving on fresh data."""
     from benchmarks.config import single_run
     from benchmarks.store import design_key
 
@@ -168,7 +169,10 @@ def test_published_presets_plan_what_the_readme_says():
         counts[preset] = len(configs)
         designs[preset] = {design_key(single_run(c)) for c in configs}
         assert {c["store"] for c in configs} == {"results"}
-    assert counts == {"published": 342, "published_mad": 342, "published_seeds": 54}
+    assert counts == {"published": 14 * 2 * 6 * 4 - 6 * 4, "published_mad": 342, "published_seeds": 13 * 4 * 2 * 4}
+    for preset in ("published", "published_ladder", "published_ladder_top", "published_seeds"):
+        trains = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"]) for c in bench.plan([f"preset={preset}"])}
+        assert trains == {("wsd", (1000, 4000), None)}, preset
     assert designs["published_seeds"] <= designs["published"]
     # MQAR in Zoology's model, MAD in MAD's; the ablation's middle column in its own store
     backbones = {p: {c["model"]["backbone"] for c in bench.plan([f"preset={p}"])} for p in
@@ -179,7 +183,7 @@ def test_published_presets_plan_what_the_readme_says():
     assert ladder == {(128, 32), (256, 64)}
     top = bench.plan(["preset=published_ladder_top"])
     assert {(c["task"]["seq_len"], c["task"]["num_kv_pairs"], c["task"]["vocab_size"]) for c in top} == {(512, 128, 1024)}
-    assert len(top) == 9 and {c["architecture"]["name"] for c in top} == {"attention", "based"}
+    assert len(top) == 12 and {c["architecture"]["name"] for c in top} == {"attention", "based"}
     assert {c["store"] for c in top} == {"results"} and {c["model"]["backbone"] for c in top} == {"zoology"}
     seeds = {c["seed"] for c in bench.plan(["preset=published_seeds"])}
     assert seeds == {1, 2}

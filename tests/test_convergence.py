@@ -1,0 +1,183 @@
+"""The converged protocol (benchmarks/train.py, benchmarks/halving.py): a run continued from where it
+paused equals one trained straight through; the plateau stop waits out a late transition; successive
+halving promotes, extends past a winning edge and stops on a solve as documented; re-running a group
+reproduces its choices; fresh training batches are a function of the step and never validation's."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from architectures.backbone import LanguageModel
+from benchmarks import halving
+from benchmarks.train import TrainConfig, TrainData, Trainer
+from tasks import registry as tasks
+from tasks.base import row_hashes
+
+DEVICE = torch.device("cpu")
+
+
+def _setup(seed: int = 0):
+    task = tasks.build("mqar", vocab_size=32, seq_len=16, num_kv_pairs=2)
+    data = task.splits(None, 32, 32, seed)
+    stream = TrainData(task=task, seed=seed, exclude=row_hashes(torch.cat([data.val[0], data.test[0]])))
+    torch.manual_seed(seed)
+    model = LanguageModel(task.vocab_size, "gla", d_model=16, seq_len=task.seq_len, backbone="zoology")
+    return task, data, stream, model
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=60, batch_size=8, eval_every=10, eval_batch_size=32, warmup_steps=5, lr=3e-3, schedule="wsd",
+                cooldown=0.2, solved_accuracy=1.0)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_continued_run_equals_one_trained_straight_through(tmp_path):
+    """Paused at a rung, finished (its cooldown on the side), checkpointed to disk, restored into a new
+    process's objects and continued: the same weights, history and result as one uninterrupted run."""
+    _, data, stream, model = _setup()
+    straight = Trainer(model, stream, data.val, _cfg(), DEVICE, seed=0, progress=False)
+    straight.advance(60)
+    a = straight.finish(data.test)
+
+    _, data, stream, model = _setup()
+    paused = Trainer(model, stream, data.val, _cfg(), DEVICE, seed=0, progress=False)
+    paused.advance(20)
+    paused.finish(data.test, stopped="pruned")  # a cooldown on the side, as a pruned run gets
+    torch.save(paused.state_dict(), tmp_path / "ckpt.pt")
+    _, data, stream, model = _setup()
+    resumed = Trainer(model, stream, data.val, _cfg(), DEVICE, seed=0, progress=False)
+    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False))
+    resumed.advance(40)
+    resumed.advance(60)
+    b = resumed.finish(data.test)
+
+    assert a["steps"] == b["steps"] == 72 and a["main_steps"] == b["main_steps"] == 60
+    for key in ("accuracy", "loss", "val_accuracy", "val_loss", "best_step", "sequences", "stopped"):
+        assert a[key] == b[key], key
+    assert [(e["step"], e["val_loss"]) for e in a["history"]] == [(e["step"], e["val_loss"]) for e in b["history"]]
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def _scripted_losses(trainer: Trainer, curve: list[float]) -> int | None:
+    """Feed validation losses, one evaluation every 100 steps, through the trainer's own progress
+    tracking; returns the step at which it calls a plateau (None: never)."""
+    for i, loss in enumerate(curve, start=1):
+        trainer.step = 100 * i
+        trainer._track({"val_accuracy": 0.25 if loss > 1.0 else 0.9, "val_loss": loss})
+        if trainer._plateaued():
+            return trainer.step
+    return None
+
+
+@pytest.mark.parametrize(("patience_steps", "stops_at"), [(2000, None), (500, 600)])
+def test_the_plateau_window_waits_out_a_late_transition(patience_steps, stops_at):
+    """MQAR's curve: flat at the no-recall loss for 1,300 steps, then the transition. A 2,000-step
+    window (the published protocol's) waits it out; a 500-step window stops the run in the flat phase."""
+    _, data, stream, model = _setup()
+    trainer = Trainer(model, stream, data.val, _cfg(steps=10_000, patience_steps=patience_steps, patience_fraction=0.25),
+                      DEVICE, seed=0, progress=False)  # fmt: skip
+    flat = [1.386 + 0.002 * (-1) ** i for i in range(13)]
+    transition = [1.2, 0.8, 0.4, 0.1, 0.05, 0.04, 0.039]
+    assert _scripted_losses(trainer, flat + transition) == stops_at
+
+
+def test_the_window_grows_with_the_run():
+    """max(patience_steps, patience_fraction x steps): at step 20,000 a quarter of the run, 5,000 steps."""
+    _, data, stream, model = _setup()
+    trainer = Trainer(model, stream, data.val, _cfg(steps=40_000, patience_steps=2000, patience_fraction=0.25), DEVICE, 0, False)
+    trainer.step, trainer.last_progress = 20_000, 16_000
+    assert not trainer._plateaued()
+    trainer.step = 22_000  # 6,000 steps without progress; the window is 5,500
+    assert trainer._plateaued()
+
+
+class _Scripted:
+    """A run whose validation accuracy at step s is `curve(s)`, with the Trainer's interface."""
+
+    def __init__(self, lr: float, curve, solve_at: float = 0.995, cap: int = 10_000):
+        self.lr, self.curve, self.solve_at, self.cap = lr, curve, solve_at, cap
+        self.history, self.stopped, self.step = [], None, 0
+        self.best = {"val_accuracy": -1.0, "val_loss": math.inf}
+        self.trained = 0
+
+    def advance(self, until: int):
+        while self.step < min(until, self.cap) and self.stopped is None:
+            self.step += 100
+            self.trained += 100
+            acc = self.curve(self.step)
+            self.history.append({"step": self.step, "val_accuracy": acc, "val_loss": 1 - acc})
+            if acc > self.best["val_accuracy"]:
+                self.best = {"val_accuracy": acc, "val_loss": 1 - acc}
+            if acc >= self.solve_at:
+                self.stopped = "solved"
+        if self.stopped is None and self.step >= self.cap:
+            self.stopped = "budget"
+        return self.stopped
+
+
+def _search(curves: dict[float, object], extend: int = 0, budgets=(1000, 3000, 10_000)):
+    made = {}
+
+    def make(lr):
+        made[lr] = _Scripted(lr, curves.get(lr, lambda s: 0.1))
+        return made[lr]
+
+    result, runs = halving.search(sorted(curves), make, list(budgets), promote=2, extend=extend)
+    return result, runs, made
+
+
+def test_halving_promotes_the_better_half_and_ends_the_others_pruned():
+    curves = {1e-3: lambda s: 0.1 + s / 1e5, 3e-3: lambda s: 0.3 + s / 1e5, 1e-2: lambda s: 0.2 + s / 1e5, 3e-2: lambda s: 0.05}
+    result, runs, _ = _search(curves)
+    assert result.ended == {1e-3: "pruned", 3e-3: "budget", 1e-2: "pruned", 3e-2: "pruned"}
+    assert {lr: r.trained for lr, r in runs.items()} == {1e-3: 1000, 3e-3: 10_000, 1e-2: 3000, 3e-2: 1000}
+    assert result.rung == {1e-3: 0, 3e-3: 2, 1e-2: 1, 3e-2: 0}
+
+
+def test_a_solve_ends_the_group_after_the_first_rung():
+    """Every rate trains the first rung (a record each); after that the first solve ends the group."""
+    curves = {1e-3: lambda s: 0.2, 3e-3: lambda s: 1.0 if s >= 2000 else 0.5, 1e-2: lambda s: 0.4}
+    result, runs, _ = _search(curves)
+    assert result.ended[3e-3] == "solved" and runs[3e-3].trained == 2000
+    assert runs[1e-2].trained == 1000  # promoted beside it, but ranked second: the solve came first
+
+
+def test_a_winning_edge_extends_the_grid_by_its_own_spacing():
+    curves = {1e-3: lambda s: 0.1, 3e-3: lambda s: 0.2, 1e-2: lambda s: 0.3 + s / 1e5}
+    result, runs, _ = _search({**curves, 3e-2: lambda s: 0.5 + s / 1e5}, extend=1)
+    assert result.extended == [0.09] and 0.09 in runs  # 3e-2 * (3e-2 / 1e-2)
+    result, _, _ = _search(curves, extend=0)
+    assert result.extended == []
+
+
+def test_rerunning_a_group_reproduces_its_choices(tmp_path):
+    """Two runs of one small group (successive halving at tiny budgets, fresh batches): the same rates
+    tried, the same ends, the same accuracies."""
+    from benchmarks.bench import expand
+    from benchmarks.run import run_group
+
+    overrides = ["preset=smoke", "architecture=attention", "train.schedule=wsd", "train.rungs=[20,40]", "train.steps=80",
+                 "train.eval_every=20", "data.num_train=null", "architecture.lr_grid=[1e-3,1e-2]", "progress=false"]  # fmt: skip
+    outcomes = []
+    for store in ("a", "b"):
+        (cfg,) = expand([*overrides, f"store={tmp_path / store}"])
+        records = run_group(cfg)
+        outcomes.append(sorted((r["config"]["train"]["lr"], r["metrics"]["stopped"], r["metrics"]["accuracy"],
+                                r["metrics"]["search"]["rung"]) for r in records))  # fmt: skip
+        assert not list((tmp_path / store / "checkpoints").glob("*.pt"))  # removed once the records landed
+    assert outcomes[0] == outcomes[1] and len(outcomes[0]) == 2
+
+
+def test_fresh_batches_are_a_function_of_the_step_and_never_validation_or_test():
+    task, data, stream, _ = _setup()
+    gen = torch.Generator()
+    a, b = stream.batch(7, 8, gen), stream.batch(7, 8, gen)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], stream.batch(8, 8, gen)[0])
+    held_out = row_hashes(torch.cat([data.val[0], data.test[0]]))
+    seen = set().union(*(row_hashes(stream.batch(s, 8, gen)[0]) for s in range(50)))
+    assert not seen & held_out
+    assert stream.size is None
