@@ -7,7 +7,8 @@ C, i.e. a causal depthwise convolution of d_state taps, plus a skip: k~ = conv(k
 head's diagonal SSM (S4D-Lin: A_n = -1/2 + i pi n for d_state / 2 complex modes, B = 1, C ~ N(0, 1)
 complex, log dt ~ U[log 1e-3, log 1e-1], bilinear discretization), whose kernel
 K_h[l] = 2 Re(sum_n C_n dB_n dA_n^l), plus a skip D_h; the query reads it out:
-y_j = sum_i q_i (K_h * kv_ij + D_h kv_ij). Then the output projection. The long convolution runs by FFT.
+y_j = sum_i q_i (K_h * kv_ij + D_h kv_ij). Then the output projection. The long convolution runs by FFT,
+or directly for short sequences on a CPU (architectures.hyena.causal_long_conv).
 
 Output channel (h, j) sits at h * head_dim + j (Zoology orders it j * H + h before its output
 projection: the same map with the projection's columns permuted).
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, causal_conv, config_error, require_positive
 from architectures.deltanet import short_conv_step
-from architectures.hyena import fft_causal_conv
+from architectures.hyena import causal_long_conv, long_conv_path
 
 
 class H3(Mixer):
@@ -91,18 +92,24 @@ class H3(Mixer):
         return q, k, v
 
     def _mix(self, q: Tensor, k: Tensor, v: Tensor, kernel: Tensor) -> Tensor:
-        """y_j = sum_i q_i (K * (k~_i v_j) + D k~_i v_j) per head, `(B, d_model, L)`."""
+        """y_j = sum_i q_i (K * (k~_i v_j) + D k~_i v_j) per head, `(B, d_model, L)`. The sum over the
+        head's key channels i (head_dim of them, 2 in Zoology's H3) runs as a loop: each term is a
+        long convolution of (B, d_model, L), where one 5-dimensional broadcast over (i, j) made its
+        backward reduce over both."""
         b, _, length = v.shape
         H, d = self.num_heads, self.head_dim
-        kv = k.view(b, H, d, 1, length) * v.view(b, H, 1, d, length)  # (B, H, i, j, L)
-        filt = kernel.repeat_interleave(d * d, dim=0)  # (H * d * d, L)
-        y = fft_causal_conv(kv.reshape(b, H * d * d, length), filt).view(b, H, d, d, length)
-        y = y + self.D.view(1, H, 1, 1, 1) * kv
-        return (q.view(b, H, d, 1, length) * y).sum(2).reshape(b, H * d, length)
+        filt = kernel.repeat_interleave(d, dim=0)  # (H * d, L): the head's filter for each value channel j
+        qh, kh, vh = (t.view(b, H, d, length) for t in (q, k, v))
+        out = 0
+        for i in range(d):
+            kv = kh[:, :, i : i + 1] * vh  # (B, H, j, L)
+            y = causal_long_conv(kv.reshape(b, H * d, length), filt).view(b, H, d, length)
+            out = out + qh[:, :, i : i + 1] * (y + self.D.view(1, H, 1, 1) * kv)
+        return out.reshape(b, H * d, length)
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        self.kernel = "fft"
+        self.kernel = long_conv_path(x.transpose(1, 2))
         y = self._mix(*self._gates(x), self.ssm_kernel(x.shape[1]))
         return self.out_proj(y.transpose(1, 2))
 

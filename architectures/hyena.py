@@ -89,10 +89,16 @@ def toeplitz(h: Tensor) -> Tensor:
     return h[:, lag.clamp_min(0)] * (lag >= 0)
 
 
+def long_conv_path(u: Tensor) -> str:
+    """How `causal_long_conv` computes on `u`: "direct" (short sequences on a CPU) or "fft"."""
+    direct = u.shape[-1] <= DIRECT_MAX_LEN and u.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    return "direct" if direct else "fft"
+
+
 def causal_long_conv(u: Tensor, h: Tensor) -> Tensor:
     """sum_{s <= t} h[t - s] u[s] for u `(B, C, L)`, h `(C, L)`: directly for short sequences on a CPU,
     by FFT (O(L log L)) beyond DIRECT_MAX_LEN and on GPUs; the two agree (tests/test_mixers.py)."""
-    if u.shape[-1] > DIRECT_MAX_LEN or u.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+    if long_conv_path(u) == "fft":
         return fft_causal_conv(u, h)
     return depthwise_causal_conv(u, h.to(u.dtype).flip(-1).unsqueeze(1))
 
@@ -143,7 +149,7 @@ class Hyena(Mixer):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        self.kernel = "fft"
+        self.kernel = long_conv_path(x.transpose(1, 2))
         y = self._mix(*self._gates(x), self.filter(x.shape[1], x.device))
         return self.out_proj(y.transpose(1, 2))
 
