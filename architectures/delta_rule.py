@@ -63,9 +63,11 @@ def _pass_states(M: Tensor, N: Tensor, initial_state: Tensor | None) -> tuple[Te
     b, h, n, kdim, vdim = N.shape
     S = N.new_zeros(b, h, kdim, vdim) if initial_state is None else initial_state.to(N.dtype)
     before = []
-    for i in range(n):
+    # unbound once: indexing chunk i of M and N would make the backward zero-fill a gradient of the
+    # whole (B, H, n, K, V) tensor per chunk; unbind's backward is one stack
+    for M_i, N_i in zip(M.unbind(2), N.unbind(2), strict=True):
         before.append(S)
-        S = M[:, :, i] @ S + N[:, :, i]
+        S = M_i @ S + N_i
     return torch.stack(before, dim=2), S
 
 
