@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.analysis import HEADLINE_TOLERANCE
+from benchmarks.report.rows import HEADLINE_TOLERANCE
 
 # one colour and one marker per mixer everywhere: 10+ lines must stay distinguishable
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]

@@ -248,13 +248,17 @@ def test_backbone_ablation_sets_each_backbones_best_side_by_side_and_names_what_
     records = []
     for backbone, accs in (("zoology", {"a": 0.99, "b": 0.95, "c": 0.25}), ("mad", {"a": 0.26, "b": 0.97, "c": 0.24})):
         for mixer, acc in accs.items():
-            records += [_record(mixer, backbone, 4, 1e-3, acc - 0.1, acc - 0.1), _record(mixer, backbone, 4, 1e-2, acc, acc, ess=7.0)]
+            records += [
+                _record(mixer, backbone, 4, 1e-3, acc - 0.1, acc - 0.1),
+                _record(mixer, backbone, 4, 1e-2, acc, acc, ess=7.0),
+            ]
     records.append(_record("a", "mad", 4, 1e-2, 1.0, 1.0, steps=800))  # another protocol: never mixed in
-    table = analysis.backbone_ablation(records).set_index("mixer")
+    long = analysis.backbone_ablation(records)
+    table = analysis.ablation_table(long).set_index("mixer")  # wide only for the page
     assert table.loc["a", "kv=4 accuracy: zoology"] == 0.99 and table.loc["a", "kv=4 accuracy: mad"] == 0.26
     assert table.loc["a", "kv=4 ESS: zoology"] == 7.0  # the ESS of the best rate's row
     assert table.loc["a", "kv=4 no-recall"] == 0.25
-    findings = " ".join(analysis.ablation_findings(table.reset_index()))
+    findings = " ".join(analysis.ablation_findings(long))
     assert "1 of 3 mixers learn" in findings and "MAD's mixer + MLP blocks: a;" in findings
     assert "in both: b;" in findings and "in no backbone: c." in findings
     cost = analysis.backbone_cost(records).set_index(["backbone", "setting"])
@@ -266,9 +270,11 @@ def test_a_mixer_with_its_own_convolution_takes_its_mad_cell_as_its_conv_mlp_cel
     """conv_mlp builds a short_conv mixer's mad model unchanged, so the sweep does not train it twice."""
     records = [_record(m, b, 4, 1e-2, acc, acc) for m, b, acc in
                (("mamba", "zoology", 0.3), ("mamba", "mad", 0.8), ("a", "zoology", 0.9), ("a", "mad", 0.3), ("a", "conv_mlp", 0.7))]  # fmt: skip
-    table = analysis.backbone_ablation(records).set_index("mixer")
+    long = analysis.backbone_ablation(records)
+    table = analysis.ablation_table(long).set_index("mixer")
     assert table.loc["mamba", "kv=4 accuracy: conv_mlp"] == 0.8 and table.loc["a", "kv=4 accuracy: conv_mlp"] == 0.7
-    findings = " ".join(analysis.ablation_findings(table.reset_index()))
+    assert long.set_index(["mixer", "backbone"]).loc[("mamba", "conv_mlp"), "repeated"]  # its mad run, not trained again
+    findings = " ".join(analysis.ablation_findings(long))
     assert "makes 1 learn that do not without it: a." in findings
     assert "Zoology's is ahead by more than 0.1 for a:" in findings  # 0.9 against 0.7 with the BaseConv in both
 
@@ -294,13 +300,17 @@ def test_a_mixer_that_never_learns_is_explained_by_its_linearity_or_by_the_model
                        "setting": ["kv=4", "kv=8", "kv=4", "kv=4", "kv=4", "kv=4"],
                        "accuracy": [0.24, 0.12, 0.25, 0.26, 0.99, 0.255], "no_recall": [0.25, 0.125, 0.25, 0.25, 0.25, 0.25],
                        "stopped": ["budget", "plateau", "plateau", "budget", "solved", "plateau"]})  # fmt: skip
-    ablation = pd.DataFrame({"mixer": ["mamba", "gla", "hyena"], "kv=4 accuracy: zoology": [0.26, 0.25, 0.255],
-                             "kv=4 accuracy: mad": [0.75, 0.3, 0.36], "kv=4 no-recall": [0.25, 0.25, 0.25],
-                             "kv=4 accuracy: conv_mlp": [0.75, 0.3, 0.36]})  # fmt: skip
+    ablation = pd.DataFrame(  # tidy: one row per mixer, setting and backbone
+        [(m, "L=64, kv=4", b, acc, 0.25, b == "conv_mlp" and m == "mamba", 2000, 3)
+         for m, accs in (("mamba", (0.26, 0.75, 0.75)), ("gla", (0.25, 0.3, 0.3)), ("hyena", (0.255, 0.36, 0.36)))
+         for b, acc in zip(("zoology", "mad", "conv_mlp"), accs, strict=True)],
+        columns=["mixer", "setting", "backbone", "accuracy", "no_recall", "repeated", "budget", "rates"],
+    )  # fmt: skip
     lines = analysis.never_learned(df, ablation)
     assert [line.split(" ")[1] for line in lines] == ["gla", "hyena", "lru", "mamba"]  # based learned: not listed
     gla, hyena, lru, mamba = lines
     assert "linear time-invariant" in lru and "at most -0.005" in lru and "on both settings" in lru
+    assert "(2,000 steps, three rates)" in mamba  # the protocol's facts, from the records
     assert "0.750 at L 64, kv 4 in MAD's mixer + MLP blocks" in mamba and "1 of its 1 best runs ended at the step budget" in mamba
     # Mamba has its own convolution: its conv_mlp cell repeats its mad run, so it is not cited as a second model
     assert "with a BaseConv" not in mamba and mamba.count("0.750") == 1
@@ -317,11 +327,15 @@ def test_backbone_change_compares_the_two_leaderboards_on_the_settings_both_have
         return pd.DataFrame({"task": "mqar", "setting": setting, "seq_len": L, "memory_demand": kv, "mixer": list(accs),
                              "accuracy": list(accs.values()), "val_accuracy": list(accs.values()), "val_loss": 0.0,
                              "no_recall": 0.25, "ess": [1.0, 2.0, 3.0][: len(accs)], "tss": 8})  # fmt: skip
+
     new = pd.concat([best({"a": 0.99, "b": 0.95, "c": 0.25}), best({"a": 0.9, "b": 0.2, "c": 0.1}, "L=256, kv=64"),
                      best({"a": 0.99}, "L=128, kv=4")])  # fmt: skip
     old = pd.concat([best({"a": 0.26, "b": 0.97, "c": 0.6}), best({"a": 0.1, "b": 0.1, "c": 0.1}, "L=128, kv=4")])
     lines = analysis.backbone_change(new, old)
-    assert "(L=64, kv=4), 2 of 3 mixers learn" in lines[0] and "Zoology's model: a, b; 2 did in MAD's mixer + MLP blocks: b, c." in lines[0]
+    assert (
+        "(L=64, kv=4), 2 of 3 mixers learn" in lines[0]
+        and "Zoology's model: a, b; 2 did in MAD's mixer + MLP blocks: b, c." in lines[0]
+    )
     assert "Higher" in lines[1] and "a (L 64, kv 4 0.260 -> 0.990)" in lines[1]
     assert "Lower" in lines[2] and "c (L 64, kv 4 0.600 -> 0.250)" in lines[2] and "b (" not in lines[2]  # 0.02: not moved
     assert "ESS's advantage" in lines[3]
@@ -334,11 +348,12 @@ def test_the_ladder_orders_settings_by_difficulty_and_says_where_each_mixer_runs
                        "seq_len": [128, 64, 64, 64, 64], "memory_demand": [32, 4, 16, 4, 16],
                        "accuracy": [0.5, 0.99, 0.95, 0.3, 0.07], "val_accuracy": [0.5, 0.99, 0.95, 0.3, 0.07], "val_loss": 0.0,
                        "no_recall": [1 / 32, 0.25, 1 / 16, 0.25, 1 / 16]})  # fmt: skip
-    table, lines = analysis.ladder(df)
+    table = analysis.ladder(df)
+    lines = analysis.ladder_lines(table)  # sentences from the table, not beside it
     assert list(table.columns) == ["mixer", "L=64, kv=4", "L=64, kv=16", "L=128, kv=32"]
     assert list(table["mixer"]) == ["a", "b", "no-recall baseline"] and table.iloc[2, 1] == 0.25
     worse_far = df.assign(accuracy=np.where(df["seq_len"] == 128, 0.0, np.where(df["mixer"] == "b", 0.9, df["accuracy"])))
-    assert list(analysis.ladder(worse_far)[0]["mixer"][:2]) == ["a", "b"]  # ranked on the settings both ran
+    assert list(analysis.ladder(worse_far)["mixer"][:2]) == ["a", "b"]  # ranked on the settings both ran
     assert pd.isna(table.set_index("mixer").loc["b", "L=128, kv=32"])  # not run: blank, not zero
     assert lines[0] == "a: first below 0.9 at L=128, kv=32 (0.500); above the baseline + 0.2 up to L=128, kv=32 (0.500)."
     assert lines[1] == "b: first below 0.9 at L=64, kv=4 (0.300); never above the baseline + 0.2."

@@ -1,0 +1,96 @@
+"""The column registry: one entry per column of the leaderboard's rows (the CSV has them all, in
+this order), with its label on the page, its number format, whether higher is better and what it
+means. Adding a column: one `Column` here with its `read` (what of the record it shows; `None` for
+a column a later stage computes), its key in `NARROW` if the task tables show it, and a line in
+docs/leaderboard.md. Nothing else names a column's label or format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the row's (and the CSV's) column name
+    label: str  # its header on the page and in leaderboard.md
+    fmt: str | None = None  # a format for numbers; None: 3 significant digits, thousands separated
+    higher_is_better: bool | None = None  # None: not a score (a setting, a count, provenance)
+    description: str = ""
+    read: Callable[[Any], Any] | None = None  # from `rows.Run`; None: computed by a later stage
+    provenance: bool = False  # listed under the record link of its row
+
+
+def _c(key, label=None, fmt=None, higher=None, description="", read=None, provenance=False) -> Column:
+    return Column(key, label or key, fmt, higher, description, read, provenance)
+
+
+COLUMNS: list[Column] = [
+    _c("group", description="the run's group: every setting but the learning rate", read=lambda r: r.group),
+    _c("design", description="the group without its seed", read=lambda r: r.design),
+    _c("protocol", description="what a learning-rate grid is shared by", read=lambda r: r.protocol),
+    _c("mixer", description="the token mixer", read=lambda r: r.mixer),
+    _c("backbone", description="the model around the mixer", read=lambda r: r.backbone),
+    _c("task", read=lambda r: r.task["name"]),
+    _c("level", read=lambda r: r.level),
+    _c("setting", description="the task's length and memory demand", read=lambda r: r.setting),
+    _c("seq_len", read=lambda r: r.task["seq_len"]),
+    _c("memory_demand", read=lambda r: r.task["memory_demand"]),
+    _c("state", description="the state-size knob and its value", read=lambda r: r.state),
+    _c("accuracy", "accuracy", "{:.3f}", True, "test accuracy of the best run on validation", lambda r: r.m["accuracy"]),
+    _c("no_recall", "no-recall baseline", "{:.3f}", None, "accuracy without recall",
+       lambda r: r.task.get("no_recall_accuracy", float("nan"))),
+    _c("val_accuracy", "val accuracy", "{:.3f}", True, "what the best run is chosen on",
+       lambda r: r.m.get("val_accuracy", float("nan"))),
+    _c("val_loss", higher=False, read=lambda r: r.m.get("val_loss", float("nan"))),
+    _c("lr", "lr", "{:.2g}", read=lambda r: r.cfg["train"]["lr"]),
+    _c("ess", "ESS", "{:.2f}", True, "headline-tolerance ESS per channel", lambda r: r.ess),
+    _c("ess_total", "ESS summed", "{:,.0f}", True, "ESS summed over the mixer layers' channels",
+       lambda r: r.ess * r.channels),
+    _c("entropy_ess", "entropy ESS", "{:.2f}", True, read=lambda r: r.m["ess"]["entropy_ess_mean"]),
+    _c("ess_machine", higher=True, read=lambda r: r.m["ess"]["ess_mean"]),
+    _c("tss", "TSS", description="the state size that bounds ESS", read=lambda r: r.m["tss"]),
+    _c("utilization", "ESS/TSS", "{:.3f}", read=lambda r: r.ess / r.m["tss"] if r.m["tss"] else float("nan")),
+    _c("bound", description="the largest the headline ESS can be", read=lambda r: r.bound),
+    _c("cache_bytes", description="decoding state in bytes", read=lambda r: r.m["cache_bytes"], provenance=True),
+    _c("parameters", read=lambda r: r.m["parameters"], provenance=True),
+    _c("steps", read=lambda r: r.m["steps"], provenance=True),
+    _c("stopped", description="why training stopped", read=lambda r: r.m.get("stopped", ""), provenance=True),
+    _c("seed", read=lambda r: r.record["seed"], provenance=True),
+    _c("commit", read=lambda r: r.prov["commit"][:10] + ("+dirty" if r.prov.get("dirty") else ""), provenance=True),
+    _c("device", read=lambda r: r.prov["device"], provenance=True),
+    _c("kernels", read=lambda r: ",".join(r.m["kernels"]), provenance=True),
+    _c("wall_time_s", read=lambda r: r.record["wall_time_s"], provenance=True),
+    _c("key", "record", description="the record's file name", read=lambda r: r.record["key"]),
+    # computed from the rows by later stages
+    _c("lr_grid", description="the learning rates of the group", provenance=True),
+    _c("grid_spread", description="test accuracy's range over the grid", provenance=True),
+    _c("learned", "learned", description="above the no-recall baseline by the learned margin"),
+    _c("forward_tokens_per_s", description="measured forward throughput", provenance=True),
+    _c("state_use", "state use", description="saturated, collapsed or neither"),
+]  # fmt: skip
+BY_KEY = {c.key: c for c in COLUMNS}
+
+# the task tables' columns, in their order: what a reader compares (provenance sits in the record cell)
+NARROW = ["mixer", "backbone", "state", "tss", "setting", "accuracy", "no_recall", "learned", "val_accuracy", "lr", "ess",
+          "ess_total", "entropy_ess", "utilization", "state_use", "key"]  # fmt: skip
+# the record cell's lines, in their order
+PROVENANCE_ORDER = ["commit", "device", "kernels", "seed", "steps", "stopped", "lr_grid", "grid_spread", "parameters",
+                    "cache_bytes", "forward_tokens_per_s", "wall_time_s"]  # fmt: skip
+assert set(PROVENANCE_ORDER) == {c.key for c in COLUMNS if c.provenance}
+
+RUN_COLUMNS = [c.key for c in COLUMNS if c.read is not None]  # a run row's columns
+TABLE = {k: BY_KEY[k].label for k in NARROW}  # key -> label of the task tables
+PROVENANCE = PROVENANCE_ORDER
+
+# the other tables' measured columns, by label
+OTHER_FORMATS = {
+    "hours": "{:.1f}", "median run (s)": "{:.0f}", "ESS (machine precision)": "{:.2f}", "ESS/bound": "{:.3f}",
+    "bound": "{:.1f}", "ESS/demand": "{:.2f}", "forward tok/s": "{:,.0f}", "MAD score": "{:.3f}",
+    "score, all its settings": "{:.3f}", "mean ESS/bound": "{:.3f}", "median spread": "{:.3f}", "mean run (s)": "{:.0f}",
+    "steps share": "{:.1%}", "evaluation share": "{:.1%}", "ess over training share": "{:.1%}",
+    "final ess share": "{:.1%}", "largest spread": "{:.3f}",
+}  # fmt: skip
+FORMATS = {**{c.label: c.fmt for c in COLUMNS if c.fmt}, **OTHER_FORMATS}  # label -> format

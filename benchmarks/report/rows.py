@@ -1,0 +1,258 @@
+"""Records -> rows: one row per successful run, its columns read as the column registry says. The
+only stage that reads record fields (and the registry's mixer facts); every later stage works on
+these rows."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from benchmarks.config import mixer_spec, state_knob
+from benchmarks.ess import ess_bound
+from benchmarks.report.columns import COLUMNS, RUN_COLUMNS
+from benchmarks.store import design_key, protocol_key
+
+# The headline tolerance ESS: singular values of a split's block above 1% of the largest singular
+# value of the channel's whole operator (every split). A direction whose gain is under 1% of the
+# operator's strongest is below bf16's relative precision (2^-7 = 0.8%) and moves the output less
+# than rounding does where these models are deployed; `matrix_rank`'s machine-precision default
+# instead counts directions of gain 1e-7, which every trained operator has in numbers, so softmax
+# attention's default ESS is its geometric bound min(i, L - i) whatever it learned.
+HEADLINE_TOLERANCE = "operator:0.01"
+MACHINE_TOLERANCE = "machine precision"
+
+MAD_TASKS = ("in_context_recall", "noisy_recall", "fuzzy_recall", "selective_copying", "compression", "memorization")
+FAMILIES = {"mqar": "MQAR", **{t: "MAD" for t in MAD_TASKS}}
+
+
+def backbone_of(cfg: dict) -> str:
+    """The run's backbone; records from before the field trained MAD's blocks."""
+    return cfg.get("model", {}).get("backbone", "mad")
+
+
+@functools.cache
+def state_knob_name(mixer: str) -> str | None:
+    """The constructor argument a reference mixer's sweeps vary its state size with (its
+    architecture config's `state_sizes`), or None (attention, out-of-tree mixers)."""
+    path = Path(__file__).parent.parent / "conf" / "architecture" / f"{mixer}.yaml"
+    if not path.exists():
+        return None
+    knob = state_knob({"architecture": yaml.safe_load(path.read_text()) or {}})
+    return knob[0] if knob else None
+
+
+def declares(mixer: str, attribute: str) -> bool:
+    """Whether the registered mixer's class sets a boolean class attribute (`short_conv`, `linear_in_input`);
+    False for a name the registry does not know."""
+    from architectures import registry
+
+    try:
+        return bool(getattr(registry.resolve(mixer), attribute, False))
+    except ValueError:
+        return False
+
+
+def own_conv(mixer: str) -> bool:
+    """Whether the mixer carries its own short convolution: then `conv_mlp` builds its `mad` model unchanged."""
+    return declares(mixer, "short_conv")
+
+
+def _setting(task: dict) -> str:
+    if task["name"] == "mqar":
+        return f"L={task['seq_len']}, kv={task['num_kv_pairs']}"
+    level = task.get("level")
+    return (f"level {level}, " if level is not None else "") + f"L={task['seq_len']}"
+
+
+def setting_of(record: dict) -> str:
+    return _setting({**record["config"]["task"], **record["metrics"]["task"]})
+
+
+def _ess_at(ess: dict, tolerance: str) -> float:
+    if tolerance == MACHINE_TOLERANCE:
+        return ess["ess_mean"]
+    return ess.get("ess_mean_by_tolerance", {}).get(tolerance, float("nan"))
+
+
+@dataclass
+class Run:
+    """One record, its parts named once for the registry's `read` functions."""
+
+    record: dict
+
+    def __post_init__(self):
+        r = self.record
+        self.m, self.prov, self.cfg = r["metrics"], r["provenance"], r["config"]
+        self.mixer, arch = mixer_spec(self.cfg["architecture"])
+        knob = state_knob_name(self.mixer)
+        self.task = self.m["task"]
+        self.setting = _setting({**self.cfg["task"], **self.task})
+        self.level = self.task.get("level", self.cfg["task"].get("level"))
+        self.group, self.design, self.protocol = r.get("group", r["key"]), design_key(self.cfg), protocol_key(self.cfg)
+        self.backbone = backbone_of(self.cfg)
+        self.state = f"{knob}={'default' if arch[knob] is None else arch[knob]}" if knob and knob in arch else ""
+        self.ess = _ess_at(self.m["ess"], HEADLINE_TOLERANCE)
+        self.channels = sum(p["channels"] for p in self.m["ess"].get("per_layer", [])) or float("nan")
+        self.bound = ess_bound(self.m["tss"], self.task["seq_len"], tuple(self.m["ess"]["window"]))
+
+
+def _run_row(r: dict) -> dict:
+    run = Run(r)
+    return {c.key: c.read(run) for c in COLUMNS if c.read is not None}
+
+
+def run_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per successful run (every learning rate of every group)."""
+    return pd.DataFrame([_run_row(r) for r in records if r.get("status") == "ok"], columns=RUN_COLUMNS)
+
+
+def ess_by_key(records: list[dict]) -> dict[str, dict]:
+    """Each successful run's ESS summary (every tolerance), by record key."""
+    return {r["key"]: r["metrics"]["ess"] for r in records if r.get("status") == "ok"}
+
+
+def history_rows(records: list[dict], keys) -> pd.DataFrame:
+    """The evaluations where ESS was recorded, of the runs in `keys`: key, step, headline ESS, val accuracy."""
+    keys = set(keys)
+    rows = [
+        {"key": r["key"], "step": h["step"], "ess": _ess_at(h["ess"], HEADLINE_TOLERANCE), "val accuracy": h["val_accuracy"]}
+        for r in records
+        if r.get("status") == "ok" and r["key"] in keys
+        for h in r["metrics"].get("history", [])
+        if "ess" in h
+    ]
+    return pd.DataFrame(rows, columns=["key", "step", "ess", "val accuracy"])
+
+
+def cost_rows(records: list[dict]) -> pd.DataFrame:
+    """One row per successful MQAR run: backbone, setting, L, kv, wall time and steps."""
+    rows = [
+        {
+            "backbone": backbone_of(r["config"]),
+            "setting": setting_of(r),
+            "L": r["metrics"]["task"]["seq_len"],
+            "kv": r["metrics"]["task"].get("num_kv_pairs", 0),
+            "wall": r["wall_time_s"],
+            "steps": r["metrics"]["steps"],
+        }  # fmt: skip
+        for r in records
+        if r.get("status") == "ok" and r["config"]["task"]["name"] == "mqar"
+    ]
+    return pd.DataFrame(rows, columns=["backbone", "setting", "L", "kv", "wall", "steps"])
+
+
+def time_rows(records: list[dict]) -> pd.DataFrame:
+    """Per run that recorded its time split: mixer, wall time and the seconds of each part."""
+    rows = []
+    for r in records:
+        parts = r.get("metrics", {}).get("seconds") if r.get("status") == "ok" else None
+        if parts:
+            rows.append({"mixer": mixer_spec(r["config"]["architecture"])[0], "wall": r["wall_time_s"], **parts})
+    return pd.DataFrame(rows)
+
+
+def without_backbone(cfg: dict) -> str:
+    """The run's protocol but its backbone: what the backbone ablation's models share."""
+    return protocol_key({**cfg, "model": {k: v for k, v in cfg.get("model", {}).items() if k != "backbone"}})
+
+
+def mqar_by_protocol(records: list[dict], setting: str) -> list[list[dict]]:
+    """The successful MQAR records of one setting, grouped by their protocol but the backbone; each
+    group's records with the number of backbones they cover (`backbone_of`)."""
+    here = [r for r in records if r.get("status") == "ok" and r["config"]["task"]["name"] == "mqar" and setting_of(r) == setting]
+    by_protocol: dict[str, list] = {}
+    for r in here:
+        by_protocol.setdefault(without_backbone(r["config"]), []).append(r)
+    return list(by_protocol.values())
+
+
+def measured(records: list[dict]) -> list[dict]:
+    """The records that carry metrics."""
+    return [r for r in records if "metrics" in r]
+
+
+def by_status(records: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The records the leaderboard reads (measured or failed), the successful ones and the others."""
+    kept = [r for r in records if "metrics" in r or r.get("status") == "failed"]
+    return kept, [r for r in kept if r.get("status") == "ok"], [r for r in kept if r.get("status") != "ok"]
+
+
+def newest(ok: list[dict]) -> tuple[str, list[str]]:
+    """When the newest run started, and the commits of the runs started on its day."""
+    last = max((r.get("started", "") for r in ok), default="")
+    return last, sorted({r["provenance"]["commit"][:10] for r in ok if r.get("started", "") >= last[:10]})
+
+
+def failed_runs(failed: list[dict]) -> list[dict]:
+    """The failed runs the page lists: key, mixer and error."""
+    return [{"key": r["key"], "mixer": r["config"]["architecture"].get("name", "?"), "error": r.get("error", "")} for r in failed]
+
+
+def provenance_blobs(records: list[dict]) -> list[dict]:
+    """Every record's config and provenance as the page's JSON blobs."""
+    return [
+        {
+            "key": r["key"],
+            "mixer": r["config"]["architecture"].get("name", "?"),
+            "blob": json.dumps({"config": r["config"], "provenance": r.get("provenance")}, indent=1),
+        }
+        for r in records
+    ]
+
+
+def incomplete_groups(records: list[dict]) -> list[str]:
+    """Groups whose learning-rate grid a sweep has not finished: a rate that another group of the same
+    protocol (task setting, model, data and budget) has tried, ok or failed, this one has not. Their
+    best run is not yet the best of the grid, so the leaderboard holds them back until it is."""
+    tried: dict[str, tuple[str, set]] = {}
+    for r in records:
+        cfg = r["config"]
+        group = tried.setdefault(r.get("group", r["key"]), (protocol_key(cfg), set()))
+        group[1].add(cfg["train"]["lr"])
+    grids: dict[str, set] = {}
+    for protocol, rates in tried.values():
+        grids.setdefault(protocol, set()).update(rates)
+    return sorted(g for g, (protocol, rates) in tried.items() if rates < grids[protocol])
+
+
+def budgets(records: list[dict]) -> pd.DataFrame:
+    """Per group, the protocol's facts the findings cite: its step budget and how many rates it tried."""
+    out: dict[str, dict] = {}
+    for r in records:
+        g = out.setdefault(r.get("group", r["key"]), {"steps": r["config"]["train"]["steps"], "rates": set()})
+        g["rates"].add(r["config"]["train"]["lr"])
+    return pd.DataFrame([{"group": k, "budget": v["steps"], "rates": len(v["rates"])} for k, v in out.items()],
+                        columns=["group", "budget", "rates"])  # fmt: skip
+
+
+def coverage(store_root: Path, records: list[dict]) -> list[dict]:
+    """Planned and finished runs per sweep that wrote a plan into the store (`benchmarks.bench`)."""
+
+    done = {r["key"]: r for r in records}
+    out = []
+    for plan in sorted((Path(store_root) / "plans").glob("*.json")):
+        try:
+            keys = json.loads(plan.read_text())["keys"]
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise TypeError("keys is not a list of strings")
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:  # cut short, or not a plan
+            print(f"warning: {plan}: not a readable plan ({type(e).__name__}: {e}); its coverage is left out", file=sys.stderr)
+            continue
+        ran = [done[k] for k in keys if k in done]
+        out.append(
+            {
+                "sweep": plan.stem,
+                "planned": len(keys),
+                "ok": sum(r.get("status") == "ok" for r in ran),
+                "failed": sum(r.get("status") == "failed" for r in ran),
+                # run time summed over the recorded runs (two workers run two at a time)
+                "run_hours": sum(r.get("wall_time_s", 0.0) for r in ran) / 3600,
+            }
+        )
+    return out

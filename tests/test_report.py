@@ -1,0 +1,58 @@
+"""The report pipeline's stages (`benchmarks/report/`) on hand-made tables whose answers are known."""
+
+import ast
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.report import columns, render, stats
+
+REPORT = Path(__file__).resolve().parent.parent / "benchmarks" / "report"
+STAGES = ["columns", "rows", "stats", "tables", "findings", "render"]  # lowest first
+
+
+def test_best_of_sweep_chooses_on_validation_then_loss_then_the_lower_rate_never_on_test():
+    runs = pd.DataFrame(
+        {"group": ["g", "g", "g", "h", "h"], "lr": [1e-3, 3e-3, 1e-2, 1e-3, 1e-2],
+         "val_accuracy": [0.8, 0.9, 0.9, 0.5, 0.5], "val_loss": [0.3, 0.2, 0.2, 0.4, 0.1],
+         "accuracy": [0.99, 0.7, 0.6, 0.1, 0.2]}
+    )  # fmt: skip
+    best = stats.best_of_sweep(runs, "group").set_index("group")
+    assert best.loc["g", "lr"] == 3e-3  # tied with 1e-2 on validation accuracy and loss: the lower rate
+    assert best.loc["g", "accuracy"] == 0.7  # not the run with the best test accuracy
+    assert best.loc["h", "lr"] == 1e-2  # tied on accuracy: the lower validation loss
+    picked = stats.select_best(runs).set_index("group")
+    assert picked.loc["g", "lr_grid"] == "0.001,0.003,0.01" and picked.loc["g", "grid_spread"] == "0.60-0.99"
+
+
+def test_best_of_sweep_needs_no_rate_column_to_choose_a_mixers_best_state():
+    per = pd.DataFrame({"mixer": ["a", "a"], "task": "mqar", "setting": "kv=4", "state": ["s=1", "s=2"],
+                        "val_accuracy": [0.4, 0.6], "val_loss": [1.0, 2.0]})  # fmt: skip
+    assert stats.best_per_setting(per)["state"].tolist() == ["s=2"]
+
+
+def test_shared_settings_keeps_the_settings_every_mixer_has():
+    per = pd.DataFrame({"mixer": ["a", "b", "a", "a", "b"], "task": ["mqar", "mqar", "mqar", "compression", "compression"],
+                        "setting": ["kv=4", "kv=4", "kv=8", "L=32", "L=32"]})  # fmt: skip
+    assert stats.shared_settings(per).tolist() == [True, True, False, True, True]
+
+
+def test_the_registry_names_every_row_column_once_and_formats_cells_by_its_labels():
+    keys = [c.key for c in columns.COLUMNS]
+    assert len(keys) == len(set(keys))
+    assert set(columns.NARROW) <= set(keys) and set(columns.PROVENANCE) <= set(keys)
+    assert all(c.read is not None for c in columns.COLUMNS[: len(columns.RUN_COLUMNS)])
+    table = pd.DataFrame({"accuracy": [0.98765], "lr": [0.003], "ESS summed": [12345.6], "mixer": ["a<b"]})
+    md = render.markdown_table(table)
+    assert md.splitlines()[2] == "| 0.988 | 0.003 | 12,346 | a<b |"
+    html = render.html_table(table, "t")
+    assert ">0.988<" in html and "a&lt;b" in html and "<b" not in html.replace("<tbody", "")
+    assert render.markdown_table(table, {"accuracy": "{:.1f}"}).splitlines()[2].startswith("| 1.0 |")  # a table's own
+
+
+def test_report_stages_import_only_the_stages_below_them():
+    for i, stage in enumerate(STAGES):
+        tree = ast.parse((REPORT / f"{stage}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        above = {f"benchmarks.report.{s}" for s in STAGES[i + 1 :]} | {"benchmarks.leaderboard", "benchmarks.analysis"}
+        assert not imported & above, f"report/{stage}.py imports {sorted(imported & above)}"
