@@ -1,8 +1,9 @@
 """The sweep driver behind `nox -s bench`: every run of a preset, with progress, resumable.
 
-    python -m benchmarks.bench                       # preset=default
+    python -m benchmarks.bench                       # preset=default, into runs/default
     python -m benchmarks.bench preset=smoke store=/tmp/smoke
     python -m benchmarks.bench architecture=mamba    # narrow the preset's sweep
+    python -m benchmarks.bench reference=results/default   # compare with another store (reference=: none)
 
 The sweep is the preset's `hydra.sweeper.params` (the same grid that
 `python -m benchmarks.run -m preset=...` hands to a Hydra launcher), expanded
@@ -12,7 +13,10 @@ values. Each group is trained at every learning rate of its mixer's
 bad combination exits with one line saying which, and nothing is written).
 `workers=N` runs N processes, each with its share of the CPU threads. Runs
 whose records exist are skipped, so a second call only rebuilds the
-leaderboard. Failed runs are recorded and the sweep goes on.
+leaderboard. Failed runs are recorded and the sweep goes on. A finished sweep is compared, row by
+row, with its preset's committed reference (`REFERENCES`; `reference=<store>` names another): each
+row's accuracy and ESS beside the reference's, then one line saying whether it reproduced within
+seed noise (`ACCURACY_NOISE`, `ESS_NOISE`).
 """
 
 from __future__ import annotations
@@ -34,11 +38,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from tqdm.auto import tqdm
 
 from architectures import registry
-from benchmarks import leaderboard
-from benchmarks.config import ConfigError, describe, grid_runs, single_run, validate
+from benchmarks import analysis, leaderboard
+from benchmarks.config import ConfigError, describe, grid_runs, mixer_spec, single_run, validate
 from benchmarks.overrides import explain, normalize
 from benchmarks.provenance import git_state
 from benchmarks.run import run_group, run_one
@@ -139,6 +142,130 @@ def _group_line(records: list[dict]) -> str:
             f"({m['stopped']} after {m['steps']} steps); {len(records)} rates, {len(records) - len(ok)} failed")  # fmt: skip
 
 
+def _coordinates(cfg: dict) -> str:
+    """A run's mixer (with its state size), task setting and rate, e.g. `mamba d_state=16 mqar L=64, kv=4 lr=0.003`."""
+    mixer, arch = mixer_spec(cfg["architecture"])
+    knob = analysis.state_knob_name(mixer)
+    state = f"{knob}={arch[knob]}" if knob and arch.get(knob) is not None else ""
+    task = cfg["task"]
+    known = "seq_len" in task and (task.get("name") != "mqar" or "num_kv_pairs" in task)
+    setting = analysis._setting(task) if known else (f"level={task['level']}" if task.get("level") is not None else "")
+    return " ".join(s for s in (mixer, state, task.get("name", "?"), setting, f"lr={cfg['train']['lr']:g}") if s)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _run_line(record: dict) -> str:
+    """How a finished run ended: its accuracy and stop, or its error."""
+    if record["status"] == "claimed":
+        return f"skipped: {record['error']}"
+    if record["status"] != "ok":
+        return f"failed: {record.get('error', '?')}"
+    m = record["metrics"]
+    return f"accuracy {m['accuracy']:.3f} ({m['stopped']} after {m['steps']} steps, {record.get('wall_time_s', 0):.0f} s)"
+
+
+# The committed reference of a preset whose own store is local (runs/, ignored): what its sweep reproduces.
+REFERENCES = {"default": "results/default"}
+ROOT = Path(__file__).resolve().parent.parent
+# Seed noise, from the three-seed replicates of the 2,000-step protocol (MQAR L 64, kv 8, nine designs): seven of
+# nine have a test-accuracy range below 0.06 and an ESS range within 35% of their mean ESS (docs/sweeps.md).
+ACCURACY_NOISE = 0.06
+ESS_NOISE = 0.35
+
+
+def _setting_key(cfg: dict) -> str:
+    """What a row of the sweep and a row of the reference must share: the mixer, task, model, data, ESS
+    settings and seed (training configs are compared separately, and where they differ the check says so)."""
+    return run_key({k: v for k, v in cfg.items() if k != "train"})
+
+
+def _best_by_setting(records: list[dict]) -> dict[str, dict]:
+    """`_setting_key` -> the best row over the learning-rate grid (chosen on validation), with its config."""
+    runs = analysis.run_rows(records)
+    if runs.empty:
+        return {}
+    configs = {r["key"]: r["config"] for r in records}
+    best = analysis.best_rows(runs, analysis.incomplete_groups(records))
+    return {_setting_key(configs[row["key"]]): {**row.to_dict(), "config": configs[row["key"]]} for _, row in best.iterrows()}
+
+
+def compare(records: list[dict], reference: list[dict], reference_name: str) -> list[str]:
+    """Every row of the sweep (mixer x setting, its best rate on validation) beside the reference's row of the
+    same configuration: accuracy and ESS with their differences; then the reproduction verdict in one line."""
+    mine, ref = _best_by_setting(records), _best_by_setting(reference)
+    lines = [
+        f"reproduction check against {reference_name} (each row: its best rate on validation):",
+        f"{'mixer':<32}{'setting':<12}{'lr':>7}{'ref':>7}{'accuracy':>10}{'ref':>7}{'diff':>8}{'ESS':>8}{'ref':>7}{'diff':>7}",
+    ]
+    within, outside, missing, differs = 0, [], 0, set()
+    order = sorted(mine.items(), key=lambda kv: (kv[1]["task"], kv[1]["seq_len"], kv[1]["memory_demand"], kv[1]["mixer"]))
+    for key, row in order:
+        name = " ".join(s for s in (row["mixer"], row["state"]) if s)
+        if key not in ref:
+            missing += 1
+            lines.append(
+                f"{name:<32}{row['setting']:<12}{row['lr']:>7g}{'':>7}{row['accuracy']:>10.3f}{'':>15}{row['ess']:>8.2f}"
+                "   no reference row"
+            )
+            continue
+        other = ref[key]
+        head = f"{name:<32}{row['setting']:<12}{row['lr']:>7g}{other['lr']:>7g}{row['accuracy']:>10.3f}"
+        train, other_train = row["config"]["train"], other["config"]["train"]
+        differs |= {k for k in set(train) | set(other_train) if k != "lr" and train.get(k) != other_train.get(k)}
+        d_acc, d_ess = row["accuracy"] - other["accuracy"], row["ess"] - other["ess"]
+        ok = abs(d_acc) <= ACCURACY_NOISE and abs(d_ess) <= ESS_NOISE * other["ess"]
+        within += ok
+        if not ok:
+            outside.append(f"{row['mixer']} {row['setting']} ({d_acc:+.3f} accuracy, {d_ess:+.2f} ESS)")
+        lines.append(
+            f"{head}{other['accuracy']:>7.3f}{d_acc:>+8.3f}{row['ess']:>8.2f}{other['ess']:>7.2f}{d_ess:>+7.2f}"
+            + ("" if ok else "  outside seed noise")
+        )
+    if differs:
+        keys = ", ".join(f"train.{k}" for k in sorted(differs))
+        lines.append(f"rows matched by mixer, task, model, data and seed; the training configs differ in {keys}")
+    compared = within + len(outside)
+    noise = f"|accuracy diff| <= {ACCURACY_NOISE} and |ESS diff| <= {ESS_NOISE:.0%} of the reference's"
+    unmatched = f"; {_count(missing, 'row')} without a reference row" if missing else ""
+    if not compared:
+        lines.append(f"not checked: no row of this sweep has a reference row in {reference_name}")
+    elif not outside:
+        every = "all " if compared > 1 else ""
+        lines.append(f"reproduced within seed noise: {every}{_count(compared, 'row')} compared ({noise}){unmatched}")
+    else:
+        lines.append(
+            f"not reproduced within seed noise: {len(outside)} of {_count(compared, 'row')} outside it ({noise}): "
+            f"{'; '.join(outside)}{unmatched}"
+        )
+    return lines
+
+
+def check(overrides: list[str], given: str | None, store: Store, configs: list[dict]) -> None:
+    """Print the sweep's reproduction check against `reference=` if given (empty: none), else against the
+    preset's committed reference (`REFERENCES`, in this repository), if it has one."""
+    if given is None:
+        preset = next((o.split("=", 1)[1] for o in overrides if _key_of(o) == "preset"), "default")
+        given = str(ROOT / REFERENCES[preset]) if preset in REFERENCES else ""
+    if not given or Path(given).resolve() == store.root.resolve():
+        return
+    reference = Store(given)
+    if not reference.records_dir.is_dir():
+        print(f"no reproduction check: {reference.records_dir} does not exist")
+        return
+    keys = {run_key(single_run(c)) for c in configs}  # this sweep's runs, not older ones the store may hold
+    shown = reference.root
+    if shown.is_absolute() and not os.path.relpath(shown).startswith(".."):  # the committed one: results/default
+        shown = Path(os.path.relpath(shown))
+    print("\n".join(compare([r for r in store.records() if r["key"] in keys], reference.records(), str(shown))))
+
+
 def plan(overrides: list[str]) -> list[dict]:
     """Every run of the sweep (each group at every rate of its grid), all validated: raises
     ConfigError naming the first bad combination before anything trains."""
@@ -159,7 +286,9 @@ def plan(overrides: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    overrides = normalize(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    given = next((a.split("=", 1)[1] for a in args if a.startswith("reference=")), None)
+    overrides = normalize([a for a in args if not a.startswith("reference=")])
     try:
         configs = plan(overrides)
     except (HydraException, OmegaConfBaseException) as e:
@@ -174,51 +303,52 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(configs[0]["store"])
     write_plan(store, overrides, configs)
     if configs[0]["train"].get("rungs"):
-        return _sweep_groups(overrides, configs, store)
+        return _sweep_groups(overrides, configs, store, given)
     todo = [c for c in configs if not store.exists(run_key(single_run(c)))]  # unreadable records set aside: redone
     workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
     threads = max(1, torch.get_num_threads() // workers)
     groups = len({group_key(single_run(c)) for c in configs})
     print(
-        f"{len(configs)} runs ({groups} groups x their learning-rate grids) in the sweep, "
+        f"{_count(len(configs), 'run')} ({_count(groups, 'group')} x their learning-rate grids) in the sweep, "
         f"{len(configs) - len(todo)} already recorded in {store.records_dir}; {workers} worker(s) x {threads} thread(s)"
     )
-    start = time.time()
-    failed = 0
+    start, failed, finished = time.time(), 0, 0
 
-    def done(record: dict) -> None:
-        nonlocal failed
-        if record["status"] == "claimed":
-            tqdm.write(f"run {record['key']} skipped: {record['error']}")
-        elif record["status"] != "ok":
-            failed += 1
-            tqdm.write(f"run {record['key']} failed: {record['error']}")
-        bar.update()
+    def done(cfg: dict, record: dict) -> None:
+        nonlocal failed, finished
+        finished += 1
+        failed += record["status"] not in ("ok", "claimed")
+        elapsed = time.time() - start
+        left = elapsed / finished * (len(todo) - finished)
+        print(
+            f"[{finished}/{len(todo)}] {_coordinates(cfg)}: {_run_line(record)}; "
+            f"{_duration(elapsed)} so far, ~{_duration(left)} left",
+            flush=True,
+        )
 
-    with tqdm(total=len(configs), initial=len(configs) - len(todo), desc="sweep", dynamic_ncols=True) as bar:
-        if workers == 1:
-            load_code()
-            for cfg in todo:
-                bar.set_postfix_str(describe(cfg))
-                done(run_one(cfg, check=False))
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-                futures = [pool.submit(_run_in_worker, cfg, threads) for cfg in todo]
-                try:
-                    for future in as_completed(futures):
-                        done(future.result())
-                except KeyboardInterrupt:
-                    pool.shutdown(cancel_futures=True)
-                    raise
+    if workers == 1:
+        load_code()
+        for cfg in todo:
+            done(cfg, run_one(cfg, check=False))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+            futures = {pool.submit(_run_in_worker, cfg, threads): cfg for cfg in todo}
+            try:
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+            except KeyboardInterrupt:
+                pool.shutdown(cancel_futures=True)
+                raise
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     paths = leaderboard.build(store.root)
     for p in paths:
         print(f"leaderboard: {p}")
+    check(overrides, given, store, configs)
     return 0
 
 
-def _sweep_groups(overrides: list[str], configs: list[dict], store: Store) -> int:
+def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given: str | None = None) -> int:
     """A sweep whose unit of work is a group (successive halving over its grid): each group in turn,
     or `workers` at a time, with one line per finished group and the time left at the pace so far."""
     groups = _groups(overrides)
@@ -258,6 +388,7 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store) -> in
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     for p in leaderboard.build(store.root):
         print(f"leaderboard: {p}")
+    check(overrides, given, store, configs)
     return 0
 
 

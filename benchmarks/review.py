@@ -7,8 +7,9 @@ Steps: the conformance checks (a failing mixer is rejected with each failed chec
 much); the preset's task ladder for this mixer (records in `<out>/<mixer>/records`); ESS, TSS and
 cache size per run; throughput over a length ladder; then `<out>/<mixer>/report.md` and a
 self-contained `report.html` comparing it with the reference rows found in `reference/records`
-(by default the store of the preset's own sweep: results/default for `default`, results for
-`published`) that were trained under the same protocol: task setting, width, data and budget.
+(by default the store of the preset's own sweep: runs/default for `default`, which `nox -s bench`
+trains, results for `published`) that were trained under the same protocol: task setting, width,
+data and budget.
 Other arguments are Hydra overrides (e.g. `architecture.num_scales=8`, `model.d_model=128`).
 """
 
@@ -25,7 +26,7 @@ import pandas as pd
 import torch
 
 from benchmarks import analysis, leaderboard, throughput
-from benchmarks.bench import expand, plan
+from benchmarks.bench import _coordinates, _run_line, expand, plan
 from benchmarks.config import describe, mixer_spec
 from benchmarks.conformance import ConformanceError, check_mixer
 from benchmarks.overrides import architecture_from_overrides, normalize
@@ -129,7 +130,7 @@ def _notes(row) -> str:
     notes = []
     if row["tss"] < row["memory_demand"]:
         notes.append("state too small for the task by construction (TSS < demand)")
-    if row["accuracy"] < row["no_recall"] - analysis.LEARNED_MARGIN:
+    if row["accuracy"] < row["no_recall"]:  # every row below it, also within the learned margin
         notes.append("below the no-recall baseline")
     return "; ".join(notes)
 
@@ -140,7 +141,7 @@ def standing(mine: pd.DataFrame, refs: pd.DataFrame, tp: pd.DataFrame) -> dict[s
     validation), how it trained, its state and cache, and throughput measured in this process."""
     out = {}
     both = pd.concat([mine, refs], ignore_index=True)
-    for protocol, g in both[both["protocol"].isin(set(mine["protocol"]))].groupby("protocol", sort=False):
+    for _protocol, g in both[both["protocol"].isin(set(mine["protocol"]))].groupby("protocol", sort=False):
         best = g.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).groupby("mixer").head(1).copy()
         best = best.sort_values("accuracy", ascending=False)
         length = int(best["seq_len"].iloc[0])
@@ -159,8 +160,12 @@ def standing(mine: pd.DataFrame, refs: pd.DataFrame, tp: pd.DataFrame) -> dict[s
                 "ESS/TSS": best["utilization"],
                 "demand": best["memory_demand"],
                 "cache bytes": best["cache_bytes"],
-                "fwd+bwd tok/s": [speed["fwd+bwd tok/s"].get(m, float("nan")) if not speed.empty else float("nan") for m in best["mixer"]],
-                "decode tok/s": [speed["decode tok/s"].get(m, float("nan")) if not speed.empty else float("nan") for m in best["mixer"]],
+                "fwd+bwd tok/s": [
+                    speed["fwd+bwd tok/s"].get(m, float("nan")) if not speed.empty else float("nan") for m in best["mixer"]
+                ],
+                "decode tok/s": [
+                    speed["decode tok/s"].get(m, float("nan")) if not speed.empty else float("nan") for m in best["mixer"]
+                ],
                 "note": [_notes(r) for _, r in best.iterrows()],
             }
         )
@@ -170,15 +175,18 @@ def standing(mine: pd.DataFrame, refs: pd.DataFrame, tp: pd.DataFrame) -> dict[s
 
 
 def _runs_table(records: list[dict]) -> pd.DataFrame:
-    """Every run of the mixer under review: its rate, how long it trained, why it stopped, and its error."""
-    rows = []
+    """Every run of the mixer under review: its rate, how long it trained, why it stopped, and its error;
+    sorted by task, length, memory demand and rate."""
+    rows, order = [], []
     for r in records:
         m = r.get("metrics", {})
         task = r["config"]["task"]
         rows.append(
             {
                 "task": task["name"],
-                "setting": analysis._setting({**task, **m.get("task", {})}) if task["name"] == "mqar" or m else task.get("seq_len"),
+                "setting": analysis._setting({**task, **m.get("task", {})})
+                if task["name"] == "mqar" or m
+                else task.get("seq_len"),
                 "lr": r["config"]["train"]["lr"],
                 "status": r["status"],
                 "accuracy": m.get("accuracy", float("nan")),
@@ -188,7 +196,12 @@ def _runs_table(records: list[dict]) -> pd.DataFrame:
                 "error": r.get("error", ""),
             }
         )
-    return pd.DataFrame(rows)
+        order.append((task["name"], task.get("seq_len") or 0, task.get("num_kv_pairs") or task.get("level") or 0))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    sort = pd.DataFrame(order, columns=["_task", "_length", "_demand"]).assign(_lr=table["lr"])
+    return table.loc[sort.sort_values(["_task", "_length", "_demand", "_lr"], kind="stable").index].reset_index(drop=True)
 
 
 def build_report(
@@ -222,9 +235,17 @@ def build_report(
         f"is the mixer's best learning rate and state size on validation; test accuracy; ESS at the headline tolerance "
         f"({analysis.HEADLINE_TOLERANCE}); cache bytes as measured from the decoding state; throughput measured in this "
         f"process, at the same threads, for every mixer. Ranks count only rows that learned (above the no-recall baseline "
-        f"by {analysis.LEARNED_MARGIN}); rows within {TIE} of each other share a rank (\"2=\").",
+        f'by {analysis.LEARNED_MARGIN}); rows within {TIE} of each other share a rank ("2=").',
         "",
     ]
+    mqar = mine[mine["task"] == "mqar"] if not mine.empty else mine
+    if not mqar.empty and not (mqar["learned"] == "yes").any():
+        md += [
+            f"**`{name}` did not learn MQAR at any setting.** MQAR asks for a content-based lookup (a value found by "
+            "matching its key, as attention's query-key product does); a mixer without one, such as a gated EMA or a "
+            "fixed filter, is expected to stay near the no-recall baseline.",
+            "",
+        ]
     for setting, table in tables.items():
         md += [f"### {setting}", "", leaderboard.markdown_table(table), ""]
     ranks = pd.DataFrame(
@@ -266,7 +287,9 @@ def build_report(
         ["task", "setting", "memory_demand", "ess", "tss", "bound", "ESS/bound", "ESS/demand", "state use"]
     ]
     too_small = util["tss"] < util["memory_demand"]
-    util["state use"] = np.where(too_small, "state too small for the task (TSS < demand)", util["state use"].replace("", "neither"))
+    util["state use"] = np.where(
+        too_small, "state too small for the task (TSS < demand)", util["state use"].replace("", "neither")
+    )
     md += [
         "## State utilization",
         "",
@@ -343,6 +366,24 @@ def build_report(
     return [md_path, html_path]
 
 
+def _plan_line(configs: list[dict], reference: list[dict], lengths: list[int]) -> str:
+    """What the review will train, and about how long, at the pace of the reference's runs of the same
+    protocol (their mean wall time per run; every reference run where none matches)."""
+    times: dict[str, list[float]] = {}
+    for r in reference:
+        if r.get("status") == "ok" and r.get("wall_time_s"):
+            times.setdefault(protocol_key(r["config"]), []).append(float(r["wall_time_s"]))
+    every = [t for v in times.values() for t in v]
+    seconds = sum(np.mean(times.get(protocol_key(c)) or every or [0.0]) for c in configs)
+    settings = sorted({analysis._setting(c["task"]) for c in configs})
+    rates = sorted({c["train"]["lr"] for c in configs})
+    estimate = f", about {seconds / 60:.0f} min at the reference runs' pace" if seconds else ""
+    return (
+        f"review: {len(configs)} runs ({'; '.join(settings)}; each at lr {', '.join(f'{r:g}' for r in rates)}){estimate}; "
+        f"then throughput at L {', '.join(map(str, lengths))} and beside the reference mixers"
+    )
+
+
 def leaderboard_throughput(records: list[dict]) -> pd.DataFrame:
     return throughput.throughput_rows(records)
 
@@ -365,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(opts.get("out", "reviews")) / folder_name(name)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # the reference: the store of the preset's own sweep (`default`: results/default), whose rows were
-    # trained under the same protocol as this review's
+    # the reference: the store of the preset's own sweep (`default`: runs/default, which `nox -s bench`
+    # trains), whose rows were trained under the same protocol as this review's
     reference_name = opts.get("reference") or expand(overrides)[0]["store"]
     first = expand([*overrides, f"store={out_dir}"])[0]
     report = check_mixer(name, d_model=first["model"]["d_model"], **mixer_spec(first["architecture"])[1])
@@ -384,11 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configs = plan([*overrides, f"store={out_dir}"])  # every run of the preset's ladder at every rate of the grid
 
+    print(_plan_line(configs, reference.records(), lengths), flush=True)
     for i, cfg in enumerate(configs, 1):
         record = run_one(cfg)
-        print(
-            f"[{i}/{len(configs)}] {record['status']} {cfg['task']['name']} accuracy={record.get('metrics', {}).get('accuracy')}"
-        )
+        print(f"[{i}/{len(configs)}] {_coordinates(cfg)}: {_run_line(record)}", flush=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     d_model = configs[0]["model"]["d_model"]
     tp_records = throughput.run([name], lengths, str(out_dir), device, d_model=d_model, repeats=3)
@@ -405,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
         f"python -m benchmarks.conformance architecture={name}",
         f"python -m benchmarks.throughput mixers={name} lengths={','.join(map(str, lengths))} d_model={d_model} repeats=3"
         f" store={out_dir}",
+        # the comparison table's throughput: every mixer at the settings' lengths
+        f"python -m benchmarks.throughput mixers={','.join([name, *ref_mixers])} lengths={','.join(map(str, task_lengths))}"
+        f" d_model={d_model} repeats=3 store={out_dir}",
     ]
     mine = Store(out_dir).records()
     paths = build_report(name, report, mine, reference, tp_records, out_dir, commands, reference_name)

@@ -69,11 +69,14 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     assert len(records) == 2  # the smoke preset's two learning rates
     for record in records:
         assert record["status"] == "ok" and record["metrics"]["ess"]["ess_max"] <= record["metrics"]["tss"]
-    # the report's throughput command names exactly the measurements it holds: rerun, it finds them all
-    (command,) = [line for line in md.splitlines() if line.startswith("python -m benchmarks.throughput")]
+    # the report's throughput commands (its length ladder; the comparison's lengths) name exactly the
+    # measurements it holds: rerun, they find them all
+    commands = [line for line in md.splitlines() if line.startswith("python -m benchmarks.throughput")]
+    assert len(commands) == 2
     measured = []
     monkeypatch.setattr(throughput, "measure_mixer", lambda *a, **k: measured.append(a))
-    assert throughput.main(command.split()[3:]) == 0 and measured == []
+    for command in commands:
+        assert throughput.main(command.split()[3:]) == 0 and measured == []
 
 
 @pytest.mark.e2e
