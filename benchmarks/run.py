@@ -30,7 +30,17 @@ from architectures.backbone import LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
 from benchmarks import halving
-from benchmarks.config import ConfigError, build_model, build_task, describe, grid_runs, has_state, mixer_spec, single_run, validate
+from benchmarks.config import (
+    ConfigError,
+    build_model,
+    build_task,
+    describe,
+    grid_runs,
+    has_state,
+    mixer_spec,
+    single_run,
+    validate,
+)
 from benchmarks.overrides import explain, normalize
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, group_key, run_key
@@ -109,7 +119,8 @@ def measure_trained(cfg: dict, task, data, model: LanguageModel, result: dict, d
     summary = ess_lib.summarize(layers, window)
     conv_ess = None
     if model.convs:  # the BaseConv layers' own ESS (<= kernel - 1 by construction), kept beside the headline
-        conv_ess = ess_lib.summarize(ess_lib.model_ess(model, data.test[0][: cfg["ess"]["num_examples"]].to(device), layers="convs"), window)
+        examples = data.test[0][: cfg["ess"]["num_examples"]].to(device)
+        conv_ess = ess_lib.summarize(ess_lib.model_ess(model, examples, layers="convs"), window)
         conv_ess = {k: conv_ess[k] for k in ("ess_mean", "ess_max", "entropy_ess_mean", "tss", "per_layer")}
     # where a run's time goes: training steps, evaluations, ESS over training, and the final ESS
     seconds = dict(result["seconds"])
@@ -169,7 +180,8 @@ def run_group(cfg: dict, check: bool = True) -> list[dict]:
     gkey = group_key(runs[0])
     with store.claim(gkey) as mine:
         if not mine:
-            return [{"key": run_key(r), "config": r, "status": "claimed", "error": f"being trained by another process ({store.records_dir})"} for r in runs]
+            why = f"being trained by another process ({store.records_dir})"
+            return [{"key": run_key(r), "config": r, "status": "claimed", "error": why} for r in runs]
         return _search_and_record(runs, store)
 
 
@@ -225,7 +237,8 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
             if lr in result.errors:
                 raise result.errors[lr]
             outcome = trainers[lr].finish(data.test, stopped=result.ended[lr])
-            record["metrics"] = {**measure_trained(cfg, task, data, trainers[lr].model, outcome, device), "search": result.summary(lr)}
+            metrics = measure_trained(cfg, task, data, trainers[lr].model, outcome, device)
+            record["metrics"] = {**metrics, "search": result.summary(lr)}
             record["status"] = "ok"
         except KeyboardInterrupt:
             raise
@@ -261,7 +274,10 @@ def run_one(cfg: dict, force: bool = False, check: bool = True) -> dict:
 
 
 def _new_record(cfg: dict, key: str, device: torch.device, started: str) -> dict:
-    return {"key": key, "group": group_key(cfg), "config": cfg, "seed": cfg["seed"], "started": started, "provenance": provenance(device)}
+    return {
+        "key": key, "group": group_key(cfg), "config": cfg, "seed": cfg["seed"], "started": started,
+        "provenance": provenance(device),
+    }  # fmt: skip
 
 
 def _train_and_record(cfg: dict, key: str, store: Store) -> dict:

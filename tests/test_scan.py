@@ -47,7 +47,9 @@ def test_selective_scan_matches_the_recurrence_and_its_gradients():
     assert torch.autograd.gradcheck(selective_scan, args)
 
 
-@pytest.mark.parametrize(("length", "d", "n", "shared_decay"), [(37, 5, 4, False), (64, 16, 16, False), (1, 3, 2, False), (37, 6, 4, True)])
+@pytest.mark.parametrize(
+    ("length", "d", "n", "shared_decay"), [(37, 5, 4, False), (64, 16, 16, False), (1, 3, 2, False), (37, 6, 4, True)]
+)
 def test_compiled_selective_scan_matches_the_reference_in_values_and_gradients(length, d, n, shared_decay):
     """The C kernel (architectures/csrc/selective_scan.c: states never materialized, recomputed from
     checkpoints in the backward) against the PyTorch scan, which the test above holds to the
