@@ -68,6 +68,10 @@ class Mixer(nn.Module):
     # whether Zoology wraps it as Hybrid([BaseConv, mixer]) although it carries a short convolution of
     # its own (models_repo.py: DeltaNet and Gated DeltaNet keep fla's short conv and get a BaseConv layer)
     zoology_hybrid: bool = False
+    # whether all channels read and write one state (the LRU: a MIMO system): then the layer's total
+    # ESS is the rank of its multi-input multi-output block, not the sum of per-channel ranks, and the
+    # mixer provides `state_space()` (decays, B, C) for it (benchmarks.ess.mimo_ess). Undeclared: False.
+    shared_state: bool = False
 
     def __init__(self, d_model: int, kernel: str = "auto"):
         super().__init__()

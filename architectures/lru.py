@@ -36,6 +36,7 @@ class LRU(Mixer):
     name = "lru"
     readout = None  # MIMO: its per-channel operators do not compose into its output (see `operator`)
     linear_in_input = True  # so conformance checks each channel's operator against the forward's Jacobian
+    shared_state = True  # one state_dim complex state for all channels: total ESS is the MIMO block's rank
 
     def __init__(
         self,
@@ -121,6 +122,13 @@ class LRU(Mixer):
             return (states * C.unsqueeze(1)).sum(-1).real.to(inputs.dtype)
 
         return mix
+
+    def state_space(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The layer's complex diagonal state space, every channel at once: decays lambda `(N,)`, input
+        map gamma * B `(N, d)` and readout C `(d, N)`, so that T[t, s] = Re(C diag(lambda)^(t-s) gamma B)
+        (D aside): what `benchmarks.ess.mimo_ess` factors the MIMO blocks with."""
+        B = _complex(self.B_re, self.B_im) * torch.exp(self.gamma_log)[:, None]
+        return torch.exp(self._log_lambda()), B, _complex(self.C_re, self.C_im)
 
     def state_size(self, seq_len: int) -> int:
         return 2 * self.state_dim  # real rank bound of one channel's operator: the N complex modes

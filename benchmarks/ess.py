@@ -275,6 +275,55 @@ def interior_window(length: int, window: tuple[float, float] = DEFAULT_WINDOW) -
     return max(start, 1), max(stop, max(start, 1) + 1)
 
 
+# --------------------------------------------------------------------------- shared state (MIMO)
+
+
+def _real_state_space(decay: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A complex diagonal system x_t = diag(decay) x_{t-1} + B u_t, y_t = Re(C x_t) as a real one of
+    twice the state: z = [Re x; Im x], so that its factors below have 2N real columns, the real
+    state's size, and T[t, s] = C_r A^(t-s) B_r."""
+    decay, B, C = (t.detach().to(torch.complex128) for t in (decay, B, C))
+    re, im = torch.diag(decay.real), torch.diag(decay.imag)
+    A = torch.cat([torch.cat([re, -im], 1), torch.cat([im, re], 1)], 0)
+    return A, torch.cat([B.real, B.imag], 0), torch.cat([C.real, -C.imag], 1)
+
+
+def mimo_singular_values(decay: Tensor, B: Tensor, C: Tensor, length: int, positions: Sequence[int] | None = None) -> Tensor:
+    """Singular values `(P, 2N)` (float64) of the multi-input multi-output blocks T[i:, :i] of a layer whose
+    channels share one state, every input channel to every output channel, from the state-space factors
+    (`Mixer.state_space`: decays `(N,)`, B `(N, d)`, C `(d, N)`, complex). Block i = Obs_i Ctrl_i with
+    Obs_i rows C_r A^(t-i) (t >= i) and Ctrl_i columns A^(i-s) B_r (s < i); each factor has 2N real
+    columns, so the block's rank is at most the layer's real state 2N. The R factors of both come from
+    incremental QRs (as `_triangular_factor_scan`: no squared condition number) and the block's singular
+    values are those of the small 2N x 2N product R_obs R_ctrl^T; the (L - i) d x i d block is never built."""
+    pos = _check_positions(length, positions)
+    A, Br, Cr = _real_state_space(decay, B, C)
+    n = A.shape[0]
+    AB = (A @ Br).T  # rows (A B_r)^T: the newest input's column of Ctrl
+    ctrl = [A.new_zeros(n, n)]  # ctrl[i]: R of Ctrl_i^T, Ctrl_0 empty
+    for _ in range(length):
+        ctrl.append(torch.linalg.qr(torch.cat([ctrl[-1] @ A.T, AB], 0), mode="r").R[:n])
+    obs = [A.new_zeros(n, n)] * (length + 1)  # obs[i]: R of Obs_i, Obs_L empty
+    for i in range(length - 1, -1, -1):
+        obs[i] = torch.linalg.qr(torch.cat([Cr, obs[i + 1] @ A], 0), mode="r").R[:n]
+    cores = torch.stack([obs[i] @ ctrl[i].T for i in pos])
+    return torch.linalg.svdvals(cores).masked_fill(torch.tensor([i == 0 for i in pos])[:, None], 0)
+
+
+def mimo_ess(sv: Tensor, positions: list[int], length: int, channels: int, dtype: torch.dtype) -> tuple[Tensor, dict]:
+    """The MIMO blocks' ranks `(P,)` from `mimo_singular_values`: at machine precision as matrix_rank
+    counts for a block of (L - i) d x i d entries of `dtype`, and at each relative tolerance ("block":
+    of the block's largest singular value; "operator": of the largest over every split)."""
+    shapes = [((length - i) * channels, i * channels) for i in positions]
+    machine = _count_above_tolerance(sv, shapes, dtype, None, None)
+    scale = sv.amax()
+    by = {}
+    for rtol in RELATIVE_TOLERANCES:
+        by[f"block:{rtol:g}"] = _count_above_tolerance(sv, shapes, dtype, None, rtol)
+        by[f"operator:{rtol:g}"] = (sv > rtol * scale).sum(-1)
+    return machine, by
+
+
 @dataclass
 class LayerESS:
     """ESS curves of one mixer layer: `ess` is `(batch, channels, P)` at split `positions`."""
@@ -287,6 +336,11 @@ class LayerESS:
     tss: int
     seq_len: int
     by_tolerance: dict = field(default_factory=dict)  # "block:1e-3" / "operator:1e-3" -> ESS like `tolerance`
+    # a mixer whose channels share one state (`shared_state`): the rank of the layer's MIMO block at
+    # each split `(P,)`, at machine precision and at each relative tolerance; None where channels keep
+    # separate states (their total is the per-channel sum)
+    total_state: Tensor | None = None
+    total_state_by_tolerance: dict = field(default_factory=dict)
 
 
 def ess_bound(tss: int, length: int, window: tuple[int, int]) -> float:
@@ -302,7 +356,10 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
     """Headline aggregates of a model's ESS curves.
 
     - `ess_mean`: tolerance ESS averaged over batch, channels, layers and the interior window;
-    - `ess_total`: summed over channels and layers (the whole model's effective state), window mean;
+    - `ess_total`: summed over channels and layers, window mean;
+    - `ess_total_state`: the layers' effective state, window mean, summed over layers: per layer the sum
+      over channels where channels keep separate states, the rank of the MIMO block where they share one
+      (`LayerESS.total_state`: never above the layer's real state); `ess_total_state_by_tolerance` likewise;
     - `entropy_ess_mean`: as `ess_mean` for entropy ESS;
     - `tss`: the per-channel theoretical state size (max over layers); `utilization` = ess_mean / tss;
     - `ess_bound`: the largest `ess_mean` can be, the window's mean of min(tss, i, L - i) (a block
@@ -323,8 +380,17 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
     for layer in layers:
         tol = layer.tolerance.double()
         ent = layer.entropy.double()
+        summed = {key: v.double()[..., inside].mean(-1).mean(0).sum().item() for key, v in layer.by_tolerance.items()}
+        if layer.total_state is not None:
+            total = layer.total_state.double()[inside].mean().item()
+            total_by = {key: v.double()[inside].mean().item() for key, v in layer.total_state_by_tolerance.items()}
+        else:
+            total, total_by = tol[..., inside].mean(-1).mean(0).sum().item(), summed
         per_layer.append(
             {
+                "shared_state": layer.total_state is not None,
+                "ess_total_state": total,
+                "ess_total_state_by_tolerance": total_by,
                 "layer": layer.layer,
                 "mixer": layer.mixer,
                 "channels": tol.shape[1],
@@ -342,6 +408,11 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
     return {
         "ess_mean": ess_mean,
         "ess_total": sum(p["ess_total"] for p in per_layer),
+        "ess_total_state": sum(p["ess_total_state"] for p in per_layer),
+        "ess_total_state_by_tolerance": {
+            key: sum(p["ess_total_state_by_tolerance"][key] for p in per_layer)
+            for key in per_layer[0]["ess_total_state_by_tolerance"]
+        },
         "entropy_ess_mean": sum(p["entropy_ess_mean"] for p in per_layer) / len(per_layer),
         "ess_max": max(p["ess_max"] for p in per_layer),
         "tss": tss,
@@ -431,8 +502,15 @@ def model_ess(
             whole = (sv > rtol * operator_scale).sum(-1).masked_fill(torch.tensor([i == 0 for i in pos]), 0)
             by_tolerance[f"block:{rtol:g}"] = block[0, channel_of].cpu()
             by_tolerance[f"operator:{rtol:g}"] = whole.reshape(*batch_shape, len(pos))[0, channel_of].cpu()
+        total_state, total_by = None, {}
+        if getattr(mixer, "shared_state", False):  # one state for all channels: the layer's MIMO block
+            decay, B, C = mixer.state_space()
+            mimo_sv = mimo_singular_values(decay, B, C, length, pos)
+            total_state, total_by = mimo_ess(mimo_sv, pos, length, B.shape[-1], dtype)
         out.append(
             LayerESS(
+                total_state=total_state,
+                total_state_by_tolerance=total_by,
                 layer=i,
                 mixer=getattr(mixer, "name", type(mixer).__name__),
                 positions=pos,

@@ -64,10 +64,17 @@ def _settings_order(df: pd.DataFrame) -> list[str]:
     return df.sort_values(["seq_len", "memory_demand", "level"], na_position="first")["setting"].drop_duplicates().tolist()
 
 
-def task_figures(task: str, best: pd.DataFrame, training: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+def task_figures(
+    task: str,
+    best: pd.DataFrame,
+    training: pd.DataFrame,
+    curves: pd.DataFrame,
+    out_dir: Path,
+    learning: pd.DataFrame | None = None,
+) -> dict[str, Path]:
     """The figures of one task: accuracy against state size per setting (Zoology's figure), accuracy
-    against ESS and against TSS within each setting, ESS curves over the split, and ESS/bound over
-    training."""
+    against ESS and against TSS within each setting, ESS curves over the split, ESS/bound over
+    training, and validation accuracy against sequences seen (`learning`: rows.learning_curves)."""
     _setup()
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -150,8 +157,34 @@ def task_figures(task: str, best: pd.DataFrame, training: pd.DataFrame, curves: 
         grid.set_axis_labels("training step (log scale)", "ESS / bound")
         _legend_below(grid, f"{task}: state use over training (headline ESS / its bound, at log-spaced evaluations)")
         _save(grid.figure, out_dir, f"{task}_ess_over_training", paths)
+    if learning is not None:
+        _learning_figure(task, df, learning, order, mixers, palette, wrap, out_dir, paths)
     plt.close("all")
     return paths
+
+
+def _learning_figure(task, df, learning, order, mixers, palette, wrap, out_dir, paths) -> None:
+    """Validation accuracy against training sequences seen, per setting, for each mixer's best run over
+    its state sizes: how each model got where it ended (the sample-efficiency picture)."""
+    import seaborn as sns
+
+    top = df.sort_values("val_accuracy").groupby(["setting", "mixer"]).tail(1)[["key", "setting", "mixer"]]
+    lc = learning.merge(top, on="key")
+    if lc.empty:
+        return
+    grid = sns.relplot(
+        data=lc, x="sequences", y="val accuracy", hue="mixer", hue_order=mixers, palette=palette, col="setting",
+        col_order=[s for s in order if s in set(lc["setting"])], col_wrap=wrap, kind="line", height=3.6, aspect=1.25,
+        errorbar=None, facet_kws={"sharex": False},
+    )  # fmt: skip
+    for setting, ax in grid.axes_dict.items():
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.axhline(df[df["setting"] == setting]["no_recall"].mean(), color="black", ls="--", lw=1)
+        ax.set_title(setting)
+    grid.set_axis_labels("training sequences seen (log scale)", "validation accuracy")
+    _legend_below(grid, f"{task}: validation accuracy against sequences seen, each mixer's best run (dashed: no-recall baseline)")
+    _save(grid.figure, out_dir, f"{task}_learning_curves", paths)
 
 
 def ess_curves(records: list[dict], best: pd.DataFrame) -> pd.DataFrame:

@@ -70,6 +70,7 @@ def analyse(root: Path, store: Store) -> dict:
     a["corr"], a["within"] = tb.correlations(df), tb.within_mixer_correlations(df)
     a["per_setting"], a["use"] = tb.within_setting_correlations(df), tb.state_use(df)
     a["training"], a["curves"] = tb.ess_over_training(ok, df), figures.ess_curves(ok, df)
+    a["learning"] = rw.learning_curves(ok, df["key"])
     a["verdict"] = fd.verdict(a["corr"], a["within"], a["use"], df)
     a["mad"], a["lr"] = tb.mad_scores(df), tb.lr_sensitivity(runs)
     a["seeds"], a["seed_verdicts"] = tb.seed_spread(a["every_seed"]), tb.seed_verdicts(a["every_seed"])

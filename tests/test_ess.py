@@ -225,3 +225,59 @@ def _check_gram_path_against_svd():
         float32_default = max(length - i, i) * torch.finfo(torch.float32).eps  # matrix_rank's rtol for these blocks
         assert torch.equal(ranks[:, i], torch.linalg.matrix_rank(ops[:, i:, :i].double(), rtol=float32_default))
     assert ranks[2].max() == 3
+
+
+def _lru_of_rank(d_model=6, state_dim=5, rank=3, seed=0):
+    """An LRU whose B reaches only `rank` of its complex modes: the MIMO blocks' real rank is 2 * rank
+    (a mode's real and imaginary parts), whatever the number of channels."""
+    from architectures.lru import LRU
+
+    torch.manual_seed(seed)
+    lru = LRU(d_model, state_dim=state_dim).double()
+    with torch.no_grad():
+        lru.B_re[rank:] = 0
+        lru.B_im[rank:] = 0
+    return lru
+
+
+def test_mimo_ess_of_a_shared_state_is_the_rank_of_the_dense_multi_channel_block():
+    from benchmarks.ess import mimo_ess, mimo_singular_values
+
+    lru, length, d = _lru_of_rank(), 14, 6
+    with torch.no_grad():
+        decay, B, C = lru.state_space()
+        sv = mimo_singular_values(decay, B, C, length)
+        lag = torch.arange(length)[:, None] - torch.arange(length)[None, :]
+        powers = decay[None, None, :] ** lag.clamp_min(0)[..., None]
+        dense = torch.einsum("an,tsn,nb->tasb", C, powers, B).real * (lag >= 0)[:, None, :, None]
+    for i in range(1, length):
+        block = dense[i:, :, :i, :].reshape((length - i) * d, i * d)
+        expected = torch.linalg.svdvals(block)
+        assert torch.allclose(sv[i, : len(expected)], expected[: sv.shape[-1]], atol=1e-10), i
+    ranks, _ = mimo_ess(sv, list(range(length)), length, d, torch.float64)
+    # rank 2 * 3 = 6 once both sides of the split are long enough (i * d and (L - i) * d >= 6 at every i >= 1)
+    assert ranks[0] == 0 and (ranks[1:] == 6).all()
+
+
+def test_no_lru_layers_total_ess_exceeds_its_real_state():
+    """Per-channel ESS summed over channels counts one shared state d_model times; the total recorded
+    for a mixer that declares `shared_state` is the MIMO block's rank, at most 2 x state_dim."""
+    from architectures.backbone import LanguageModel
+    from benchmarks.ess import model_ess, summarize
+
+    for d_model, state_dim in ((16, 4), (16, 16), (8, 24)):
+        torch.manual_seed(0)
+        model = LanguageModel(64, "lru", d_model=d_model, n_layers=2, seq_len=32, mixer_config={"state_dim": state_dim})
+        layers = model_ess(model, torch.randint(0, 64, (2, 32)))
+        summary = summarize(layers)
+        for layer, lay in zip(layers, summary["per_layer"], strict=True):
+            assert layer.total_state is not None and int(layer.total_state.max()) <= 2 * state_dim
+            assert lay["shared_state"] and lay["ess_total_state"] <= 2 * state_dim
+            assert all(v <= 2 * state_dim for v in lay["ess_total_state_by_tolerance"].values())
+        assert summary["ess_total_state"] <= 2 * 2 * state_dim
+        if d_model * 2 > state_dim:  # the per-channel sum overcounts the shared state
+            assert summary["ess_total"] > summary["ess_total_state"]
+    # channels with separate states: the total is the per-channel sum, as before
+    torch.manual_seed(0)
+    gla = summarize(model_ess(LanguageModel(64, "gla", d_model=16, n_layers=1, seq_len=32), torch.randint(0, 64, (2, 32))))
+    assert gla["ess_total_state"] == gla["ess_total"] and not gla["per_layer"][0]["shared_state"]

@@ -23,6 +23,57 @@ class Column:
     provenance: bool = False  # listed under the record link of its row
 
 
+# a run that reached the cap is "capped" (still improving: it measures how fast the mixer learns, not
+# what it can hold) when its best validation loss over the last quarter of its steps is this much
+# (relative) below its best before, or its best accuracy came in that quarter
+IMPROVING_DELTA = 0.01
+# a run on a fixed training set "memorized" it when its final validation loss exceeds its training loss
+# by this many nats (fresh sequences every step cannot be memorized)
+MEMORIZED_GAP = 0.3
+
+
+def still_improving(history: list[dict]) -> bool:
+    """Whether a run's validation curve was still improving over the last quarter of its training steps."""
+    main = [h for h in history if h.get("phase", "train") == "train"]
+    if len(main) < 4:
+        return True  # too short a curve to call it flat
+    cut = main[-1]["step"] * 3 / 4
+    before = [h for h in main if h["step"] <= cut]
+    after = [h for h in main if h["step"] > cut]
+    if not before or not after:
+        return True
+    loss_before, loss_after = min(h["val_loss"] for h in before), min(h["val_loss"] for h in after)
+    acc_before, acc_after = max(h["val_accuracy"] for h in before), max(h["val_accuracy"] for h in after)
+    return loss_after < loss_before * (1 - IMPROVING_DELTA) or acc_after > acc_before
+
+
+def ended(m: dict) -> str:
+    """Why a run ended, as the page says it: `metrics.stopped`, with a run that reached the cap while
+    still improving marked "capped"."""
+    stopped = m.get("stopped", "")
+    if stopped == "budget" and still_improving(m.get("history", [])):
+        return "capped"
+    return stopped
+
+
+def sequences(r) -> float:
+    """Training sequences a run saw (records before `metrics.sequences`: steps x batch size)."""
+    seen = r.m.get("sequences")
+    if seen is not None:
+        return float(seen)
+    batch = r.cfg["train"].get("batch_size")
+    return float(r.m["steps"]) * batch if batch else float("nan")
+
+
+def memorized(m: dict) -> str:
+    """"yes" when a run on a fixed training set ends with a validation loss MEMORIZED_GAP above its
+    training loss; "" on fresh sequences or without the losses."""
+    train, val = m.get("final_train_loss"), m.get("final_val_loss")
+    if m.get("train_set") is None or train is None or val is None:
+        return ""
+    return "yes" if val - train > MEMORIZED_GAP else "no"
+
+
 def _c(key, label=None, fmt=None, higher=None, description="", read=None, provenance=False) -> Column:
     return Column(key, label or key, fmt, higher, description, read, provenance)
 
@@ -58,6 +109,11 @@ COLUMNS: list[Column] = [
     _c("parameters", read=lambda r: r.m["parameters"], provenance=True),
     _c("steps", read=lambda r: r.m["steps"], provenance=True),
     _c("stopped", description="why training stopped", read=lambda r: r.m.get("stopped", ""), provenance=True),
+    _c("ended", "ended", description="solved, plateau, capped (the cap, still improving), budget (the cap, flat) or pruned",
+       read=lambda r: ended(r.m)),
+    _c("sequences", "sequences seen", "{:,.0f}", description="training sequences the run saw", read=sequences),
+    _c("memorized", description="a fixed training set memorized (validation loss far above training loss)",
+       read=lambda r: memorized(r.m), provenance=True),
     _c("seed", read=lambda r: r.record["seed"], provenance=True),
     _c("commit", read=lambda r: r.prov["commit"][:10] + ("+dirty" if r.prov.get("dirty") else ""), provenance=True),
     _c("device", read=lambda r: r.prov["device"], provenance=True),
@@ -74,11 +130,11 @@ COLUMNS: list[Column] = [
 BY_KEY = {c.key: c for c in COLUMNS}
 
 # the task tables' columns, in their order: what a reader compares (provenance sits in the record cell)
-NARROW = ["mixer", "backbone", "state", "tss", "setting", "accuracy", "no_recall", "learned", "val_accuracy", "lr", "ess",
-          "ess_total", "entropy_ess", "utilization", "state_use", "key"]  # fmt: skip
+NARROW = ["mixer", "backbone", "state", "tss", "setting", "accuracy", "no_recall", "learned", "val_accuracy", "lr",
+          "sequences", "ended", "ess", "ess_total", "entropy_ess", "utilization", "state_use", "key"]  # fmt: skip
 # the record cell's lines, in their order
-PROVENANCE_ORDER = ["commit", "device", "kernels", "seed", "steps", "stopped", "lr_grid", "grid_spread", "parameters",
-                    "cache_bytes", "forward_tokens_per_s", "wall_time_s"]  # fmt: skip
+PROVENANCE_ORDER = ["commit", "device", "kernels", "seed", "steps", "stopped", "memorized", "lr_grid", "grid_spread",
+                    "parameters", "cache_bytes", "forward_tokens_per_s", "wall_time_s"]  # fmt: skip
 assert set(PROVENANCE_ORDER) == {c.key for c in COLUMNS if c.provenance}
 
 RUN_COLUMNS = [c.key for c in COLUMNS if c.read is not None]  # a run row's columns

@@ -10,12 +10,12 @@ import pandas as pd
 from benchmarks.report.rows import FAMILIES, declares, own_conv
 from benchmarks.report.stats import (
     ACCURACY_SHIFT,
-    LEARNED_LITTLE,
-    RECALL_MARGIN,
+    INTERVAL_METHOD,
+    LEARNED_MARGIN,
     SOLVED,
     _demand_alone,
-    advantage_interval,
     best_per_setting,
+    pooled_advantage,
     stratified_advantage,
 )  # fmt: skip
 from benchmarks.report.tables import BACKBONE_ORDER
@@ -27,7 +27,7 @@ BACKBONE_LABELS = {
 }
 
 
-def ladder_lines(table: pd.DataFrame, solved: float = SOLVED, margin: float = RECALL_MARGIN) -> list[str]:
+def ladder_lines(table: pd.DataFrame, solved: float = SOLVED, margin: float = LEARNED_MARGIN) -> list[str]:
     """One sentence per mixer of `tables.ladder`: the easiest setting where its best falls below
     `solved` and the hardest where it is still above the baseline + `margin`."""
     if table.empty:
@@ -36,7 +36,7 @@ def ladder_lines(table: pd.DataFrame, solved: float = SOLVED, margin: float = RE
     base = rows.loc["no-recall baseline"]
     lines = []
     for mixer, row in rows.drop(index="no-recall baseline").iterrows():
-        ran = row.dropna()
+        ran = row.dropna().map(_number)  # a median over seeds is shown with its range
         below = [s for s in ran.index if ran[s] < solved]
         above = [s for s in ran.index if ran[s] > base[s] + margin]
         first = (
@@ -53,6 +53,11 @@ def ladder_lines(table: pd.DataFrame, solved: float = SOLVED, margin: float = RE
     return lines
 
 
+def _number(cell) -> float:
+    """A ladder cell's accuracy: the number, or a median's leading number ("0.808 (0.244-0.942)")."""
+    return float(cell.split()[0]) if isinstance(cell, str) else float(cell)
+
+
 def _fmt(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
@@ -65,9 +70,14 @@ def _interval(low: float, high: float, name: str) -> str:
     return "too few rows for an interval" if math.isnan(low) else f"{name} {_fmt(low)} to {_fmt(high)}"
 
 
-def _call(low: float, high: float, diff: float) -> str:
+def _call(res: dict) -> str:
+    """What a signed comparison says (`stats.assess`'s result): it holds only when its clustered interval
+    lies above zero and no single mixer's removal flips its sign."""
+    low, high, flips = res["low"], res["high"], res.get("flips", [])
     if math.isnan(low):
-        return "holds" if diff > 0 else "does not hold"
+        return "is not settled: too few mixers for a clustered interval"
+    if flips:
+        return f"is not settled: without {', '.join(map(str, flips))} its sign flips"
     if low > 0:
         return "holds"
     if high < 0:
@@ -75,12 +85,20 @@ def _call(low: float, high: float, diff: float) -> str:
     return "is not settled by these rows (the interval includes zero)"
 
 
+def _loo(res: dict) -> str:
+    """Leave-one-mixer-out beside a verdict: the range of the statistic with each mixer left out."""
+    values = [v for v in res.get("loo", {}).values() if not math.isnan(v)]
+    if not values:
+        return ""
+    return f"; leaving out one mixer at a time it runs from {_fmt(min(values))} to {_fmt(max(values))}"
+
+
 def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: pd.DataFrame | None = None) -> list[str]:
     """Plain sentences, one per task family: does accuracy follow ESS more closely than TSS? First
-    within each setting (one length and demand: nothing shared between the axes), with a bootstrap
+    within each setting (one length and demand: nothing shared between the axes), with a clustered bootstrap
     interval of the difference in Spearman (signed: the claim is that more ESS goes with higher
     accuracy); then pooled over settings as the ESS paper pools them
-    (ESS/demand and TSS/demand, with the paired interval), next to how much of that the demand alone
+    (ESS/demand and TSS/demand, with its clustered interval), next to how much of that the demand alone
     explains; then within each mixer, and which rows saturate or collapse."""
     out = []
     for task, g in corr.groupby("task"):
@@ -100,24 +118,26 @@ def verdict(corr: pd.DataFrame, within: pd.DataFrame, use: pd.DataFrame, best: p
                 + (" (negative: rows that use more state score lower)" if strat["ess"] < 0 else "")
                 + f" and with TSS {_fmt(strat['tss'])}; "
                 f"ESS's advantage (its coefficient minus TSS's) is {_fmt(strat['diff'])} "
-                f"({_interval(strat['low'], strat['high'], '95% bootstrap interval')}, rows resampled within settings), "
+                f"({_interval(strat['low'], strat['high'], '95% clustered interval')}{_loo(strat)}), "
                 "so the claim that ESS tracks accuracy "
-                f"better {_call(strat['low'], strat['high'], strat['diff'])}."
+                f"better {_call(strat)}."
             )
             if "ess_total" in part and part["ess_total"].notna().all():  # memory spread over channels counts too
                 total = stratified_advantage(part.assign(ess=part["ess_total"]))
                 text += (
-                    f" With ESS summed over the mixer's channels instead of its per-channel mean, the correlation averages "
+                    f" With the model's total ESS instead of its per-channel mean (summed over channels that keep "
+                    f"separate states; the rank over all channels where they share one), the correlation averages "
                     f"{_fmt(total['ess'])} and the advantage is {_fmt(total['diff'])} "
-                    f"({_interval(total['low'], total['high'], 'interval')})."
+                    f"({_interval(total['low'], total['high'], 'interval')}{_loo(total)}: {_call(total).split(':')[0]})."
                 )
         pooled = part is None or part["setting"].nunique() > 1  # one setting: pooling adds nothing
         if pooled and not (math.isnan(e) or math.isnan(t)):
-            lo, hi = advantage_interval(part) if part is not None else (float("nan"), float("nan"))
+            res = pooled_advantage(part) if part is not None else {"low": float("nan"), "high": float("nan")}
+            lo, hi = res["low"], res["high"]
             demand_alone = _demand_alone(part) if part is not None else float("nan")
             text += (
                 f" Pooled over settings as the ESS paper pools them (n = {allr['n']}): ESS/demand {_fmt(e)}, TSS/demand "
-                f"{_fmt(t)}, difference {_fmt(e - t)} ({_interval(lo, hi, 'paired interval')})"
+                f"{_fmt(t)}, difference {_fmt(e - t)} ({_interval(lo, hi, 'clustered interval')}{_loo(res)})"
             )
             if not math.isnan(demand_alone):  # the demand varies over the settings pooled
                 text += (
@@ -150,6 +170,8 @@ def _within_and_use(task: str, within: pd.DataFrame, use: pd.DataFrame, best: pd
             f"{', '.join(worse) or 'none'}."
         )
     u = use[use["task"] == task]
+    if best is not None and "same_as" in best:  # a pair that is one model counts once
+        u = u[best["same_as"].reindex(u.index).fillna("") == ""]
     for kind in ("saturated", "collapsed"):
         hit = u[u["state use"] == kind]
         if not hit.empty:
@@ -196,12 +218,30 @@ def short_verdict(best: pd.DataFrame) -> list[str]:
         if strat["settings"]:
             parts.append(
                 f"{task} {_fmt(strat['diff'])} ({_fmt(strat['low'])} to {_fmt(strat['high'])}: "
-                f"{_call(strat['low'], strat['high'], strat['diff']).split(':')[0].split(' (')[0]})"
+                f"{_call(strat).split(':')[0].split(' (')[0]})"
             )
+    out += duplicate_lines(best)
     if parts:
         out.append(
             "Does accuracy follow ESS more closely than TSS within a setting (Spearman's coefficient with ESS minus with TSS, "
-            "95% interval)? " + "; ".join(parts) + "."
+            "95% clustered interval)? " + "; ".join(parts) + ". " + INTERVAL_METHOD
+        )
+    return out
+
+
+def duplicate_lines(best: pd.DataFrame) -> list[str]:
+    """One sentence per task naming the rows that are another mixer's model at their setting (`same_as`):
+    they stay in the tables under their own name, and count once, as their twin, in every statistic."""
+    if "same_as" not in best:
+        return []
+    out = []
+    for task, g in best[best["same_as"].fillna("") != ""].groupby("task"):
+        cells = "; ".join(
+            f"{r.mixer} ({r.state}) at {r.setting} is {r.same_as}" for r in g.sort_values(["seq_len", "setting"]).itertuples()
+        )
+        out.append(
+            f"{task}: the same model under two names, a window at least as long as the sequence seeing every past token: "
+            f"{cells}. Each such pair counts once in every statistic on this page."
         )
     return out
 
@@ -246,7 +286,7 @@ def ablation_findings(long: pd.DataFrame) -> list[str]:
             continue
         base = float(g["no_recall"].iloc[0])
         have = acc["zoology"].notna() & acc["mad"].notna()  # a mixer not yet run in both is left out
-        learned = {b: (a > base + RECALL_MARGIN) & have for b, a in acc.items()}
+        learned = {b: (a > base + LEARNED_MARGIN) & have for b, a in acc.items()}
         conv = names[learned["zoology"] & ~learned["mad"] & have].tolist()
         every = names[learned["zoology"] & learned["mad"]].tolist()
         middle = learned.get("conv_mlp", learned["mad"])
@@ -255,7 +295,7 @@ def ablation_findings(long: pd.DataFrame) -> list[str]:
         where = "MQAR " + _where(setting)
         out.append(
             f"{where}: {len(conv)} of {int(have.sum())} mixers learn "
-            f"(accuracy above the no-recall baseline + {RECALL_MARGIN}) in "
+            f"(accuracy above the no-recall baseline + {LEARNED_MARGIN}) in "
             f"Zoology's model but not in MAD's mixer + MLP blocks: {', '.join(conv) or 'none'}; in both: "
             f"{', '.join(every) or 'none'}; in no backbone: {', '.join(none) or 'none'}."
         )
@@ -298,7 +338,7 @@ def _conv_mlp_findings(where: str, names: pd.Series, acc: dict, learned: dict) -
 
 
 def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> list[str]:
-    """Per task, the mixers that came within LEARNED_LITTLE of the no-recall baseline on every one of its
+    """Per task, the mixers that came within LEARNED_MARGIN of the no-recall baseline on every one of its
     settings, each with its largest gain, and why where the evidence says: a mixer linear in its input (as
     the LRU: a fixed filter, the same for every input, cannot route a value by the content of its key), a
     gated convolution (Zoology's finding on its width), and, on MQAR, the backbone ablation's other models
@@ -307,7 +347,7 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
     for task, g in df.groupby("task"):
         for mixer, m in g.groupby("mixer"):
             gap = (m["accuracy"] - m["no_recall"]).max()
-            if gap >= LEARNED_LITTLE:
+            if gap > LEARNED_MARGIN:
                 continue
             fixed = declares(mixer, "linear_in_input")
             why = ""
@@ -331,7 +371,7 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
                     "plateau: still improving, so a longer budget may change this."
                 )
             out.append(
-                f"{task}: {mixer} stayed within {LEARNED_LITTLE} of the no-recall baseline on "
+                f"{task}: {mixer} stayed within {LEARNED_MARGIN} of the no-recall baseline on "
                 f"{'both' if m['setting'].nunique() == 2 else 'all ' + str(m['setting'].nunique())} settings "
                 f"(best accuracy - baseline at most {gap:+.3f}).{why}"
             )
@@ -347,7 +387,7 @@ def _elsewhere(mixer: str, ablation: pd.DataFrame) -> str:
     others = others[~others["repeated"] & ~((others["backbone"] == "conv_mlp") & own_conv(mixer))]  # a repeated mad run
     if others.empty:
         return ""
-    learns = others[others["accuracy"] > others["no_recall"] + RECALL_MARGIN]
+    learns = others[others["accuracy"] > others["no_recall"] + LEARNED_MARGIN]
     if learns.empty:
         top = others.sort_values(["accuracy", "setting", "backbone"]).iloc[-1]
         return (
@@ -368,7 +408,7 @@ def _elsewhere(mixer: str, ablation: pd.DataFrame) -> str:
     )
 
 
-def backbone_change(new: pd.DataFrame, old: pd.DataFrame, margin: float = RECALL_MARGIN) -> list[str]:
+def backbone_change(new: pd.DataFrame, old: pd.DataFrame, margin: float = LEARNED_MARGIN) -> list[str]:
     """What the MQAR leaderboard says in Zoology's model (`new`: the published best rows) against what it
     said in MAD's mixer + MLP blocks (`old`: the best rows of the records moved to mlp_backbone/), on the
     settings both have: which mixers learn (best accuracy above the baseline + `margin` on some setting),
@@ -417,7 +457,7 @@ def backbone_change(new: pd.DataFrame, old: pd.DataFrame, margin: float = RECALL
     for rows, label in ((new, "in Zoology's model"), (old, "in MAD's blocks")):
         strat = stratified_advantage(rows)  # every best row, each state size its own, as the verdict tests
         if strat["settings"]:
-            parts.append(f"{_fmt(strat['diff'])} ({_fmt(strat['low'])} to {_fmt(strat['high'])}) {label}")
+            parts.append(f"{_fmt(strat['diff'])} ({_fmt(strat['low'])} to {_fmt(strat['high'])}{_loo(strat)}) {label}")
     if parts:
         out.append("ESS's advantage over TSS within these settings (the verdict's test, 95% interval): " + "; ".join(parts) + ".")
     return out

@@ -119,6 +119,8 @@ CAPTIONS = {
     "accuracy_vs_ess": "Accuracy against ESS (top row) and TSS (bottom row) within each setting, every best row: at one "
     "demand the two differ from ESS/demand and TSS/demand only by a constant, so this is what the verdict tests.",
     "ess_curves": "ESS at each split of the sequence (headline tolerance), each mixer's largest state, one panel per setting.",
+    "learning_curves": "Validation accuracy against the training sequences each mixer's best run saw (its best state "
+    "size), per setting: where a curve still rises at its end, the run reached the step cap while improving (capped).",
     "ess_over_training": "Headline ESS / its bound for each group's best run at the 1st, 2nd, 4th, 8th, ... evaluation "
     "and the last: when state use grows, saturates or collapses as the mixer learns.",
 }
@@ -134,8 +136,10 @@ def _definitions() -> str:
         f"copying: the tokens to copy; compression: L - 1 tokens). Saturated: ESS >= {SATURATION} bound. Collapsed: ESS below "
         f"the memory demand although the bound is at least the demand, and ESS < {COLLAPSE} bound. Not learned: test "
         f"accuracy within {LEARNED_MARGIN} of the no-recall baseline or below it. Each row is its group's best learning "
-        "rate, chosen on validation accuracy; test accuracy is reported. One seed per row (each design's lowest): how much "
-        "a row moves with the seed is in the Seeds section, where replicates exist."
+        "rate, chosen on validation accuracy; test accuracy is reported. A design trained at 3 or more seeds shows the "
+        "median over its seeds (the ladder adds the range); with fewer, its lowest seed: how much a row moves with the "
+        "seed is in the Seeds section. The headline averages accuracy, accuracy above the baseline ((acc - base) / "
+        "(1 - base)), ESS and TSS alike over the settings every mixer has."
     )
 
 
@@ -152,7 +156,11 @@ ABLATION_STORES = ("mlp_backbone", "ablation_backbone")
 
 
 def _headline_columns(head: pd.DataFrame) -> dict:
-    return {c: "{:.3f}" if c.endswith(" acc") else "{:.1f}" for c in head.columns if c.endswith((" acc", "ESS"))}
+    return {
+        c: "{:.3f}" if c.endswith((" acc", " base")) else "{:.1f}"
+        for c in head.columns
+        if c.endswith((" acc", " base", "ESS", "TSS"))
+    }
 
 
 def write(stage: Path, a: dict) -> list[Path]:
@@ -175,18 +183,30 @@ def formats_for(head: pd.DataFrame, ladder: pd.DataFrame) -> dict:
     return {**FORMATS, **_headline_columns(head), **{c: "{:.3f}" for c in ladder.columns if c != "mixer"}}
 
 
-def _tasks(*, df, corr, within, per_setting, use, training, curves, unlearned, fmt, fig_dir, **_) -> tuple[list[dict], list[str]]:
+def _with_seed_range(df: pd.DataFrame) -> pd.Series:
+    """The accuracy column as shown: a median over 3 or more seeds with its range beside it."""
+    if "accuracy_low" not in df or df["accuracy_low"].isna().all():
+        return df["accuracy"]
+    shown = df["accuracy"].astype(object)
+    many = df["accuracy_low"].notna()
+    shown[many] = [
+        f"{a:.3f} ({lo:.3f}-{hi:.3f})" for a, lo, hi in df.loc[many, ["accuracy", "accuracy_low", "accuracy_high"]].to_numpy()
+    ]
+    return shown
+
+
+def _tasks(*, df, corr, within, per_setting, use, training, curves, unlearned, fmt, fig_dir, learning=None, **_) -> tuple[list[dict], list[str]]:
     """Each task's section: its table, figures and analyses, for the page and for the Markdown."""
     md = functools.partial(markdown_table, formats=fmt)
     ht = functools.partial(html_table, formats=fmt)
-    table = df.assign(record=df["key"])[list(TABLE)[:-1] + ["record"]].rename(columns=TABLE)
+    table = df.assign(record=df["key"], accuracy=_with_seed_range(df))[list(TABLE)[:-1] + ["record"]].rename(columns=TABLE)
     use_cols = ["setting", "mixer", "state", "memory_demand", "tss", "bound", "ess", "ESS/bound", "ESS/demand", "accuracy"]
     use_shown = use[[*use_cols, "state use"]].rename(columns={"memory_demand": "memory demand", "tss": "TSS", "ess": "ESS"})
 
     tasks_html, md_tasks = [], []
     for task, g in df.groupby("task", sort=True):
         idx = g.index
-        paths = figures.task_figures(task, df, training, curves, fig_dir)
+        paths = figures.task_figures(task, df, training, curves, fig_dir, learning)
 
         def details(i, idx=idx):
             r = df.loc[idx[i]]

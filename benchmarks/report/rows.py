@@ -102,9 +102,22 @@ class Run:
         self.bound = ess_bound(self.m["tss"], self.task["seq_len"], tuple(self.m["ess"]["window"]))
 
 
+def _total_state(run: Run, summed: float) -> float:
+    """The model's total ESS as a state bound (`benchmarks.ess.summarize`'s `ess_total_state`, at the
+    headline tolerance): where the record has it; else the per-channel sum, a bound only where channels
+    keep separate states, so NaN for a mixer whose channels share one (`shared_state`)."""
+    total = run.m["ess"].get("ess_total_state_by_tolerance", {}).get(HEADLINE_TOLERANCE)
+    if total is not None:
+        return float(total)
+    return float("nan") if declares(run.mixer, "shared_state") else summed
+
+
 def _run_row(r: dict) -> dict:
     run = Run(r)
-    return {c.key: c.read(run) for c in COLUMNS if c.read is not None}
+    row = {c.key: c.read(run) for c in COLUMNS if c.read is not None}
+    if "ess_total" in row:
+        row["ess_total"] = _total_state(run, row["ess_total"])
+    return row
 
 
 def run_rows(records: list[dict]) -> pd.DataFrame:
@@ -206,19 +219,45 @@ def provenance_blobs(records: list[dict]) -> list[dict]:
     ]
 
 
+def _searched_rates(r: dict) -> set | None:
+    """The rates a successive-halving search tried for the record's group (`metrics.search`), or None."""
+    search = (r.get("metrics") or {}).get("search") or r.get("search")
+    return set(search["rates"]) if search else None
+
+
 def incomplete_groups(records: list[dict]) -> list[str]:
     """Groups whose learning-rate grid a sweep has not finished: a rate that another group of the same
-    protocol (task setting, model, data and budget) has tried, ok or failed, this one has not. Their
-    best run is not yet the best of the grid, so the leaderboard holds them back until it is."""
-    tried: dict[str, tuple[str, set]] = {}
+    protocol (task setting, model, data and budget) has tried, ok or failed, this one has not; for a
+    group searched by successive halving, a rate its own search tried (its records are written
+    together, so that happens only to a group cut short). Their best run is not yet the best of the
+    grid, so the leaderboard holds them back until it is."""
+    tried: dict[str, tuple[str, set, set | None]] = {}
     for r in records:
         cfg = r["config"]
-        group = tried.setdefault(r.get("group", r["key"]), (protocol_key(cfg), set()))
+        group = tried.setdefault(r.get("group", r["key"]), (protocol_key(cfg), set(), _searched_rates(r)))
         group[1].add(cfg["train"]["lr"])
     grids: dict[str, set] = {}
-    for protocol, rates in tried.values():
-        grids.setdefault(protocol, set()).update(rates)
-    return sorted(g for g, (protocol, rates) in tried.items() if rates < grids[protocol])
+    for protocol, rates, searched in tried.values():
+        if searched is None:  # a searched group's edge extensions are its own, not its protocol's grid
+            grids.setdefault(protocol, set()).update(rates)
+    return sorted(
+        g for g, (protocol, rates, searched) in tried.items()
+        if (rates < searched if searched is not None else rates < grids[protocol])
+    )  # fmt: skip
+
+
+def learning_curves(records: list[dict], keys) -> pd.DataFrame:
+    """Every validation evaluation of the runs in `keys`: key, sequences seen, val accuracy (records
+    before `sequences` was logged: steps x batch size)."""
+    keys = set(keys)
+    rows = [
+        {"key": r["key"], "sequences": h.get("sequences", h["step"] * r["config"]["train"].get("batch_size", float("nan"))),
+         "val accuracy": h["val_accuracy"]}
+        for r in records
+        if r.get("status") == "ok" and r["key"] in keys
+        for h in r["metrics"].get("history", [])
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["key", "sequences", "val accuracy"])
 
 
 def budgets(records: list[dict]) -> pd.DataFrame:

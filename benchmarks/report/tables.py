@@ -26,11 +26,17 @@ from benchmarks.report.rows import (
 )  # fmt: skip
 from benchmarks.report.stats import (
     COLLAPSE,
+    MEDIAN_SEEDS,
     SATURATION,
     _coefficients,
+    accuracy_above_baseline,
     best_per_setting,
     best_rows,
+    distinct,
     first_seed,
+    learned,
+    same_model,
+    seed_medians,
     select_best,
     shared_settings,
     stratified_advantage,
@@ -44,9 +50,10 @@ def correlations(df: pd.DataFrame, ess_column: str = "ess") -> pd.DataFrame:
     """Accuracy against ESS / memory demand and TSS / memory demand, per task, pooled over its settings
     as the ESS paper pools them: over the best rows that learned, over all of them, and over all of
     them with accuracy above the no-recall baseline (`accuracy_above_baseline`); Spearman and Pearson
-    coefficients with n (a coefficient needs 3 rows and spread on both axes)."""
+    coefficients with n (a coefficient needs 3 rows and spread on both axes). A row that repeats
+    another mixer's model (`same_model`) counts once."""
     out = []
-    for task, g in df.groupby("task"):
+    for task, g in distinct(df).groupby("task"):
         for subset, part, target in (
             ("learned", g[g["learned"] == "yes"], "accuracy"),
             ("all", g, "accuracy"),
@@ -62,7 +69,7 @@ def within_setting_correlations(df: pd.DataFrame) -> pd.DataFrame:
     size. Nothing is shared between the axes here, unlike the pooled coefficients."""
     out = [
         {"task": task, "setting": setting, **_coefficients(g)}
-        for (task, setting), g in df.groupby(["task", "setting"], sort=False)
+        for (task, setting), g in distinct(df).groupby(["task", "setting"], sort=False)
     ]
     return pd.DataFrame(out, columns=["task", "setting", *CORRELATION_COLUMNS])
 
@@ -162,8 +169,8 @@ def tolerance_sensitivity(records: list[dict], best: pd.DataFrame) -> pd.DataFra
             "mean ESS/bound": (scored["ess"] / scored["bound"]).mean(),
         }
         for task, g in scored.groupby("task"):
-            row[f"{task}: ESS's advantage within settings"] = stratified_advantage(g, resamples=1)["diff"]
-            row[f"{task}: Spearman ESS/demand, pooled"] = _coefficients(g)["Spearman ESS/demand"]
+            row[f"{task}: ESS's advantage within settings"] = stratified_advantage(g, resamples=0)["diff"]
+            row[f"{task}: Spearman ESS/demand, pooled"] = _coefficients(distinct(g))["Spearman ESS/demand"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -209,7 +216,7 @@ def seed_verdicts(df: pd.DataFrame) -> pd.DataFrame:
     settings where three or more designs were trained at more than one seed: does the verdict move
     with the seed?"""
     out = []
-    for (task, setting), g in df.groupby(["task", "setting"], sort=False):
+    for (task, setting), g in distinct(df.assign(same_as=same_model(df))).groupby(["task", "setting"], sort=False):
         replicated = g.groupby("design")["seed"].nunique()
         designs = replicated[replicated > 1].index
         if len(designs) < 3:
@@ -223,9 +230,10 @@ def seed_verdicts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per mixer, per task family (MQAR; MAD's tasks together): the mean over the family's
-    settings that every mixer has of its best test accuracy, on how many of them it learned (above
-    the no-recall baseline), and the mean headline ESS and the largest TSS of those rows."""
+    """One row per mixer, per task family (MQAR; MAD's tasks together), every column the mean over the
+    same rows, the mixer's best row on each of the family's settings that every mixer has: test accuracy,
+    accuracy above the no-recall baseline ((acc - base) / (1 - base): settings of different baselines
+    average fairly), headline ESS and TSS; and on how many of those settings it learned."""
     if df.empty:
         return pd.DataFrame(columns=["mixer"])
     per = best_per_setting(df).assign(family=lambda d: d["task"].map(FAMILIES).fillna(d["task"]))
@@ -236,11 +244,13 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
         g = g[shared_settings(g)]
         if g.empty:
             continue
+        g = g.assign(above=accuracy_above_baseline(g) if "no_recall" in g else np.nan)
         by = g.groupby("mixer")
         out[f"{family} acc"] = by["accuracy"].mean()
+        out[f"{family} acc above base"] = by["above"].mean()
         out[f"{family} learned"] = by["learned"].agg(lambda v: f"{(v == 'yes').sum()}/{len(v)}")
         out[f"{family} ESS"] = by["ess"].mean()
-        out[f"{family} TSS"] = by["tss"].max()
+        out[f"{family} TSS"] = by["tss"].mean()
     first = next((c for c in out.columns if c.endswith(" acc")), None)
     out = out.sort_values(first, ascending=False) if first else out
     return out.reset_index(names="mixer")
@@ -358,6 +368,10 @@ def ladder(best: pd.DataFrame, task: str = "mqar") -> pd.DataFrame:
     table = per.pivot(index="mixer", columns="setting", values="accuracy")[order]
     shared = [s for s in order if s in set(per[shared_settings(per)]["setting"])]
     table = table.loc[table[shared if len(shared) else table.columns].mean(axis=1).sort_values(ascending=False).index]
+    if "seeds" in per and (per["seeds"] >= MEDIAN_SEEDS).any():  # a median over seeds shows its range
+        table = table.astype(object)
+        for r in per[per["seeds"] >= MEDIAN_SEEDS].itertuples():
+            table.loc[r.mixer, r.setting] = f"{r.accuracy:.3f} ({r.accuracy_low:.3f}-{r.accuracy_high:.3f})"
     base = per.drop_duplicates("setting").set_index("setting")["no_recall"][order]
     out = pd.concat([table, base.to_frame().T.rename(index={"no_recall": "no-recall baseline"})])
     return out.reset_index(names="mixer")
@@ -380,7 +394,10 @@ def board(records: list[dict], tp: pd.DataFrame | None = None, best: pd.DataFram
     tp = throughput_rows([]) if tp is None else tp
     if best is None:
         best = best_rows(run_rows(records), incomplete_groups(records))
-    df = first_seed(best)
+    df = seed_medians(best)  # a design at 3 or more seeds: its medians, with the range
+    if not df.empty:
+        df["learned"] = np.where(learned(df), "yes", "not learned")
+        df["same_as"] = same_model(df)
     df["forward_tokens_per_s"] = [
         _nearest_throughput(tp, r.mixer, r.device, r.seq_len, r.kernels.split(",")) for r in df.itertuples()
     ]

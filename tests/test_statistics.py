@@ -1,0 +1,105 @@
+"""The page's intervals on synthetic rows whose cluster structure is known (`benchmarks.report.stats`)."""
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.report import stats
+
+
+def _copies(clusters=8, copies=20, seed=0):
+    """Each cluster one draw, copied `copies` times: the rows carry `clusters` observations, not more."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=clusters)
+    return pd.DataFrame({"mixer": np.repeat([f"m{c}" for c in range(clusters)], copies), "y": np.repeat(y, copies)})
+
+
+def _mean(frame):
+    y = frame["y"].to_numpy()
+    return lambda idx: float(y[idx].mean())
+
+
+def test_resampling_clusters_widens_the_interval_over_copied_rows():
+    df = _copies()
+    rows = stats.cluster_bootstrap(df.assign(row=np.arange(len(df))), _mean(df), cluster="row", within=None)
+    clustered = stats.cluster_bootstrap(df, _mean(df), cluster="mixer", within=None)
+    row_width, cluster_width = rows[1] - rows[0], clustered[1] - clustered[0]
+    # 160 rows as if independent: sd / sqrt(160); 8 clusters: sd / sqrt(8), ~4.5 times wider
+    assert cluster_width > 3 * row_width, (rows, clustered)
+    mean = df["y"].mean()
+    assert clustered[0] < mean < clustered[1]
+
+
+def test_seeds_within_a_cluster_are_resampled_where_a_design_has_several():
+    """Rows identical across mixers but for the seed: only the seed draw can move the statistic."""
+    df = pd.DataFrame({"mixer": np.repeat(["a", "b"], 3), "design": np.repeat(["a0", "b0"], 3), "seed": [0, 1, 2] * 2,
+                       "y": [0.0, 1.0, 2.0] * 2})  # fmt: skip
+    low, high = stats.cluster_bootstrap(df, _mean(df), within="seed", resamples=199)
+    assert low < 1.0 < high
+    assert stats.cluster_bootstrap(df, _mean(df), within=None, resamples=199) == (1.0, 1.0)  # mixers alike
+
+
+def test_one_cluster_carrying_the_effect_is_named_and_the_verdict_does_not_hold():
+    """Five mixers near zero and one far above: the mean is positive, and without that one it is not."""
+    df = pd.DataFrame({"mixer": list("abcdef"), "y": [-0.1, -0.2, 0.05, -0.1, -0.05, 3.0]})
+    res = stats.assess(df, _mean(df))
+    assert res["diff"] > 0 and res["flips"] == ["f"] and not res["holds"]
+    assert res["loo"]["f"] < 0 and all(v > 0 for k, v in res["loo"].items() if k != "f")
+    # a verdict whose interval excludes zero still does not hold when one mixer's removal flips it
+    many = pd.DataFrame({"mixer": list("abcdefghij"), "y": [0.5, 0.6, 0.55, 0.45, 0.5, 0.6, 0.4, 0.5, 0.55, 0.5]})
+    res = stats.assess(many, _mean(many))
+    assert res["low"] > 0 and res["holds"] and not res["flips"]
+
+
+def test_an_interval_above_zero_does_not_hold_when_one_mixers_removal_flips_the_sign(monkeypatch):
+    """The rule itself, apart from how wide the interval comes out: leave-one-out alone can refuse it."""
+    df = pd.DataFrame({"mixer": list("abcdef"), "y": [-0.1, -0.2, 0.05, -0.1, -0.05, 3.0]})
+    monkeypatch.setattr(stats, "cluster_bootstrap", lambda *a, **k: (0.1, 0.9))
+    res = stats.assess(df, _mean(df))
+    assert res["low"] > 0 and res["flips"] == ["f"] and not res["holds"]
+    monkeypatch.setattr(stats, "cluster_bootstrap", lambda *a, **k: (0.1, 0.9))
+    assert stats.assess(df[df["mixer"] != "c"].reset_index(drop=True), _mean(df[df["mixer"] != "c"]))["flips"] == ["f"]
+
+
+def test_the_verdicts_statistics_are_their_point_estimates_and_clustered():
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame({"mixer": rng.choice(list("abcdef"), n), "setting": rng.choice(["s1", "s2", "s3"], n),
+                       "ess": rng.uniform(1, 64, n), "tss": rng.choice([8.0, 16.0, 32.0], n), "memory_demand": 8})  # fmt: skip
+    df["accuracy"] = df["ess"] / 64
+    strat = stats.stratified_advantage(df)
+    assert strat["holds"] and strat["low"] > 0 and set(strat["loo"]) == set("abcdef")
+    assert stats.stratified_advantage(df, resamples=0)["diff"] == strat["diff"]
+    pooled = stats.pooled_advantage(df)
+    assert pooled["holds"] and stats.advantage_interval(df) == (pooled["low"], pooled["high"])
+
+
+def _best(rows):
+    return pd.DataFrame(rows, columns=["task", "setting", "seq_len", "mixer", "state", "design", "seed", "accuracy", "ess"])
+
+
+def test_a_sliding_window_as_long_as_the_sequence_is_attention_and_counts_once():
+    df = _best([("mqar", "L=32", 32, "attention", "", "a", 0, 0.9, 10.0),
+                ("mqar", "L=32", 32, "sliding_window", "window_size=32", "w32", 0, 0.9, 10.0),
+                ("mqar", "L=32", 32, "sliding_window", "window_size=8", "w8", 0, 0.5, 6.0),
+                ("mqar", "L=64", 64, "sliding_window", "window_size=32", "w32b", 0, 0.7, 9.0),
+                ("mqar", "L=64", 64, "attention", "", "a2", 0, 0.95, 12.0)])  # fmt: skip
+    same = stats.same_model(df)
+    assert list(same) == ["", "attention", "", "", ""]  # window 32 < L 64: a different model there
+    kept = stats.distinct(df.assign(same_as=same))
+    assert (
+        len(kept) == 4
+        and not ((kept["mixer"] == "sliding_window") & (kept["setting"] == "L=32") & (kept["state"] == "window_size=32")).any()
+    )
+    from benchmarks.report.findings import duplicate_lines
+
+    (line,) = duplicate_lines(df.assign(same_as=same))
+    assert "sliding_window (window_size=32) at L=32 is attention" in line and "counts once" in line
+
+
+def test_three_seeds_show_their_median_and_range_two_their_lowest_seed():
+    mamba2 = [("mqar", "kv=8", 64, "mamba2", "", "m", s, a, e) for s, a, e in ((0, 0.244, 3.0), (1, 0.942, 5.0), (2, 0.808, 4.0))]
+    df = _best(mamba2 + [("mqar", "kv=8", 64, "gla", "", "g", s, a, 2.0) for s, a in ((0, 0.5), (1, 0.9))])
+    out = stats.seed_medians(df).set_index("mixer")
+    assert out.loc["mamba2", "accuracy"] == 0.808 and out.loc["mamba2", "ess"] == 4.0 and out.loc["mamba2", "seeds"] == 3
+    assert (out.loc["mamba2", "accuracy_low"], out.loc["mamba2", "accuracy_high"]) == (0.244, 0.942)
+    assert out.loc["gla", "accuracy"] == 0.5 and np.isnan(out.loc["gla", "accuracy_low"])
