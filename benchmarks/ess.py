@@ -352,6 +352,32 @@ def ess_bound(tss: int, length: int, window: tuple[int, int]) -> float:
     return sum(min(tss, i, length - i) for i in splits) / len(splits)
 
 
+def _layer_summary(layer: LayerESS, inside: Tensor) -> dict:
+    """One layer's mean, total and utilization over the splits `inside` (`summarize`'s `per_layer`)."""
+    tol = layer.tolerance.double()
+    ent = layer.entropy.double()
+    summed = {key: v.double()[..., inside].mean(-1).mean(0).sum().item() for key, v in layer.by_tolerance.items()}
+    if layer.total_state is not None:
+        total = layer.total_state.double()[inside].mean().item()
+        total_by = {key: v.double()[inside].mean().item() for key, v in layer.total_state_by_tolerance.items()}
+    else:
+        total, total_by = tol[..., inside].mean(-1).mean(0).sum().item(), summed
+    return {
+        "shared_state": layer.total_state is not None,
+        "ess_total_state": total,
+        "ess_total_state_by_tolerance": total_by,
+        "layer": layer.layer,
+        "mixer": layer.mixer,
+        "channels": tol.shape[1],
+        "tss": layer.tss,
+        "ess_mean": tol[..., inside].mean().item(),
+        "ess_total": tol[..., inside].mean(-1).mean(0).sum().item(),
+        "entropy_ess_mean": ent[..., inside].mean().item(),
+        "utilization": tol[..., inside].mean().item() / max(layer.tss, 1),
+        "ess_max": int(layer.tolerance.max().item()),
+    }
+
+
 def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WINDOW) -> dict:
     """Headline aggregates of a model's ESS curves.
 
@@ -376,32 +402,7 @@ def summarize(layers: list[LayerESS], window: tuple[float, float] = DEFAULT_WIND
     inside = (pos >= start) & (pos < stop)
     if not bool(inside.any()):
         inside = torch.ones_like(inside)
-    per_layer = []
-    for layer in layers:
-        tol = layer.tolerance.double()
-        ent = layer.entropy.double()
-        summed = {key: v.double()[..., inside].mean(-1).mean(0).sum().item() for key, v in layer.by_tolerance.items()}
-        if layer.total_state is not None:
-            total = layer.total_state.double()[inside].mean().item()
-            total_by = {key: v.double()[inside].mean().item() for key, v in layer.total_state_by_tolerance.items()}
-        else:
-            total, total_by = tol[..., inside].mean(-1).mean(0).sum().item(), summed
-        per_layer.append(
-            {
-                "shared_state": layer.total_state is not None,
-                "ess_total_state": total,
-                "ess_total_state_by_tolerance": total_by,
-                "layer": layer.layer,
-                "mixer": layer.mixer,
-                "channels": tol.shape[1],
-                "tss": layer.tss,
-                "ess_mean": tol[..., inside].mean().item(),
-                "ess_total": tol[..., inside].mean(-1).mean(0).sum().item(),
-                "entropy_ess_mean": ent[..., inside].mean().item(),
-                "utilization": tol[..., inside].mean().item() / max(layer.tss, 1),
-                "ess_max": int(layer.tolerance.max().item()),
-            }
-        )
+    per_layer = [_layer_summary(layer, inside) for layer in layers]
     tss = max(p["tss"] for p in per_layer)
     ess_mean = sum(p["ess_mean"] for p in per_layer) / len(per_layer)
     bound = ess_bound(tss, length, (start, stop))

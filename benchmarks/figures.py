@@ -64,30 +64,10 @@ def _settings_order(df: pd.DataFrame) -> list[str]:
     return df.sort_values(["seq_len", "memory_demand", "level"], na_position="first")["setting"].drop_duplicates().tolist()
 
 
-def task_figures(
-    task: str,
-    best: pd.DataFrame,
-    training: pd.DataFrame,
-    curves: pd.DataFrame,
-    out_dir: Path,
-    learning: pd.DataFrame | None = None,
-) -> dict[str, Path]:
-    """The figures of one task: accuracy against state size per setting (Zoology's figure), accuracy
-    against ESS and against TSS within each setting, ESS curves over the split, ESS/bound over
-    training, and validation accuracy against sequences seen (`learning`: rows.learning_curves)."""
-    _setup()
-    import matplotlib.pyplot as plt
+def _accuracy_figures(task, df, order, mixers, palette, markers, wrap, out_dir, paths) -> None:
+    """Accuracy against state size per setting (Zoology's figure), and against ESS and TSS within each setting."""
     import seaborn as sns
     from matplotlib import ticker
-
-    paths: dict[str, Path] = {}
-    df = best[best["task"] == task].copy()
-    if df.empty:
-        return paths
-    palette, markers = style_of(df["mixer"].unique().tolist())
-    order = _settings_order(df)
-    mixers = [m for m in palette if m in set(df["mixer"])]
-    wrap = min(3, len(order))
 
     # accuracy against the decoding state (bytes), per setting: Zoology's Figure 2 with state on x
     df["state bytes"] = df["cache_bytes"]
@@ -127,6 +107,33 @@ def task_figures(
     grid.set_ylabels("test accuracy")
     _legend_below(grid, f"{task}: accuracy vs. ESS (top) and TSS (bottom) within each setting")
     _save(grid.figure, out_dir, f"{task}_accuracy_vs_ess", paths)
+
+
+def task_figures(
+    task: str,
+    best: pd.DataFrame,
+    training: pd.DataFrame,
+    curves: pd.DataFrame,
+    out_dir: Path,
+    learning: pd.DataFrame | None = None,
+) -> dict[str, Path]:
+    """The figures of one task: accuracy against state size per setting (Zoology's figure), accuracy
+    against ESS and against TSS within each setting, ESS curves over the split, ESS/bound over
+    training, and validation accuracy against sequences seen (`learning`: rows.learning_curves)."""
+    _setup()
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    paths: dict[str, Path] = {}
+    df = best[best["task"] == task].copy()
+    if df.empty:
+        return paths
+    palette, markers = style_of(df["mixer"].unique().tolist())
+    order = _settings_order(df)
+    mixers = [m for m in palette if m in set(df["mixer"])]
+    wrap = min(3, len(order))
+
+    _accuracy_figures(task, df, order, mixers, palette, markers, wrap, out_dir, paths)
 
     # ESS over the split position, per setting (each mixer's largest state)
     c = curves[curves["task"] == task]

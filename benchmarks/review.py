@@ -15,8 +15,6 @@ Other arguments are Hydra overrides (e.g. `architecture.num_scales=8`, `model.d_
 
 from __future__ import annotations
 
-import base64
-import html
 import re
 import sys
 from pathlib import Path
@@ -30,6 +28,8 @@ from benchmarks.bench import _coordinates, _run_line, expand, plan
 from benchmarks.config import describe, mixer_spec
 from benchmarks.conformance import ConformanceError, check_mixer
 from benchmarks.overrides import architecture_from_overrides, normalize
+from benchmarks.report.columns import BY_KEY, FORMATS
+from benchmarks.report.render import _figure, review_page
 from benchmarks.run import run_one
 from benchmarks.store import Store, protocol_key
 
@@ -126,52 +126,128 @@ def _rank(acc: pd.Series, learned: pd.Series) -> pd.Series:
     return out
 
 
-def _notes(row) -> str:
+# throughput on this machine is trusted to within this factor: two complete runs of one commit agreed
+# within 25% on only half their rows and differed by up to 2.9x, so differences under 2x read as noise
+# (docs/performance.md, "How far to trust these CPU numbers")
+THROUGHPUT_NOISE = 2.0
+
+# the comparison table's columns from the rows (labels and formats: the column registry), then the
+# review's own: rank, throughput measured in this process, note
+STANDING = ["accuracy", "no_recall", "lr", "steps", "stopped", "ess", "tss", "utilization", "memory_demand", "cache_bytes"]
+SHORT_LABELS = {"memory_demand": "demand", "cache_bytes": "cache bytes"}  # the registry's are the keys
+FMT = {**FORMATS, "cache bytes": "{:,.0f}", "fwd+bwd tok/s": "{:,.0f}", "decode tok/s": "{:,.0f}"}
+
+
+def _label(key: str) -> str:
+    return SHORT_LABELS.get(key, BY_KEY[key].label)
+
+
+def _notes(row, unsteady: str = "") -> str:
     notes = []
     if row["tss"] < row["memory_demand"]:
         notes.append("state too small for the task by construction (TSS < demand)")
     if row["accuracy"] < row["no_recall"]:  # every row below it, also within the learned margin
         notes.append("below the no-recall baseline")
+    if unsteady:
+        notes.append("throughput unsteady (see Throughput scaling)")
     return "; ".join(notes)
 
 
-def standing(mine: pd.DataFrame, refs: pd.DataFrame, tp: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def unsteady_throughput(tp_records: list[dict]) -> dict[tuple[str, int], str]:
+    """(mixer, L) -> why its throughput varies more than THROUGHPUT_NOISE: its timed calls (slowest
+    quarter against fastest quarter), two measurements of it, or tokens/s from the next shorter length."""
+    out: dict = {}
+    measured: dict = {}
+    for r in tp_records:
+        if r.get("status") != "ok":
+            continue
+        m = r["metrics"]
+        key = (m["mixer"], int(m["seq_len"]))
+        for mode, label in (("forward", "forward"), ("forward_backward", "fwd+bwd")):
+            times = m.get(f"{mode}_times_s") or []
+            q25, q75 = np.percentile(times, [25, 75]) if len(times) >= 4 else (1.0, 1.0)
+            if q75 > THROUGHPUT_NOISE * q25:
+                out.setdefault(key, []).append(f"{label} repeats spread {q75 / q25:.1f}x")
+        measured.setdefault(key, []).append(m["forward_backward_tokens_per_s"])
+    for key, v in measured.items():
+        if max(v) > THROUGHPUT_NOISE * min(v):
+            out.setdefault(key, []).append(f"fwd+bwd {max(v) / min(v):.1f}x between its measurements")
+    tp = throughput.throughput_rows(tp_records)
+    for (mixer, _device, _kernel), g in tp.groupby(["mixer", "device", "kernel"]):
+        g = g.sort_values("L")
+        for col in ("forward tok/s", "fwd+bwd tok/s"):
+            points = list(zip(g["L"], g[col], strict=True))
+            for (l0, a), (l1, b) in zip(points, points[1:], strict=False):
+                if max(a / b, b / a) > THROUGHPUT_NOISE:
+                    out.setdefault((mixer, int(l1)), []).append(f"{col} {max(a / b, b / a):.1f}x from L {l0}")
+    return {k: "; ".join(v) for k, v in out.items()}
+
+
+def standing(mine: pd.DataFrame, refs: pd.DataFrame, tp: pd.DataFrame, unsteady: dict | None = None) -> dict[str, pd.DataFrame]:
     """Per setting of the review (task setting, width, data, budget and backbone: `protocol`), the new
     mixer beside every reference mixer trained under it: its best row (state size and rate chosen on
     validation), how it trained, its state and cache, and throughput measured in this process."""
-    out = {}
+    out, unsteady = {}, unsteady or {}
     both = pd.concat([mine, refs], ignore_index=True)
     for _protocol, g in both[both["protocol"].isin(set(mine["protocol"]))].groupby("protocol", sort=False):
         best = g.sort_values(["val_accuracy", "val_loss"], ascending=[False, True]).groupby("mixer").head(1).copy()
         best = best.sort_values("accuracy", ascending=False)
         length = int(best["seq_len"].iloc[0])
-        speed = tp[tp["L"] == length].drop_duplicates("mixer", keep="last").set_index("mixer") if not tp.empty else pd.DataFrame()
-        table = pd.DataFrame(
-            {
-                "mixer": best["mixer"],
-                "rank": _rank(best["accuracy"], best["learned"] == "yes"),
-                "accuracy": best["accuracy"],
-                "no-recall baseline": best["no_recall"],
-                "lr": best["lr"],
-                "steps": best["steps"],
-                "stopped": best["stopped"],
-                "ESS": best["ess"],
-                "TSS": best["tss"],
-                "ESS/TSS": best["utilization"],
-                "demand": best["memory_demand"],
-                "cache bytes": best["cache_bytes"],
-                "fwd+bwd tok/s": [
-                    speed["fwd+bwd tok/s"].get(m, float("nan")) if not speed.empty else float("nan") for m in best["mixer"]
-                ],
-                "decode tok/s": [
-                    speed["decode tok/s"].get(m, float("nan")) if not speed.empty else float("nan") for m in best["mixer"]
-                ],
-                "note": [_notes(r) for _, r in best.iterrows()],
-            }
-        )
+        speed = tp[tp["L"] == length].drop_duplicates("mixer", keep="last").set_index("mixer") if not tp.empty else None
+        table = pd.DataFrame({"mixer": best["mixer"], "rank": _rank(best["accuracy"], best["learned"] == "yes")})
+        for key in STANDING:
+            table[_label(key)] = best[key]
+        for col in ("fwd+bwd tok/s", "decode tok/s"):
+            table[col] = [speed[col].get(m, float("nan")) if speed is not None else float("nan") for m in best["mixer"]]
+        table["note"] = [_notes(r, unsteady.get((r["mixer"], length), "")) for _, r in best.iterrows()]
         first = best.iloc[0]
         out[f"{first['task']} {first['setting']} ({first['backbone']} backbone)"] = table.reset_index(drop=True)
     return out
+
+
+def _range(values: pd.Series, fmt: str) -> str:
+    lo, hi = values.min(), values.max()
+    return format(lo, fmt) if lo == hi else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
+def verdict(name: str, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The first screen's sentences: per setting, learned or not, rank among the learners, and ESS
+    and TSS against the reference mixers trained under the same protocol."""
+    lines = []
+    for title, t in tables.items():
+        mine, refs = t[t["mixer"] == name], t[t["mixer"] != name]
+        if mine.empty:
+            continue
+        m = mine.iloc[0]
+        learners = int((t["rank"] != "not learned").sum())
+        acc = f"accuracy {m['accuracy']:.3f}, no-recall baseline {m['no-recall baseline']:.3f}"
+        if m["rank"] != "not learned":
+            said = f"learned it ({acc}): rank {m['rank']} of the {learners} mixers that learned it"
+        else:
+            said = f"did not learn it ({acc}); {learners} of the {len(refs)} reference mixers did"
+        ess = "ESS not measured" if pd.isna(m["ESS"]) else f"ESS {m['ESS']:.2f}"
+        ref_ess = refs["ESS"].dropna()
+        if not ref_ess.empty and not pd.isna(m["ESS"]):
+            ess += f" against the references' median {ref_ess.median():.2f} ({_range(ref_ess, '.2f')})"
+        tss = f"TSS {m['TSS']:g}" + (f" against {_range(refs['TSS'], 'g')}" if not refs.empty else "")
+        state = f"{ess}; {tss}" + ("" if not refs.empty else "; no reference mixer was trained under this protocol")
+        lines.append(f"{title}: {name} {said}. {state}.")
+    learned = sum(1 for t in tables.values() if (t.loc[t["mixer"] == name, "rank"] != "not learned").any())
+    if tables:
+        lines.insert(0, f"{name} learned {learned} of the {len(tables)} settings of this review.")
+    return lines
+
+
+def _why(name: str, mine: pd.DataFrame) -> str:
+    """One line on why a mixer that never learned MQAR is expected not to."""
+    mqar = mine[mine["task"] == "mqar"] if not mine.empty else mine
+    if mqar.empty or (mqar["learned"] == "yes").any():
+        return ""
+    return (
+        f"Why {name} did not learn MQAR at any setting: MQAR asks for a content-based lookup (a value found by matching "
+        "its key, as attention's query-key product does); a mixer without one, such as a gated EMA or a fixed filter, is "
+        "expected to stay near the no-recall baseline."
+    )
 
 
 def _runs_table(records: list[dict]) -> pd.DataFrame:
@@ -204,6 +280,184 @@ def _runs_table(records: list[dict]) -> pd.DataFrame:
     return table.loc[sort.sort_values(["_task", "_length", "_demand", "_lr"], kind="stable").index].reset_index(drop=True)
 
 
+def _curve_items(name: str, review_records, reference_records, out_dir: Path) -> list[dict]:
+    """Per setting: the mixer's ESS curve beside the nearest reference designs of its protocol (a figure each)."""
+    items = []
+    my_curves, ref_curves = _curves(review_records), _curves(reference_records)
+    for old in out_dir.glob("ess_*.png"):  # curves of settings this review no longer holds must not linger
+        old.unlink()
+    for key, curves in sorted(my_curves.items(), key=lambda kv: kv[0][1:]):
+        if name not in curves:
+            continue
+        _, task, length, demand = key
+        others = {k: v for k, v in ref_curves.get(key, {}).items() if k != name and len(v) == len(curves[name])}
+        nearest = nearest_references(curves[name], others)
+        fig = _figure_ess(name, curves[name], others, nearest, out_dir / f"ess_{task}_{length}_{demand}.png", (task, length))
+        near = ", ".join(f"{n} ({d:.2f})" for n, d in nearest) or "no reference runs under this protocol"
+        text = f"{task}, L={length}, memory demand {demand}: nearest by RMS distance of the ESS curve: {near}."
+        items.append({"text": text, "path": fig})
+    return items
+
+
+def _utilization(mine: pd.DataFrame) -> pd.DataFrame:
+    util = analysis.state_use(mine)[
+        ["task", "setting", "memory_demand", "ess", "tss", "bound", "ESS/bound", "ESS/demand", "state use"]
+    ]
+    too_small = util["tss"] < util["memory_demand"]
+    too_small_note = "state too small for the task (TSS < demand)"
+    util["state use"] = np.where(too_small, too_small_note, util["state use"].replace("", "neither"))
+    return util.rename(columns={"memory_demand": "memory demand", "ess": _label("ess"), "tss": _label("tss")})
+
+
+def _per_difficulty(mine: pd.DataFrame, refs_same: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "task": row["task"], "L": row["seq_len"], "memory demand": row["memory_demand"], "accuracy": row["accuracy"],
+                "no-recall baseline": row["no_recall"], "learned": row["learned"],
+                "best reference accuracy": refs_same.loc[refs_same["protocol"] == row["protocol"], "accuracy"].max(),
+            }
+            for _, row in mine.iterrows()
+        ],
+        columns=["task", "L", "memory demand", "accuracy", "best reference accuracy", "no-recall baseline", "learned"],
+    )  # fmt: skip
+
+
+def _throughput(tp_records: list[dict], unsteady: dict) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The throughput table with its unsteady rows named, and the scaling exponents of the mixers whose
+    throughput is steady: an exponent fitted through noise would report the noise."""
+    tp = throughput.throughput_rows(tp_records)
+    if tp.empty:
+        return tp, tp, []
+    # "% of peak" is against a GPU's datasheet peak: on a CPU it is empty, so it is left out
+    tp = tp.drop(columns=["commit"]).dropna(axis=1, how="all")
+    tp["unsteady"] = [unsteady.get((m, int(n)), "") for m, n in zip(tp["mixer"], tp["L"], strict=True)]
+    scaling = throughput.scaling_table(tp)
+    noisy = {m for m, _ in unsteady}
+    why = f"not fitted: throughput varies more than {THROUGHPUT_NOISE:g}x"
+    scaling["note"] = [why if m in noisy else "" for m in scaling["mixer"]]
+    scaling.loc[scaling["mixer"].isin(noisy), ["forward ~ L^", "fwd+bwd ~ L^"]] = float("nan")
+    flags = [f"Unsteady throughput, {m} at L {n}: {why}." for (m, n), why in sorted(unsteady.items())]
+    return tp, scaling, flags
+
+
+def _sections(name, conformance, review_records, reference_records, tp_records, out_dir, commands, reference_name) -> dict:
+    """Everything the report says, as tables and sentences, for report.md and report.html alike."""
+    mine, refs = leaderboard.rows(review_records), leaderboard.rows(reference_records)
+    refs = refs[refs["mixer"] != name]
+    refs_same = refs[refs["backbone"].isin(set(mine["backbone"]))] if not mine.empty else refs
+    unsteady = unsteady_throughput(tp_records)
+    tables = standing(mine, refs_same, throughput.throughput_rows(tp_records), unsteady) if not mine.empty else {}
+    runs = _runs_table(review_records)
+    failed = runs[runs["status"] != "ok"] if not runs.empty else runs
+    accuracy = _per_difficulty(mine, refs_same)
+    tp, scaling, flags = _throughput(tp_records, unsteady)
+    return {
+        "name": name,
+        "no_success": f"No run of {name} succeeded ({len(failed)} failed: see Runs below), so it cannot be placed."
+        if mine.empty
+        else "",
+        "verdict": verdict(name, tables),
+        "why": _why(name, mine),
+        "standing": tables,
+        "standing_note": (
+            f"The mixer under review ({name}, highlighted) beside every reference mixer trained under the same protocol: "
+            f"the same task setting, width, data, budget and backbone ({len(refs_same)} reference rows read from "
+            f"{reference_name}). Each row is the mixer's best learning rate and state size on validation; test accuracy; "
+            f"ESS at the headline tolerance ({analysis.HEADLINE_TOLERANCE}); cache bytes as measured from the decoding "
+            "state; throughput measured in this process, at the same threads, for every mixer. Ranks count only rows that "
+            f"learned (above the no-recall baseline by {analysis.LEARNED_MARGIN}); rows within {TIE} of each other share a "
+            'rank ("2=").'
+        ),
+        "runs": runs,
+        "failed_line": f"{len(failed)} of {len(runs)} runs failed or diverged (their errors below)." if not failed.empty else "",
+        "curves": _curve_items(name, review_records, reference_records, out_dir),
+        "util": _utilization(mine),
+        "util_note": (
+            f"ESS (headline tolerance {analysis.HEADLINE_TOLERANCE}) against its bound (the window's mean of min(TSS, i, "
+            f"L - i), the most it can be) and the task's memory demand, as on the leaderboard: saturated where ESS >= "
+            f"{analysis.SATURATION} bound; collapsed where ESS is below the memory demand although the bound is at least "
+            f"the demand, and ESS < {analysis.COLLAPSE} bound."
+        ),
+        "accuracy": accuracy,
+        "accuracy_path": _figure_accuracy(accuracy, out_dir / "accuracy.png") if not accuracy.empty else None,
+        "throughput": tp,
+        "scaling": scaling,
+        "throughput_flags": flags,
+        "throughput_note": (
+            f"Throughput is flagged where it varies more than {THROUGHPUT_NOISE:g}x (this machine's measured noise between "
+            "repeated runs, docs/performance.md) between its timed calls, between two measurements, or from one length to "
+            "the next; no scaling exponent is fitted through flagged throughput."
+        ),
+        "conformance_summary": conformance.summary(),
+        "conformance": conformance.message(),
+        "commands": commands,
+    }
+
+
+def _markdown(s: dict) -> str:
+    """report.md: the sections as GitHub Markdown, tables formatted as on the page."""
+    name = s["name"]
+    md = [f"# Design review: `{name}`", ""]
+    md += [f"**{s['no_success']}**", ""] if s["no_success"] else []
+    md += [line for v in s["verdict"] for line in (v, "")] + ([f"**{s['why']}**", ""] if s["why"] else [])
+    md += ["## Where it stands", ""]
+    for title, table in s["standing"].items():
+        md += [f"### {title}", "", leaderboard.markdown_table(table, FMT), ""]
+    md += [s["standing_note"], "", "## Runs", "", f"Every run of `{name}` (one per learning rate and setting)."]
+    md += [f"**{s['failed_line']}**"] if s["failed_line"] else []
+    md += ["", leaderboard.markdown_table(s["runs"], FMT) if not s["runs"].empty else "no runs", ""]
+    md += ["## ESS curves beside the nearest reference designs", ""]
+    md += [f"- {c['text']} ![ess]({c['path'].name})" for c in s["curves"]] + [""]
+    md += ["## State utilization", "", s["util_note"], "", leaderboard.markdown_table(s["util"], FMT), ""]
+    md += ["## Accuracy per difficulty", ""]
+    if s["accuracy_path"] is not None:
+        md += [leaderboard.markdown_table(s["accuracy"], FMT), "", f"![accuracy]({s['accuracy_path'].name})", ""]
+    md += ["## Throughput scaling", ""]
+    if s["throughput"].empty:
+        md += ["no throughput records", ""]
+    else:
+        md += [s["throughput_note"], "", *[f"- {line}" for line in s["throughput_flags"]], ""]
+        md += [leaderboard.markdown_table(s["throughput"], FMT), "", leaderboard.markdown_table(s["scaling"], FMT), ""]
+    md += ["## Conformance", "", s["conformance_summary"] + ".", "", "```", s["conformance"], "```", ""]
+    md += ["## Reproduce", "", "Every number above comes from these commands (records in this folder):", ""]
+    return "\n".join([*md, "```", *s["commands"], "```", ""])
+
+
+def _html(s: dict) -> str:
+    """report.html: the same sections through the leaderboard's renderer (its template's CSS, its table
+    renderer, autoescaped), the reviewed mixer's rows highlighted and each figure embedded."""
+    name = s["name"]
+
+    def table(df: pd.DataFrame, table_id: str, row_class=None) -> str:
+        return leaderboard.html_table(df, table_id, row_class, formats=FMT) if not df.empty else "<p>(none)</p>"
+
+    def standing_rows(t: pd.DataFrame):
+        def row_class(i: int) -> str:
+            reviewed = "reviewed" if t["mixer"].iloc[i] == name else ""
+            return " ".join(c for c in (reviewed, "not-learned" if t["rank"].iloc[i] == "not learned" else "") if c)
+
+        return row_class
+
+    return review_page(
+        {
+            **{k: s[k] for k in ("name", "no_success", "verdict", "why", "standing_note", "failed_line", "util_note")},
+            **{k: s[k] for k in ("throughput_note", "throughput_flags", "conformance_summary", "conformance", "commands")},
+            "standing": [
+                {"title": title, "table": table(t, f"standing-{i}", standing_rows(t))}
+                for i, (title, t) in enumerate(s["standing"].items())
+            ],
+            "runs": table(s["runs"], "runs"),
+            "curves": [{"text": c["text"], "figure": _figure(c["path"].name, c["path"], "")} for c in s["curves"]],
+            "util": table(s["util"], "state"),
+            "accuracy": table(s["accuracy"], "difficulty"),
+            "accuracy_figure": _figure("accuracy", s["accuracy_path"], "") if s["accuracy_path"] is not None else None,
+            "throughput": table(s["throughput"], "throughput"),
+            "scaling": table(s["scaling"], "scaling"),
+        }
+    )
+
+
 def build_report(
     name: str,
     conformance,
@@ -214,155 +468,12 @@ def build_report(
     commands: list[str],
     reference_name: str = "results",
 ) -> list[Path]:
-    mine = leaderboard.rows(review_records)
-    refs = leaderboard.rows(reference_records)
-    refs = refs[refs["mixer"] != name]
-    md: list[str] = [f"# Design review: `{name}`", ""]
-    figures: dict[str, Path] = {}
-
-    md += ["## Conformance", "", conformance.summary() + ".", "", "```", conformance.message(), "```", ""]
-
-    refs_same = refs[refs["backbone"].isin(set(mine["backbone"]))] if not mine.empty else refs
-    runs_table = _runs_table(review_records)
-    failed = runs_table[runs_table["status"] != "ok"] if not runs_table.empty else runs_table
-    md += ["## Where it stands", ""]
-    if mine.empty:
-        md += [f"**No run of `{name}` succeeded** ({len(failed)} failed: see Runs below), so it cannot be placed.", ""]
-    tables = standing(mine, refs_same, leaderboard_throughput(tp_records)) if not mine.empty else {}
-    md += [
-        f"The mixer under review (`{name}`) beside every reference mixer trained under the same protocol: the same task "
-        f"setting, width, data, budget and backbone ({len(refs_same)} reference rows read from `{reference_name}`). Each row "
-        f"is the mixer's best learning rate and state size on validation; test accuracy; ESS at the headline tolerance "
-        f"({analysis.HEADLINE_TOLERANCE}); cache bytes as measured from the decoding state; throughput measured in this "
-        f"process, at the same threads, for every mixer. Ranks count only rows that learned (above the no-recall baseline "
-        f'by {analysis.LEARNED_MARGIN}); rows within {TIE} of each other share a rank ("2=").',
-        "",
-    ]
-    mqar = mine[mine["task"] == "mqar"] if not mine.empty else mine
-    if not mqar.empty and not (mqar["learned"] == "yes").any():
-        md += [
-            f"**`{name}` did not learn MQAR at any setting.** MQAR asks for a content-based lookup (a value found by "
-            "matching its key, as attention's query-key product does); a mixer without one, such as a gated EMA or a "
-            "fixed filter, is expected to stay near the no-recall baseline.",
-            "",
-        ]
-    for setting, table in tables.items():
-        md += [f"### {setting}", "", leaderboard.markdown_table(table), ""]
-    ranks = pd.DataFrame(
-        [
-            {
-                "task": row["task"], "L": row["seq_len"], "memory demand": row["memory_demand"], "accuracy": row["accuracy"],
-                "no-recall baseline": row["no_recall"], "learned": row["learned"],
-                "best reference accuracy": refs_same.loc[refs_same["protocol"] == row["protocol"], "accuracy"].max(),
-            }
-            for _, row in mine.iterrows()
-        ]
-    )  # fmt: skip
-    md += ["## Runs", "", f"Every run of `{name}` (one per learning rate and setting)."]
-    if not failed.empty:
-        md += [f"**{len(failed)} of {len(runs_table)} runs failed or diverged** (their errors below)."]
-    md += ["", leaderboard.markdown_table(runs_table) if not runs_table.empty else "no runs", ""]
-
-    # ESS curves beside the nearest reference designs trained under the same protocol
-    md += ["## ESS curves beside the nearest reference designs", ""]
-    my_curves, ref_curves = _curves(review_records), _curves(reference_records)
-    for old in out_dir.glob("ess_*.png"):  # curves of settings this review no longer holds must not linger
-        old.unlink()
-    for key, curves in sorted(my_curves.items(), key=lambda kv: kv[0][1:]):
-        if name not in curves:
-            continue
-        _, task, length, demand = key
-        setting = (task, length)
-        others = {k: v for k, v in ref_curves.get(key, {}).items() if k != name and len(v) == len(curves[name])}
-        nearest = nearest_references(curves[name], others)
-        fig = _figure_ess(name, curves[name], others, nearest, out_dir / f"ess_{task}_{length}_{demand}.png", setting)
-        figures[f"ESS curves, {task} L={length} demand {demand}"] = fig
-        near = ", ".join(f"{n} ({d:.2f})" for n, d in nearest) or "no reference runs under this protocol"
-        where = f"{task}, L={length}, memory demand {demand}"
-        md += [f"- {where}: nearest by RMS distance of the ESS curve: {near}. ![ess]({fig.name})"]
-    md += [""]
-
-    # state utilization
-    util = analysis.state_use(mine)[
-        ["task", "setting", "memory_demand", "ess", "tss", "bound", "ESS/bound", "ESS/demand", "state use"]
-    ]
-    too_small = util["tss"] < util["memory_demand"]
-    util["state use"] = np.where(
-        too_small, "state too small for the task (TSS < demand)", util["state use"].replace("", "neither")
-    )
-    md += [
-        "## State utilization",
-        "",
-        f"ESS (headline tolerance {analysis.HEADLINE_TOLERANCE}) against its bound (the window's mean of min(TSS, i, L - i), "
-        f"the most it can be) and the task's memory demand, as on the leaderboard: **saturated** where ESS >= "
-        f"{analysis.SATURATION} bound; **collapsed** where ESS is below the memory demand although the bound is at least "
-        f"the demand, and ESS < {analysis.COLLAPSE} bound.",
-        "",
-        leaderboard.markdown_table(util.rename(columns={"memory_demand": "memory demand", "ess": "ESS", "tss": "TSS"})),
-        "",
-    ]
-
-    # accuracy per difficulty
-    md += ["## Accuracy per difficulty", ""]
-    if not ranks.empty:
-        figures["Accuracy per difficulty"] = _figure_accuracy(ranks, out_dir / "accuracy.png")
-        md += [
-            leaderboard.markdown_table(
-                ranks[["task", "L", "memory demand", "accuracy", "best reference accuracy", "no-recall baseline", "learned"]]
-            ),
-            "",
-            "![accuracy](accuracy.png)",
-            "",
-        ]
-
-    # throughput scaling
-    tp = throughput.throughput_rows(tp_records)
-    md += ["## Throughput scaling", ""]
-    if tp.empty:
-        md += ["no throughput records", ""]
-    else:
-        md += [
-            # "% of peak" is against a GPU's datasheet peak: on a CPU it is empty, so it is left out
-            leaderboard.markdown_table(tp.drop(columns=["commit"]).dropna(axis=1, how="all")),
-            "",
-            leaderboard.markdown_table(throughput.scaling_table(tp)),
-            "",
-        ]
-
-    md += ["## Reproduce", "", "Every number above comes from these commands (records in this folder):", "", "```"]
-    md += commands + ["```", ""]
-    md_path = out_dir / "report.md"
-    md_path.write_text("\n".join(md))
-
-    # the same report as one self-contained page: the markdown rendered (tables, emphasis, figures
-    # where report.md places them), each figure file embedded as a data URI
-    from markdown_it import MarkdownIt
-
-    # no raw HTML: run errors and names come from records and mixers
-    rendered = MarkdownIt("commonmark", {"html": False}).enable("table").render("\n".join(md))
-
-    def embed(match: re.Match) -> str:
-        path = out_dir / html.unescape(match.group(1))
-        if not path.is_file():
-            return match.group(0)
-        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
-
-    rendered = re.sub(r'src="([^"]+\.png)"', embed, rendered)
-    # wide tables scroll in their own box, so the page itself fits a phone
-    rendered = rendered.replace("<table>", '<div class="scroll"><table>').replace("</table>", "</table></div>")
-    style = (
-        "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 8px}"
-        "th{background:#f0f0f0}td{text-align:right}td:first-child{text-align:left}"
-        "pre{font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere;background:#f7f7f7;padding:.6em}img{max-width:100%}"
-        ".scroll{overflow-x:auto;max-width:100%}code{overflow-wrap:anywhere}"
-    )
-    page = (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
-        f"<title>Design review: {html.escape(name)}</title><style>{style}</style></head><body>{rendered}</body></html>"
-    )
-    html_path = out_dir / "report.html"
-    html_path.write_text(page)
+    """report.md and report.html of a review in `out_dir`: the verdict first, then the comparison,
+    the runs, state use, throughput, conformance and the commands that reproduce it."""
+    sections = _sections(name, conformance, review_records, reference_records, tp_records, out_dir, commands, reference_name)
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(_markdown(sections))
+    html_path.write_text(_html(sections))
     return [md_path, html_path]
 
 

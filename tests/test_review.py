@@ -60,7 +60,7 @@ def test_example_mixer_review_has_every_section(reference_store, tmp_path, monke
     assert "python -m benchmarks.review architecture=examples.gated_ema:GatedEMA" in md
     page = (folder / "report.html").read_text()
     assert "data:image/png;base64," in page
-    assert "<table>" in page and "<strong>" in page  # rendered, not markdown source in a <pre>
+    assert "<table" in page and 'class="reviewed' in page  # rendered tables, the reviewed mixer's row highlighted
     for raw in ("|---", "**", "!["):
         assert raw not in page, raw
     for section in SECTIONS:
@@ -86,7 +86,7 @@ def test_a_review_whose_runs_all_diverge_says_so_and_exits_non_zero(reference_st
     assert review.main(args) == 1
     assert "no run of nan_mixer:NaNMixer succeeded" in capsys.readouterr().err
     md = next(tmp_path.iterdir()).joinpath("report.md").read_text()
-    assert "No run of `nan_mixer:NaNMixer` succeeded" in md and "1 of 1 runs failed or diverged" in md
+    assert "No run of nan_mixer:NaNMixer succeeded" in md and "1 of 1 runs failed or diverged" in md
     assert "non-finite" in md.split("## Runs")[1] or "nan" in md.split("## Runs")[1].lower()
 
 
@@ -191,3 +191,49 @@ def test_ranks_count_only_rows_that_learned_and_rows_within_the_tie_share_one():
     acc = pd.Series([0.995, 0.985, 0.962, 0.5, 0.2])
     ranks = review._rank(acc, pd.Series([True, True, True, True, False]))
     assert list(ranks) == ["1=", "1=", "3", "4", "not learned"]  # 0.995 and 0.985: 0.01 apart, one rank
+
+
+def _tp_record(mixer: str, length: int, fwd_bwd: float, times=(1.0, 1.0, 1.0, 1.0)) -> dict:
+    """A throughput record of `mixer` at `length`, `fwd_bwd` tokens/s forward + backward."""
+    metrics = {"mixer": mixer, "seq_len": length, "kernel": "reference", "batch": 4, "forward_tokens_per_s": 2 * fwd_bwd,
+               "forward_backward_tokens_per_s": fwd_bwd, "prefill_tokens_per_s": 2 * fwd_bwd, "decode_tokens_per_s": 1e4,
+               "forward_s": 4 * length / (2 * fwd_bwd), "peak_memory_bytes": 2**20, "forward_flops_per_s": 1e9,
+               "forward_times_s": list(times), "forward_backward_times_s": list(times)}  # fmt: skip
+    return {"status": "ok", "metrics": metrics, "provenance": {"device": "cpu", "commit": "0" * 40}, "measured_at": "x"}
+
+
+def test_throughput_beyond_the_noise_is_flagged_and_no_exponent_is_fitted_through_it():
+    steady = [_tp_record("lru", n, 1e5) for n in (64, 128, 256)]
+    jumpy = [_tp_record("gated", 64, 26e3), _tp_record("gated", 128, 7.7e3), _tp_record("gated", 256, 7.5e3)]
+    spread = [_tp_record("wide", 64, 1e5, times=(1, 1, 1, 4, 4, 4))]
+    flags = review.unsteady_throughput(steady + jumpy + spread)
+    assert set(flags) == {("gated", 128), ("wide", 64)}
+    assert "from L 64" in flags[("gated", 128)] and "repeats spread 4.0x" in flags[("wide", 64)]
+    tp, scaling, lines = review._throughput(steady + jumpy, flags)
+    fitted = scaling.set_index("mixer")
+    assert fitted.loc["gated", "forward ~ L^"] != fitted.loc["gated", "forward ~ L^"]  # NaN: not fitted
+    assert "not fitted" in fitted.loc["gated", "note"] and abs(fitted.loc["lru", "forward ~ L^"] - 1) < 1e-6
+    assert any("gated at L 128" in line for line in lines)
+
+
+def test_the_report_opens_with_the_verdict_and_highlights_the_reviewed_row(tmp_path):
+    from record_factory import CONFIG, valid_record
+
+    from benchmarks.conformance import Report
+
+    def record(mixer, accuracy, ess=2.0):
+        r = valid_record({**CONFIG, "architecture": {"name": mixer}}, accuracy=accuracy)
+        r["metrics"]["ess"]["ess_mean_by_tolerance"] = {"operator:0.01": ess}
+        return r
+
+    name = "examples.gated_ema:GatedEMA"
+    refs = [record("attention", 0.99, 3.0), record("lru", 0.9, 1.0), record("hyena", 0.2)]
+    tp = [_tp_record(m, 32, 1e5) for m in (name, "attention", "lru", "hyena")]
+    md_path, html_path = review.build_report(name, Report(name), [record(name, 0.2)], refs, tp, tmp_path, ["cmd"], "ref")
+    md, page = md_path.read_text(), html_path.read_text()
+    first = md.split("## Where it stands")[0]
+    assert f"{name} learned 0 of the 1 settings" in first and "2 of the 3 reference mixers did" in first
+    assert "ESS 2.00 against the references' median 2.00 (1.00-3.00)" in first and "TSS 4 against 4" in first
+    assert "content-based lookup" in first  # why a mixer without one is expected not to learn MQAR
+    assert page.index("learned 0 of the 1 settings") < page.index("<table")  # the verdict before any table
+    assert page.count('class="reviewed not-learned"') == 1 and f'<td class="text" data-value="{name}">' in page

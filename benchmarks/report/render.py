@@ -525,3 +525,19 @@ def _markdown_rest(
         text += ["", "## Failed runs", "", "| record | mixer | error |", "|---|---|---|"]
         text += [f"| {r['key']} | {r['mixer']} | {r['error'].replace('|', '/')[:200]} |" for r in failed_runs(failed)]
     return text
+
+
+# the review's fields that hold tables already rendered by `html_table` (escaped there)
+REVIEW_TABLES = ("runs", "util", "accuracy", "throughput", "scaling")
+
+
+def review_page(context: dict) -> str:
+    """A design review's report.html: review.html.j2 filled, autoescaped, with the leaderboard's CSS
+    and table renderer; `context["standing"]` holds {title, table} per setting."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from markupsafe import Markup
+
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent.parent / "templates"), autoescape=select_autoescape(["j2"]))
+    context = {k: Markup(v) if k in REVIEW_TABLES else v for k, v in context.items()}
+    context["standing"] = [{**t, "table": Markup(t["table"])} for t in context.get("standing", [])]
+    return env.get_template("review.html.j2").render(**context)
