@@ -268,4 +268,4 @@ def test_relabel_refuses_a_threshold_its_preset_does_not_plan_and_writes_nothing
     assert "change the preset first" in capsys.readouterr().err
     assert plan.read_text() == '{"keys": []}'
     assert relabel.main([str(tmp_path), "published", "--solved-accuracy", "0.995"]) == 0
-    assert len(json.loads(plan.read_text())["keys"]) == 342  # rewritten: the preset's plan now
+    assert len(json.loads(plan.read_text())["keys"]) == 14 * 2 * 6 * 4 - 6 * 4  # rewritten: the preset's plan now (attention: one state)
