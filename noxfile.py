@@ -171,7 +171,8 @@ def fast_paths_cpu(session: nox.Session) -> None:
         unpacked.touch()
     path = os.pathsep.join(str(p) for p in sorted(sources.iterdir()) if p.is_dir())
     env = {"TRITON_INTERPRET": "1", "PYTHONPATH": path}
-    session.run("pytest", "-q", "-m", "interpret", "tests/test_fast_paths_interpreted.py", *session.posargs, env=env)
+    tests = ("tests/test_fast_paths_interpreted.py", "tests/test_delta_mixers.py")  # the latter: against fla's naive references
+    session.run("pytest", "-q", "-m", "interpret", *tests, *session.posargs, env=env)
 
 
 @nox.session(name="cuda-kernels")
