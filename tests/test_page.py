@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 # `nox -s page` checks the page as the current code draws it, built in an ignored folder (MIXERBENCH_PAGE)
-PAGE = Path(os.environ.get("MIXERBENCH_PAGE") or Path(__file__).resolve().parent.parent / "results" / "index.html")
+PAGE = Path(os.environ.get("MIXERBENCH_PAGE") or Path(__file__).resolve().parent.parent / "results" / "index.html").resolve()
 
 
 @pytest.fixture(scope="module")
