@@ -34,8 +34,19 @@ LADDER_NOTE = (
     "Each MQAR setting recorded, from the easiest to the hardest (length, then kv pairs: the memory the task asks "
     "for), and each mixer's best test accuracy there over its state sizes and learning rates (chosen on validation); "
     "blank where it has not been run yet. The last row is each setting's no-recall baseline (1/kv). Zoology's model, "
-    "the published protocol (preset=published, published_ladder and published_ladder_top)."
 )
+PUBLISHED_STORE = "results"  # the published leaderboard's store: its ladder comes from the published presets
+
+
+def ladder_note(root) -> str:
+    """The ladder's caption, naming where its rows come from: the published presets for the published
+    store, the store itself for any other (the default preset's, a user's)."""
+    where = (
+        "the published protocol (preset=published, published_ladder and published_ladder_top)."
+        if Path(root).name == PUBLISHED_STORE and Path(root).parent.name != PUBLISHED_STORE
+        else "the records of this store."
+    )
+    return LADDER_NOTE + where
 
 CHANGE_NOTE = (
     "The MQAR rows train in Zoology's MQAR model (model.backbone=zoology); the leaderboard before them trained every "
@@ -271,7 +282,8 @@ def _summary_and_throughput(
 
     runs_recorded = len(ok)
     summary = (
-        f"{len(df)} groups from {runs_recorded} successful runs ({len(failed)} failed), {df['task'].nunique()} tasks. "
+        f"{len(df)} groups from {runs_recorded} successful runs ({len(failed)} failed), "
+        f"{df['task'].nunique()} task{'' if df['task'].nunique() == 1 else 's'}. "
         "Each row is its group's best learning rate on validation; the group's whole grid and its spread are in the "
         "record cell and the CSV."
     )
@@ -319,6 +331,7 @@ def _page(
     tol_note: str,
     throughput_html: str,
     *,
+    root,
     records,
     failed,
     verdict,
@@ -361,7 +374,7 @@ def _page(
         change=change,
         ladder=Markup(ht(ladder, "ladder")) if not ladder.empty else "",
         ladder_lines=ladder_lines,
-        ladder_note=LADDER_NOTE,
+        ladder_note=ladder_note(root),
         change_note=CHANGE_NOTE,
         cost=Markup(ht(cost, "cost")) if not cost.empty else "",
         ablation_note=ABLATION_NOTE,
@@ -391,6 +404,7 @@ def _markdown(
     md_tasks: list[str],
     summary: str,
     *,
+    root,
     verdict,
     coverage,
     head,
@@ -429,7 +443,7 @@ def _markdown(
         "",
         "## MQAR ladder: where each mixer's memory runs out",
         "",
-        LADDER_NOTE,
+        ladder_note(root),
         "",
         md(ladder),
         "",
