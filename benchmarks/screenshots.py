@@ -2,7 +2,7 @@
 phone's width, with a check that nothing overflows the window sideways (wide tables scroll inside
 their own box, nothing else may be wider than the window).
 
-    python -m benchmarks.screenshots results/index.html reviews/gated_ema/report.html --out results/screenshots
+    python -m benchmarks.screenshots runs/page/index.html reviews/gated_ema/report.html --out runs/page/screenshots
 
 Needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver) and selenium
 (`nox -s page` installs it). Exits 1 if a page overflows at some width, naming the widest elements.
