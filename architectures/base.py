@@ -18,7 +18,6 @@ fixed input, a causal linear operator on its per-channel inputs. Besides
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Callable
 
@@ -137,10 +136,6 @@ class _CausalDepthwiseConv(torch.autograd.Function):
         return grad_x, grad_w, grad.sum((0, 2)) if ctx.has_bias else None
 
 
-def _pointer(t: Tensor | None) -> ctypes.c_void_p | None:
-    return None if t is None else ctypes.c_void_p(t.data_ptr())
-
-
 class _CompiledCausalConv(torch.autograd.Function):
     """The same convolution by the C loops of `architectures/csrc/causal_conv.c` (fp32, CPU), in the
     layout the input comes in: (B, C, L) with time contiguous, or channels-last (B, L, C) memory
@@ -159,7 +154,7 @@ class _CompiledCausalConv(torch.autograd.Function):
         y = torch.empty_like(x)  # the same strides as x
         lib = cpu_kernels.load("causal_conv")
         forward = lib.conv_forward_cl if channels_last else lib.conv_forward
-        forward(*map(_pointer, (x, taps, bias, y)), *x.shape, weight.shape[-1])
+        forward(*map(cpu_kernels.pointer, (x, taps, bias, y)), *x.shape, weight.shape[-1])
         ctx.save_for_backward(x, taps)
         ctx.has_bias, ctx.weight_shape, ctx.channels_last = bias is not None, weight.shape, channels_last
         return y
@@ -172,7 +167,7 @@ class _CompiledCausalConv(torch.autograd.Function):
         grad_b = x.new_zeros(x.shape[1]) if ctx.has_bias else None
         lib = cpu_kernels.load("causal_conv")
         backward = lib.conv_backward_cl if ctx.channels_last else lib.conv_backward
-        backward(*map(_pointer, (x, taps, grad, grad_x, grad_w, grad_b)), *x.shape, ctx.weight_shape[-1])
+        backward(*map(cpu_kernels.pointer, (x, taps, grad, grad_x, grad_w, grad_b)), *x.shape, ctx.weight_shape[-1])
         grad_w = grad_w.t() if ctx.channels_last else grad_w
         return grad_x, grad_w.reshape(ctx.weight_shape), grad_b
 
@@ -196,9 +191,11 @@ def causal_conv(conv: nn.Conv1d, x: Tensor) -> Tensor:
 
 
 def conv_step(conv: nn.Conv1d, past: Tensor, x_t: Tensor) -> tuple[Tensor, Tensor]:
-    """One token of a depthwise causal conv: its output `(B, C)` and the new `past` `(B, C, K - 1)`."""
+    """One token of a depthwise causal conv (with or without bias): its output `(B, C)` and the new
+    `past` `(B, C, K - 1)`."""
     window = torch.cat([past, x_t.unsqueeze(-1)], dim=-1)  # (B, C, K)
-    return (window * conv.weight.squeeze(1)).sum(-1) + conv.bias, window[..., 1:]
+    y = (window * conv.weight.squeeze(1)).sum(-1)
+    return (y if conv.bias is None else y + conv.bias), window[..., 1:]
 
 
 def init_step_sizes(mixer: str, n: int, dt_min: float, dt_max: float) -> Tensor:

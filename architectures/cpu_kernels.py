@@ -25,6 +25,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import torch
+
 SOURCES = Path(__file__).parent / "csrc"
 # no -ffast-math: NaN and infinity keep their meaning (a diverging run must show its NaN)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
@@ -66,6 +68,11 @@ def _build(source: Path, compiler: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def pointer(t: torch.Tensor | None) -> ctypes.c_void_p | None:
+    """A tensor's data as a C pointer argument (None: NULL); the tensor must be contiguous."""
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
 
 
 @functools.cache

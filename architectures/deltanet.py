@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from architectures.base import Mixer, MixerOperator, causal_conv, config_error, require_divisible, require_positive
+from architectures.base import Mixer, MixerOperator, causal_conv, config_error, conv_step, require_divisible, require_positive
 from architectures.delta_rule import chunked_delta_rule, delta_rule_matrix, delta_rule_step
 
 
@@ -36,13 +36,6 @@ class DeltaHeads(NamedTuple):
     beta: Tensor  # (B, H, L)
     log_alpha: Tensor | None  # (B, H, L) <= 0, or None (no decay)
     x: Tensor  # the mixer's input (B, L, D), for the output gate
-
-
-def short_conv_step(conv: nn.Conv1d, past: Tensor, x_t: Tensor) -> tuple[Tensor, Tensor]:
-    """One token of a depthwise causal conv with or without bias: output `(B, C)`, new past `(B, C, K - 1)`."""
-    window = torch.cat([past, x_t.unsqueeze(-1)], dim=-1)
-    y = (window * conv.weight.squeeze(1)).sum(-1)
-    return (y if conv.bias is None else y + conv.bias), window[..., 1:]
 
 
 class DeltaRuleMixer(Mixer):
@@ -142,7 +135,7 @@ class DeltaRuleMixer(Mixer):
         }
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        conv_out, conv_state = short_conv_step(self.conv, state["conv"], self._qkv(x_t))
+        conv_out, conv_state = conv_step(self.conv, state["conv"], self._qkv(x_t))
         hd = self._split(F.silu(conv_out).unsqueeze(1), x_t.unsqueeze(1))
         log_alpha = None if hd.log_alpha is None else hd.log_alpha[:, :, 0]
         o, S = delta_rule_step(state["S"], hd.q[:, :, 0], hd.k[:, :, 0], hd.v[:, :, 0], hd.beta[:, :, 0], log_alpha)

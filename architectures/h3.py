@@ -26,8 +26,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from architectures.base import Mixer, MixerOperator, causal_conv, config_error, require_positive
-from architectures.deltanet import short_conv_step
+from architectures.base import Mixer, MixerOperator, causal_conv, config_error, conv_step, require_positive
 from architectures.hyena import causal_long_conv, long_conv_path
 
 
@@ -154,7 +153,7 @@ class H3(Mixer):
         b = x_t.shape[0]
         H, d = self.num_heads, self.head_dim
         q, k, v = self.q_proj(x_t), self.k_proj(x_t), self.v_proj(x_t)
-        shifted, shift_state = short_conv_step(self.shift, state["shift"], k)
+        shifted, shift_state = conv_step(self.shift, state["shift"], k)
         k = shifted + self.shift_D * k
         kv = k.view(b, H, d, 1) * v.view(b, H, 1, d)  # (B, H, i, j)
         dA, dB, C = self._discrete()

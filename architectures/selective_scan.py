@@ -20,8 +20,6 @@ recomputes them from checkpoints; this module's PyTorch scan stays the reference
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 
@@ -78,10 +76,6 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Te
     return _SelectiveScan.apply(*(t.to(dtype).contiguous() for t in (u, dt, A, B, C)))
 
 
-def _pointer(t: Tensor) -> ctypes.c_void_p:
-    return ctypes.c_void_p(t.data_ptr())
-
-
 class _CompiledSelectiveScan(torch.autograd.Function):
     """The same scan by the C kernel of `architectures/csrc/selective_scan.c` (batch-major, fp32)."""
 
@@ -95,7 +89,7 @@ class _CompiledSelectiveScan(torch.autograd.Function):
         a_t = A.t().contiguous()  # (N or 1, D): the kernel's inner loop runs over channels
         y = torch.empty_like(u)
         ckpt = u.new_empty(batch, lib.s6_chunks(length), n, d) if any(ctx.needs_input_grad) else None
-        pointers = [*map(_pointer, (u, dt, a_t, B, C, y)), None if ckpt is None else _pointer(ckpt)]
+        pointers = [*map(cpu_kernels.pointer, (u, dt, a_t, B, C, y)), None if ckpt is None else cpu_kernels.pointer(ckpt)]
         if lib.s6_forward(*pointers, batch, length, d, n, a_t.shape[0]):
             raise MemoryError("selective scan: the CPU kernel could not allocate its state")
         ctx.save_for_backward(u, dt, a_t, B, C, ckpt)
@@ -109,7 +103,7 @@ class _CompiledSelectiveScan(torch.autograd.Function):
         gu, gdt, gB, gC = torch.empty_like(u), torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
         g_a = torch.zeros_like(a_t)
         lib = cpu_kernels.load("selective_scan")
-        pointers = map(_pointer, (u, dt, a_t, B, C, ckpt, gy, gu, gdt, g_a, gB, gC))
+        pointers = map(cpu_kernels.pointer, (u, dt, a_t, B, C, ckpt, gy, gu, gdt, g_a, gB, gC))
         if lib.s6_backward(*pointers, batch, length, d, B.shape[-1], a_t.shape[0]):
             raise MemoryError("selective scan: the CPU kernel could not allocate its buffers")
         return gu, gdt, g_a.t(), gB, gC
