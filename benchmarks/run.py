@@ -171,9 +171,9 @@ def run_group(cfg: dict, check: bool = True) -> list[dict]:
     if not runs:
         return []
     store = Store(runs[0]["store"])
-    existing = [store.get(run_key(r)) for r in runs]
-    if any(r is not None for r in existing):  # a group's records are written together, at its end
-        return [r for r in existing if r is not None]
+    records, complete = _group_records(runs, store)
+    if complete:
+        return records
     if check:
         for r in runs:
             validate(r)
@@ -183,6 +183,24 @@ def run_group(cfg: dict, check: bool = True) -> list[dict]:
             why = f"being trained by another process ({store.records_dir})"
             return [{"key": run_key(r), "config": r, "status": "claimed", "error": why} for r in runs]
         return _search_and_record(runs, store)
+
+
+def _at_rate(base: dict, lr: float) -> dict:
+    return {**copy.deepcopy(base), "train": {**base["train"], "lr": lr}}
+
+
+def _group_records(runs: list[dict], store: Store) -> tuple[list[dict], bool]:
+    """A group's records and whether it is complete: every rate its search tried (`search.rates`, the
+    grid and any extension) has a record. A sweep killed between two record writes leaves a group
+    incomplete; its search is then replayed from the checkpoints and only the missing records written."""
+    found = {rec["key"]: rec for r in runs if (rec := store.get(run_key(r))) is not None}
+    if not found:
+        return [], False
+    first = next(iter(found.values()))
+    search = first.get("metrics", {}).get("search") or first.get("search") or {}  # a failed run's is top-level
+    tried = {run_key(_at_rate(runs[0], lr)) for lr in search.get("rates", [])}
+    found |= {k: rec for k in sorted(tried - found.keys()) if (rec := store.get(k)) is not None}
+    return list(found.values()), tried <= found.keys()
 
 
 def _checkpoint_path(store: Store, key: str) -> Path:
@@ -200,7 +218,7 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
     clock = time.time()
 
     def config_at(lr: float) -> dict:
-        return {**copy.deepcopy(base), "train": {**base["train"], "lr": lr}}
+        return _at_rate(base, lr)
 
     def make(lr: float) -> Trainer:
         cfg = config_at(lr)
@@ -232,6 +250,9 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
         if lr not in trainers and lr not in result.errors:
             continue  # a rate the search never trained (the task was solved first)
         cfg = config_at(lr)
+        if (written := store.get(run_key(cfg))) is not None:  # written before the group was interrupted
+            records.append(written)
+            continue
         record = _new_record(cfg, run_key(cfg), device, started)
         try:
             if lr in result.errors:

@@ -172,6 +172,31 @@ def test_rerunning_a_group_reproduces_its_choices(tmp_path):
     assert outcomes[0] == outcomes[1] and len(outcomes[0]) == 2
 
 
+def test_a_group_killed_between_its_record_writes_is_completed_not_skipped(tmp_path):
+    """A sweep killed after a group wrote some of its records (checkpoints still there): the next run
+    writes the missing records and keeps the written ones, where it used to call the group done."""
+    from benchmarks.bench import expand
+    from benchmarks.run import run_group
+    from benchmarks.store import Store
+
+    overrides = ["preset=smoke", "architecture=attention", "train.schedule=wsd", "train.rungs=[20]", "train.steps=40",
+                 "train.eval_every=20", "data.num_train=null", "architecture.lr_grid=[1e-3,1e-2]", "progress=false",
+                 f"store={tmp_path}"]  # fmt: skip
+    (cfg,) = expand(overrides)
+    store = Store(str(tmp_path))
+    complete = {r["key"]: r for r in run_group(cfg)}
+    assert len(complete) == 2
+    lost, kept = sorted(complete)
+    store.path(lost).unlink()  # as if killed before its write: its checkpoint is still there
+    (tmp_path / "checkpoints").mkdir(exist_ok=True)
+    (tmp_path / "checkpoints" / f"{lost}.pt").write_bytes(b"")  # unreadable: retrained from scratch
+    before = store.path(kept).read_bytes()
+    again = {r["key"]: r for r in run_group(cfg)}
+    assert again.keys() == complete.keys() and store.path(lost).exists()
+    assert store.path(kept).read_bytes() == before  # the written record is kept as it was
+    assert again[lost]["metrics"]["accuracy"] == complete[lost]["metrics"]["accuracy"]
+
+
 def test_fresh_batches_are_a_function_of_the_step_and_never_validation_or_test():
     task, data, stream, _ = _setup()
     gen = torch.Generator()
