@@ -288,7 +288,8 @@ def run_one(cfg: dict, force: bool = False, check: bool = True) -> dict:
         validate(cfg)
     with store.claim(key) as mine:
         if not mine:  # another sweep on this store is training it: its record will land there
-            return {"key": key, "config": cfg, "status": "claimed", "error": f"being trained by another process ({store.records_dir})"}
+            why = f"being trained by another process ({store.records_dir})"
+            return {"key": key, "config": cfg, "status": "claimed", "error": why}
         if not force and (record := store.get(key)) is not None:  # it finished while this process got here
             return record
         return _train_and_record(cfg, key, store)
