@@ -80,15 +80,28 @@ def _data(cfg: dict, task) -> tuple[object, TrainData]:
     return data, TrainData(data.train)
 
 
-def _ess_over_training(cfg: dict, data, device: torch.device):
+def _ess_now(cfg: dict, data, device: torch.device):
+    """ESS of a model as it is now, on the validation examples (the test examples measure the trained model)."""
     window = tuple(cfg["ess"]["window"])
-    ess_inputs = data.val[0][: cfg["ess"]["num_examples"]].to(device)  # over training: validation examples
+    ess_inputs = data.val[0][: cfg["ess"]["num_examples"]].to(device)
 
     def ess_now(m) -> dict:
         summary = ess_lib.summarize(ess_lib.model_ess(m, ess_inputs), window)
-        return {"ess": {k: summary[k] for k in ("ess_mean", "entropy_ess_mean", "utilization", "ess_mean_by_tolerance")}}
+        return {k: summary[k] for k in ("ess_mean", "entropy_ess_mean", "utilization", "ess_mean_by_tolerance")}
 
-    return ess_now if cfg["ess"].get("over_training", True) else None
+    return ess_now
+
+
+def _ess_over_training(cfg: dict, data, device: torch.device):
+    ess_now = _ess_now(cfg, data, device)
+    return (lambda m: {"ess": ess_now(m)}) if cfg["ess"].get("over_training", True) else None
+
+
+def _ess_at_init(cfg: dict, task, data, device: torch.device) -> dict:
+    """ESS of the model as initialized (every rate of a group starts from it): beside ESS early in
+    training and at the end, it says whether ESS predicts what a model will learn or describes it."""
+    torch.manual_seed(cfg["seed"])
+    return _ess_now(cfg, data, device)(build_model(cfg, task).to(device))
 
 
 def _label(cfg: dict, task, lr: float) -> str:
@@ -102,11 +115,12 @@ def execute(cfg: dict, device: torch.device) -> dict:
     model = build_model(cfg, task)
     train_cfg = TrainConfig(**cfg["train"])
     data, train_data = _data(cfg, task)
+    at_init = _ess_now(cfg, data, device)(model.to(device))
     result = train(
         model, train_data, data.val, data.test, train_cfg, device, cfg["seed"], progress=cfg.get("progress", True),
         desc=_label(cfg, task, train_cfg.lr), measure=_ess_over_training(cfg, data, device),
     )  # fmt: skip
-    return measure_trained(cfg, task, data, model, result, device)
+    return {**measure_trained(cfg, task, data, model, result, device), "ess_at_init": at_init}
 
 
 def measure_trained(cfg: dict, task, data, model: LanguageModel, result: dict, device: torch.device) -> dict:
@@ -213,6 +227,7 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
     task = build_task(base["task"])
     data, train_data = _data(base, task)
     measure = _ess_over_training(base, data, device)
+    at_init = _ess_at_init(base, task, data, device)
     train_cfg = TrainConfig(**base["train"])
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     clock = time.time()
@@ -259,7 +274,7 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
                 raise result.errors[lr]
             outcome = trainers[lr].finish(data.test, stopped=result.ended[lr])
             metrics = measure_trained(cfg, task, data, trainers[lr].model, outcome, device)
-            record["metrics"] = {**metrics, "search": result.summary(lr)}
+            record["metrics"] = {**metrics, "ess_at_init": at_init, "search": result.summary(lr)}
             record["status"] = "ok"
         except KeyboardInterrupt:
             raise

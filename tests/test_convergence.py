@@ -5,6 +5,7 @@ reproduces its choices; fresh training batches are a function of the step and ne
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -170,6 +171,10 @@ def test_rerunning_a_group_reproduces_its_choices(tmp_path):
                                 r["metrics"]["search"]["rung"]) for r in records))  # fmt: skip
         assert not list((tmp_path / store / "checkpoints").glob("*.pt"))  # removed once the records landed
     assert outcomes[0] == outcomes[1] and len(outcomes[0]) == 2
+    # every rate starts from one initialization: one ESS at init, and training moved ESS away from it
+    inits = {json.dumps(r["metrics"]["ess_at_init"], sort_keys=True) for r in records}
+    assert len(inits) == 1
+    assert any(r["metrics"]["ess_at_init"]["ess_mean"] != r["metrics"]["history"][-1]["ess"]["ess_mean"] for r in records)
 
 
 def test_a_group_killed_between_its_record_writes_is_completed_not_skipped(tmp_path):

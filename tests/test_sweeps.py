@@ -170,7 +170,14 @@ def test_published_presets_plan_what_the_readme_says():
         designs[preset] = {design_key(single_run(c)) for c in configs}
         assert {c["store"] for c in configs} == {"results"}
     assert counts == {"published": 14 * 2 * 6 * 4 - 6 * 4, "published_mad": 342, "published_seeds": 13 * 4 * 2 * 4}
-    for preset in ("published", "published_ladder", "published_ladder_top", "published_seeds"):
+    family = bench.plan(["preset=state_family"])  # the ESS paper's test: four sizes per family, three settings
+    assert len(family) == 4 * 4 * 3 * 4 and {c["store"] for c in family} == {"results"}
+    sizes = {}
+    for c in family:
+        sizes.setdefault(c["architecture"]["name"], set()).add(design_key(single_run(c)))
+    assert {m: len(d) for m, d in sizes.items()} == dict.fromkeys(["gla", "wla", "linear_attention", "sliding_window"], 4 * 3)
+    assert len({design_key(single_run(c)) for c in family} & designs["published"]) == 4 * 2 * 3  # its state=0,1 are published's
+    for preset in ("published", "published_ladder", "published_ladder_top", "published_seeds", "state_family"):
         trains = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"]) for c in bench.plan([f"preset={preset}"])}
         assert trains == {("wsd", (1000, 4000), None)}, preset
     assert designs["published_seeds"] <= designs["published"]
