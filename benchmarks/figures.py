@@ -295,3 +295,35 @@ def headline_figure(best: pd.DataFrame, out_dir: Path, task: str = "mqar") -> di
     fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.07, 1, 1))
     _save(fig, out_dir, f"headline_{task}", paths)
     return paths
+
+
+def family_figure(rows: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """The ESS paper's figure for the within-family test (`tables.family_rows`): test accuracy against
+    ESS/demand (left) and TSS/demand (right), one colour per family, one marker per setting, log x."""
+    _setup()
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    paths: dict[str, Path] = {}
+    for task, df in rows.groupby("task"):
+        palette, _ = style_of(df["mixer"].unique().tolist())
+        settings = _settings_order(df)
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
+        demand = df["memory_demand"].clip(lower=1)
+        for ax, column, name in ((axes[0], "ess", f"ESS ({HEADLINE_TOLERANCE}) / demand"), (axes[1], "tss", "TSS / demand")):
+            for (mixer, setting), g in df.groupby(["mixer", "setting"]):
+                g = g.sort_values(column)
+                ax.plot(g[column] / demand[g.index], g["accuracy"], color=palette[mixer], lw=0.8, alpha=0.6,
+                        marker=MARKERS[settings.index(setting) % len(MARKERS)], ms=5, label=f"{mixer}, {setting}")  # fmt: skip
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.set_xlabel(name, fontsize=9)
+            ax.set_ylim(-0.02, 1.02)
+        axes[0].set_ylabel("test accuracy", fontsize=9)
+        fig.suptitle(f"{task}: accuracy against state size within a family (each line: one mixer's sizes at one setting)",
+                     fontsize=10)  # fmt: skip
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.12))
+        fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+        _save(fig, out_dir, f"{task}_state_family", paths)
+    return paths

@@ -202,6 +202,33 @@ def test_a_group_killed_between_its_record_writes_is_completed_not_skipped(tmp_p
     assert again[lost]["metrics"]["accuracy"] == complete[lost]["metrics"]["accuracy"]
 
 
+def test_backfilled_ess_at_init_equals_what_a_run_records(tmp_path):
+    """`benchmarks.backfill` rebuilds a record's initial model from its config and seed: what it fills in
+    equals what the run itself measured before training."""
+    import json as json_
+
+    from benchmarks.backfill import backfill, missing
+    from benchmarks.bench import expand
+    from benchmarks.run import run_group
+    from benchmarks.store import Store
+
+    overrides = ["preset=smoke", "architecture=mamba", "train.schedule=wsd", "train.rungs=[20]", "train.steps=40",
+                 "train.eval_every=20", "data.num_train=null", "architecture.lr_grid=[1e-3,1e-2]", "progress=false",
+                 f"store={tmp_path}"]  # fmt: skip
+    (cfg,) = expand(overrides)
+    measured = {r["key"]: r["metrics"]["ess_at_init"] for r in run_group(cfg)}
+    store = Store(str(tmp_path))
+    for key in measured:
+        record = json_.loads(store.path(key).read_text())
+        del record["metrics"]["ess_at_init"]
+        store.write(record)
+    assert sum(map(len, missing(store).values())) == 2
+    assert backfill(store) == 2 and not missing(store)
+    for key, ess in measured.items():
+        filled = store.get(key)["metrics"]["ess_at_init"]
+        assert filled.pop("backfilled") and filled == ess
+
+
 def test_fresh_batches_are_a_function_of_the_step_and_never_validation_or_test():
     task, data, stream, _ = _setup()
     gen = torch.Generator()

@@ -103,3 +103,60 @@ def test_three_seeds_show_their_median_and_range_two_their_lowest_seed():
     assert out.loc["mamba2", "accuracy"] == 0.808 and out.loc["mamba2", "ess"] == 4.0 and out.loc["mamba2", "seeds"] == 3
     assert (out.loc["mamba2", "accuracy_low"], out.loc["mamba2", "accuracy_high"]) == (0.244, 0.942)
     assert out.loc["gla", "accuracy"] == 0.5 and np.isnan(out.loc["gla", "accuracy_low"])
+
+
+def _timed_rows(init_follows_final: bool, seed: int = 0) -> pd.DataFrame:
+    """Best rows of 8 mixers x 3 settings whose accuracy follows their trained ESS; ESS at init and early
+    either follow it too (predictive) or are noise (descriptive)."""
+    rng = np.random.default_rng(seed)
+    mixers, settings = [f"m{i}" for i in range(8)], ["s1", "s2", "s3"]
+    df = pd.DataFrame([(m, s) for m in mixers for s in settings], columns=["mixer", "setting"])
+    n = len(df)
+    df = df.assign(task="mqar", memory_demand=8, tss=16.0, ess=rng.uniform(1, 16, n), ess_early_step=200)
+    df["accuracy"] = df["ess"] / 16
+    df["ess_init"] = df["ess"] * 0.5 if init_follows_final else rng.uniform(1, 16, n)
+    df["ess_early"] = df["ess"] * 0.8 if init_follows_final else rng.uniform(1, 16, n)
+    return df
+
+
+def test_ess_timing_says_descriptive_when_only_the_trained_ess_orders_accuracy():
+    from benchmarks.report import findings, tables
+
+    timing = tables.ess_timing(_timed_rows(False), resamples=199).set_index("measured")
+    assert timing.loc["trained", "holds"] == "yes" and timing.loc["at initialization", "holds"] == "no"
+    assert timing.loc["at initialization", "step"] == 0 and timing.loc["early", "step"] == 200
+    (line,) = findings.ess_timing_lines(timing.reset_index())
+    assert "describes" in line and "predicts" not in line.split("So ")[1].split(":")[0]
+    (line,) = findings.ess_timing_lines(tables.ess_timing(_timed_rows(True), resamples=199))
+    assert "ESS predicts" in line
+    # records from before ESS at init was measured: no row, no claim
+    assert tables.ess_timing(_timed_rows(False).assign(ess_init=np.nan), resamples=0).empty
+
+
+def test_the_within_family_test_needs_four_sizes_on_three_settings_and_costs_every_rate():
+    from benchmarks.report import tables
+
+    rows = []
+    for mixer, sizes in (("gla", [4, 8, 16, 32]), ("mamba", [4, 16])):
+        for setting, kv in (("L=64, kv=4", 4), ("L=64, kv=8", 8), ("L=64, kv=16", 16)):
+            for tss in sizes:
+                ess = min(tss, kv) * 0.9  # ESS saturates at the demand, TSS keeps growing
+                rows.append({"task": "mqar", "mixer": mixer, "setting": setting, "memory_demand": kv, "tss": float(tss),
+                             "ess": ess, "accuracy": min(1.0, ess / kv), "group": f"{mixer}{tss}{kv}"})  # fmt: skip
+    df = pd.DataFrame(rows)
+    runs = pd.DataFrame({"group": np.repeat(df["group"], 2), "run_seconds": 1800.0})  # two rates per group
+    fam = tables.state_family(df, runs)
+    assert fam["family"].tolist() == ["gla"]  # mamba has two sizes: not a family
+    (row,) = fam.to_dict("records")
+    assert row["n"] == 12 and row["settings"] == 3 and row["sizes (TSS)"] == "4, 8, 16, 32"
+    assert row["Spearman ESS/demand"] > row["Spearman TSS/demand"]
+    assert row["CPU hours"] == 12 * 2 * 0.5
+
+
+def test_a_groups_runs_cost_their_own_seconds_not_the_groups_wall_time_each():
+    from benchmarks.report.rows import run_seconds
+
+    parts = {"steps": 30.0, "evaluation": 5.0, "ess_over_training": 3.0, "final_ess": 2.0}
+    grouped = {"wall_time_s": 500.0, "metrics": {"seconds": parts, "search": {"rates": [1e-3]}}}
+    assert run_seconds(grouped) == 40.0
+    assert run_seconds({"wall_time_s": 500.0, "metrics": {"seconds": parts}}) == 500.0  # a lone run: its wall time

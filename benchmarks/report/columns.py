@@ -102,6 +102,11 @@ COLUMNS: list[Column] = [
        lambda r: r.ess * r.channels),
     _c("entropy_ess", "entropy ESS", "{:.2f}", True, read=lambda r: r.m["ess"]["entropy_ess_mean"]),
     _c("ess_machine", higher=True, read=lambda r: r.m["ess"]["ess_mean"]),
+    _c("ess_init", "ESS at init", "{:.2f}", description="headline ESS of the model as initialized (validation examples)",
+       read=lambda r: r.ess_init),
+    _c("ess_early", "ESS early", "{:.2f}", description="headline ESS at the first evaluation that measured it (ess_early_step)",
+       read=lambda r: r.ess_early),
+    _c("ess_early_step", description="the step of ess_early", read=lambda r: r.early_step),
     _c("tss", "TSS", description="the state size that bounds ESS", read=lambda r: r.m["tss"]),
     _c("utilization", "ESS/TSS", "{:.3f}", read=lambda r: r.ess / r.m["tss"] if r.m["tss"] else float("nan")),
     _c("bound", description="the largest the headline ESS can be", read=lambda r: r.bound),
@@ -119,6 +124,8 @@ COLUMNS: list[Column] = [
     _c("device", read=lambda r: r.prov["device"], provenance=True),
     _c("kernels", read=lambda r: ",".join(r.m["kernels"]), provenance=True),
     _c("wall_time_s", read=lambda r: r.record["wall_time_s"], provenance=True),
+    _c("run_seconds", "run (s)", "{:,.0f}", description="the run's own training and measuring time (a group's runs share "
+       "wall_time_s)", read=lambda r: r.seconds),
     _c("key", "record", description="the record's file name", read=lambda r: r.record["key"]),
     # computed from the rows by later stages
     _c("lr_grid", description="the learning rates of the group", provenance=True),
@@ -147,6 +154,7 @@ OTHER_FORMATS = {
     "bound": "{:.1f}", "ESS/demand": "{:.2f}", "forward tok/s": "{:,.0f}", "MAD score": "{:.3f}",
     "score, all its settings": "{:.3f}", "mean ESS/bound": "{:.3f}", "median spread": "{:.3f}", "mean run (s)": "{:.0f}",
     "steps share": "{:.1%}", "evaluation share": "{:.1%}", "ess over training share": "{:.1%}",
-    "final ess share": "{:.1%}", "largest spread": "{:.3f}",
+    "final ess share": "{:.1%}", "largest spread": "{:.3f}", "CPU hours": "{:.2f}", "hours per group": "{:.2f}",
+    "Spearman within settings": "{:.2f}", "low": "{:.2f}", "high": "{:.2f}", "step": "{:,.0f}",
 }  # fmt: skip
 FORMATS = {**{c.label: c.fmt for c in COLUMNS if c.fmt}, **OTHER_FORMATS}  # label -> format

@@ -461,3 +461,46 @@ def backbone_change(new: pd.DataFrame, old: pd.DataFrame, margin: float = LEARNE
     if parts:
         out.append("ESS's advantage over TSS within these settings (the verdict's test, 95% interval): " + "; ".join(parts) + ".")
     return out
+
+
+def ess_timing_lines(timing: pd.DataFrame) -> list[str]:
+    """Predictive or descriptive, said plainly per task (`tables.ess_timing`): which ESS carries the claim
+    that ESS tracks accuracy, the trained model's or one measured before the model learned."""
+    lines = []
+    for task, t in timing.groupby("task", sort=False):
+        by = t.set_index("measured")
+        cells = []
+        for name, row in by.iterrows():
+            at = "" if math.isnan(row["step"]) or not row["step"] else f" (step {row['step']:,.0f})"
+            cells.append(f"{name}{at} {_fmt(row['Spearman within settings'])} [{_fmt(row['low'])}, {_fmt(row['high'])}]")
+        holds = {name for name, row in by.iterrows() if row["holds"] == "yes"}
+        early = "at initialization" in holds or "early" in holds
+        if early:
+            claim = ("ESS measured before the model learned already orders accuracy within settings: on these rows ESS "
+                     "predicts, it does not only describe")  # fmt: skip
+        elif "trained" in holds:
+            claim = ("only the trained model's ESS orders accuracy: ESS describes what a model learned, it does not predict "
+                     "it from the start")  # fmt: skip
+        else:
+            claim = "no ESS here orders accuracy with an interval above zero: neither claim is supported by these rows"
+        n, mixers = int(t["n"].iloc[0]), int(t["mixers"].iloc[0])
+        lines.append(f"{task} ({n} best rows, {mixers} mixers): Spearman of accuracy with ESS within settings, "
+                     f"{'; '.join(cells)}. So {claim}.")  # fmt: skip
+    return lines
+
+
+def family_lines(family: pd.DataFrame) -> list[str]:
+    """The within-family test in sentences (`tables.state_family`): per family, does accuracy follow
+    ESS/demand more closely than TSS/demand, and what it cost."""
+    lines = []
+    for task, t in family.groupby("task", sort=False):
+        for _, row in t.iterrows():
+            ess, tss = row["Spearman ESS/demand"], row["Spearman TSS/demand"]
+            closer = "ESS/demand" if ess > tss else "TSS/demand" if tss > ess else "neither"
+            lines.append(
+                f"{task}, {row['family']} (TSS {row['sizes (TSS)']}; {row['settings']} settings, {row['n']} rows): Spearman "
+                f"with ESS/demand {_fmt(ess)}, with TSS/demand {_fmt(tss)} (Pearson {_fmt(row['Pearson ESS/demand'])} and "
+                f"{_fmt(row['Pearson TSS/demand'])}): accuracy follows {closer} more closely; "
+                f"{row['CPU hours']:.1f} CPU hours of training."
+            )
+    return lines

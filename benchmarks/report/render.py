@@ -137,6 +137,25 @@ CAPTIONS = {
 }
 
 
+TIMING_NOTE = (
+    "Does ESS predict what a model will learn, or describe what it learned? The verdict's test (Spearman of accuracy "
+    "with ESS within each setting, weighted by rows) with ESS of each best row's model as initialized, at its first "
+    "evaluation that measured ESS, and trained, and with TSS beside them, over the same rows; each with its clustered "
+    "interval. ESS at initialization and early are measured on validation examples, the trained model's on test examples."
+)
+FAMILY_NOTE = (
+    "As the ESS paper ran it: within a family (one mixer over four or more state sizes, on three or more MQAR settings, "
+    "preset state_family), test accuracy against ESS/demand and against TSS/demand over its sizes and settings pooled, "
+    "Spearman and Pearson, then every family pooled. The paper's claim is that ESS/demand tracks accuracy more closely. "
+    "CPU hours: every run of these groups (every rate the search trained), from the records."
+)
+COST_NOTE = (
+    "Per mixer, the groups trained under the converged protocol so far, their runs (every rate the search trained) and "
+    "the CPU hours they took (each run's own training and measuring time, at one thread), from the records' "
+    "metrics.seconds."
+)
+
+
 def _definitions() -> str:
     return (
         f"ESS: tolerance effective state-size per channel at the headline tolerance ({HEADLINE_TOLERANCE}: singular values "
@@ -179,6 +198,7 @@ def write(stage: Path, a: dict) -> list[Path]:
     Markdown, CSV and page, figures under `stage/figures`; links are relative to the store's root."""
     fig_dir = a["fig_dir"] = stage / "figures"
     a["head_fig"] = figures.headline_figure(a["df"], fig_dir)
+    a["family_fig"] = figures.family_figure(a["family_rows"], fig_dir)
     a["df"].to_csv(stage / "leaderboard.csv", index=False)
     tasks_html, md_tasks = _tasks(**a)
     extra = {**figures.ess_vs_tss(a["df"], fig_dir), **figures.throughput_figure(a["tp"], fig_dir)}
@@ -354,6 +374,12 @@ def _page(
     change,
     stamp,
     fmt,
+    timing,
+    timing_lines,
+    family,
+    family_lines,
+    family_fig,
+    protocol_cost,
     **_,
 ) -> str:
     """index.html: the template filled, autoescaped; tables already rendered are marked safe."""
@@ -393,6 +419,15 @@ def _page(
         tolerance=Markup(ht(tol, "tolerance")),
         tolerance_note=tol_note,
         shares=Markup(ht(shares, "time")) if not shares.empty else "No run recorded its time split yet.",
+        timing_note=TIMING_NOTE,
+        timing=Markup(ht(timing, "timing")) if not timing.empty else "",
+        timing_lines=timing_lines,
+        family_note=FAMILY_NOTE,
+        family=Markup(ht(family, "family")) if not family.empty else "",
+        family_lines=family_lines,
+        family_figures=[_figure(n, p, "") for n, p in family_fig.items()],
+        cost_note=COST_NOTE,
+        protocol_cost=Markup(ht(protocol_cost, "protocol-cost")) if not protocol_cost.empty else "",
         throughput=Markup(throughput_html),
         failed=failed_runs(failed),
         provenance=provenance_blobs(records),
@@ -419,6 +454,11 @@ def _markdown(
     change,
     stamp,
     fmt,
+    timing,
+    timing_lines,
+    family,
+    family_lines,
+    family_fig,
     **_,
 ) -> list[str]:
     """leaderboard.md: the page's sections in the same order, tables as GitHub Markdown (the first
@@ -457,6 +497,23 @@ def _markdown(
         "",
         "Each row's full config, versions and curves are in `records/<record>.json`; the CSV has every column.",
         "",
+        "### Predictive or descriptive?",
+        "",
+        TIMING_NOTE,
+        "",
+        md(timing) if not timing.empty else "No best rows carry ESS at initialization yet.",
+        "",
+        *[f"- {line}" for line in timing_lines],
+        "",
+        "## State size within a family: the ESS paper's test",
+        "",
+        FAMILY_NOTE,
+        "",
+        md(family) if not family.empty else "No mixer has four state sizes on three settings yet (preset state_family).",
+        "",
+        *[f"- {line}" for line in family_lines],
+        *[f"![{n}](figures/{p.name})" for n, p in family_fig.items()],
+        "",
         "## Backbone ablation: what the short convolution is worth",
         "",
         "### What changed from the MLP-backbone leaderboard",
@@ -481,7 +538,7 @@ def _markdown(
 
 
 def _markdown_rest(
-    extra: dict, tol_note: str, *, failed, tp, mad, lr, seeds, seed_verdicts, seed_lines, tol, shares, fmt, **_
+    extra: dict, tol_note: str, *, failed, tp, mad, lr, seeds, seed_verdicts, seed_lines, tol, shares, protocol_cost, fmt, **_
 ) -> list[str]:
     """leaderboard.md from the MAD score on: the other analyses, throughput and failed runs."""
     md = functools.partial(markdown_table, formats=fmt)
@@ -511,6 +568,12 @@ def _markdown_rest(
         "## Where a run's time goes",
         "",
         md(shares),
+        "",
+        "### What the converged protocol costs",
+        "",
+        COST_NOTE,
+        "",
+        md(protocol_cost),
         "",
         "## Tolerance sensitivity",
         "",

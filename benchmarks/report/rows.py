@@ -80,6 +80,14 @@ def _ess_at(ess: dict, tolerance: str) -> float:
     return ess.get("ess_mean_by_tolerance", {}).get(tolerance, float("nan"))
 
 
+def run_seconds(r: dict) -> float:
+    """A run's own time: a group's runs (successive halving) share one wall_time_s, the group's, so theirs
+    is the sum of the parts each recorded (training steps, evaluations, ESS); a lone run's is its wall time."""
+    m = r.get("metrics", {})
+    own = sum(v for v in (m.get("seconds") or {}).values() if isinstance(v, (int, float)))
+    return float(own) if own and m.get("search") else float(r["wall_time_s"])
+
+
 @dataclass
 class Run:
     """One record, its parts named once for the registry's `read` functions."""
@@ -100,6 +108,12 @@ class Run:
         self.ess = _ess_at(self.m["ess"], HEADLINE_TOLERANCE)
         self.channels = sum(p["channels"] for p in self.m["ess"].get("per_layer", [])) or float("nan")
         self.bound = ess_bound(self.m["tss"], self.task["seq_len"], tuple(self.m["ess"]["window"]))
+        init = self.m.get("ess_at_init")  # records from before it was measured have none
+        self.ess_init = _ess_at(init, HEADLINE_TOLERANCE) if init else float("nan")
+        early = next((h for h in self.m.get("history", []) if "ess" in h), None)
+        self.ess_early = _ess_at(early["ess"], HEADLINE_TOLERANCE) if early else float("nan")
+        self.early_step = early["step"] if early else float("nan")
+        self.seconds = run_seconds(r)
 
 
 def _total_state(run: Run, summed: float) -> float:
@@ -151,7 +165,7 @@ def cost_rows(records: list[dict]) -> pd.DataFrame:
             "setting": setting_of(r),
             "L": r["metrics"]["task"]["seq_len"],
             "kv": r["metrics"]["task"].get("num_kv_pairs", 0),
-            "wall": r["wall_time_s"],
+            "wall": run_seconds(r),
             "steps": r["metrics"]["steps"],
         }  # fmt: skip
         for r in records
@@ -166,7 +180,7 @@ def time_rows(records: list[dict]) -> pd.DataFrame:
     for r in records:
         parts = r.get("metrics", {}).get("seconds") if r.get("status") == "ok" else None
         if parts:
-            rows.append({"mixer": mixer_spec(r["config"]["architecture"])[0], "wall": r["wall_time_s"], **parts})
+            rows.append({"mixer": mixer_spec(r["config"]["architecture"])[0], "wall": run_seconds(r), **parts})
     return pd.DataFrame(rows)
 
 
@@ -295,3 +309,8 @@ def coverage(store_root: Path, records: list[dict]) -> list[dict]:
             }
         )
     return out
+
+
+def searched_groups(records: list[dict]) -> set[str]:
+    """The groups whose learning rate was searched by successive halving (the converged protocol)."""
+    return {r.get("group", r["key"]) for r in records if r.get("status") == "ok" and r["metrics"].get("search")}

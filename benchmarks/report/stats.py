@@ -339,3 +339,33 @@ def _demand_alone(part: pd.DataFrame) -> float:
     if len(part) < 3 or x.nunique() < 2 or y.nunique() < 2:
         return float("nan")
     return float(stats.spearmanr(x, y)[0])
+
+
+def _within_setting_coefficient(part: pd.DataFrame, column: str):
+    """Row positions -> the rows-weighted mean over settings (3 or more rows) of Spearman(accuracy,
+    `column`); a setting without spread counts 0."""
+    acc, x = part["accuracy"].to_numpy(float), part[column].to_numpy(float)
+    codes = pd.factorize(part["setting"])[0]
+
+    def statistic(idx: np.ndarray) -> float:
+        num, total = 0.0, 0
+        for s in np.unique(codes[idx]):
+            sel = idx[codes[idx] == s]
+            if len(sel) >= 3:
+                num, total = num + len(sel) * np.nan_to_num(_spearman(x[sel], acc[sel])), total + len(sel)
+        return num / total if total else float("nan")
+
+    return statistic
+
+
+def within_setting_coefficient(part: pd.DataFrame, column: str, resamples: int = RESAMPLES) -> dict:
+    """Spearman(accuracy, `column`) within settings (weighted by rows, as the verdict's test), over the
+    distinct rows that have `column`, with `assess`'s clustered interval and leave-one-mixer-out: `holds`
+    when the interval lies above zero and no mixer's removal flips its sign."""
+    part = distinct(part).dropna(subset=[column])
+    part = part[part.groupby("setting")["setting"].transform("size") >= 3].reset_index(drop=True)
+    out = {"n": len(part), "settings": part["setting"].nunique(), "mixers": part["mixer"].nunique()}
+    if part.empty:
+        nan = float("nan")
+        return {**out, "diff": nan, "low": nan, "high": nan, "loo": {}, "flips": [], "holds": False}
+    return {**out, **assess(part, _within_setting_coefficient(part, column), resamples=resamples)}

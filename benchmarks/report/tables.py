@@ -40,6 +40,7 @@ from benchmarks.report.stats import (
     select_best,
     shared_settings,
     stratified_advantage,
+    within_setting_coefficient,
 )  # fmt: skip
 from benchmarks.throughput import throughput_rows
 
@@ -403,3 +404,77 @@ def board(records: list[dict], tp: pd.DataFrame | None = None, best: pd.DataFram
     ]
     df["state_use"] = state_use(df)["state use"].values if not df.empty else []
     return df
+
+
+# what ESS at each moment of training is compared on: the column and how the page names it
+ESS_MOMENTS = (("ess_init", "at initialization"), ("ess_early", "early"), ("ess", "trained"), ("tss", "TSS (by design)"))
+TIMING_COLUMNS = ["task", "measured", "step", "n", "settings", "mixers", "Spearman within settings", "low", "high", "holds"]
+
+
+def ess_timing(df: pd.DataFrame, resamples: int | None = None) -> pd.DataFrame:
+    """Predictive or descriptive: per task, Spearman(accuracy, ESS) within settings (the verdict's test)
+    with ESS of the model as initialized, at its first ESS evaluation and trained, and TSS beside them,
+    each over the same best rows (those that have all three), with its clustered interval."""
+    kw = {} if resamples is None else {"resamples": resamples}
+    out = []
+    for task, g in df.groupby("task"):
+        g = g.dropna(subset=[c for c, _ in ESS_MOMENTS])
+        if g.empty:
+            continue
+        for column, name in ESS_MOMENTS:
+            res = within_setting_coefficient(g, column, **kw)
+            step = {"ess_init": 0, "ess_early": g["ess_early_step"].median()}.get(column, float("nan"))
+            out.append({"task": task, "measured": name, "step": step, "n": res["n"], "settings": res["settings"],
+                        "mixers": res["mixers"], "Spearman within settings": res["diff"], "low": res["low"],
+                        "high": res["high"], "holds": "yes" if res["holds"] else "no"})  # fmt: skip
+    return pd.DataFrame(out, columns=TIMING_COLUMNS)
+
+
+# the ESS paper's test within a family: a mixer counts as a family when it has this many state sizes
+# in at least FAMILY_SETTINGS settings of a task (benchmarks/conf/preset/state_family.yaml)
+FAMILY_SIZES, FAMILY_SETTINGS = 4, 3
+FAMILY_COLUMNS = ["task", "family", "sizes (TSS)", "settings", "n", "Spearman ESS/demand", "Spearman TSS/demand",
+                  "Pearson ESS/demand", "Pearson TSS/demand", "CPU hours"]  # fmt: skip
+
+
+def family_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The best rows of every mixer that is a family (FAMILY_SIZES state sizes in FAMILY_SETTINGS settings
+    of a task), on those settings; the rest dropped."""
+    keep = []
+    for _, g in distinct(df).groupby(["task", "mixer"]):
+        sizes = g.groupby("setting")["tss"].nunique()
+        settings = sizes[sizes >= FAMILY_SIZES].index
+        if len(settings) >= FAMILY_SETTINGS:
+            keep.append(g[g["setting"].isin(settings)])
+    return pd.concat(keep, ignore_index=True) if keep else df.iloc[0:0]
+
+
+def state_family(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The ESS paper's test as it ran it: within each family (a mixer over its state sizes), accuracy
+    against ESS/demand and TSS/demand over its sizes and settings pooled, Spearman and Pearson; then all
+    families pooled. CPU hours: every run of those groups (every rate tried), from the records."""
+    fam = family_rows(df)
+    out = []
+    for task, t in fam.groupby("task"):
+        parts = [(mixer, g) for mixer, g in t.groupby("mixer")] + ([("all families", t)] if t["mixer"].nunique() > 1 else [])
+        for name, g in parts:
+            hours = runs.loc[runs["group"].isin(g["group"]), "run_seconds"].sum() / 3600
+            sizes = ", ".join(f"{v:g}" for v in sorted(g["tss"].unique()))
+            out.append({"task": task, "family": name, "sizes (TSS)": sizes, "settings": g["setting"].nunique(),
+                        **_coefficients(g), "CPU hours": hours})  # fmt: skip
+    return pd.DataFrame(out, columns=FAMILY_COLUMNS)
+
+
+def protocol_cost(runs: pd.DataFrame) -> pd.DataFrame:
+    """What the converged protocol costs, per task and mixer and in all: groups, runs (every rate the
+    search trained) and CPU hours (each run's own seconds, one thread per run), from the records."""
+    cols = ["task", "mixer", "groups", "runs", "CPU hours", "hours per group"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    out = []
+    for task, t in runs.groupby("task"):
+        for mixer, g in [*t.groupby("mixer"), ("all", t)]:
+            hours = g["run_seconds"].sum() / 3600
+            out.append({"task": task, "mixer": mixer, "groups": g["group"].nunique(), "runs": len(g), "CPU hours": hours,
+                        "hours per group": hours / g["group"].nunique()})  # fmt: skip
+    return pd.DataFrame(out, columns=cols)
