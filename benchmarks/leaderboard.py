@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from benchmarks import figures  # noqa: F401  (tests replace its functions here)
 from benchmarks.report import findings as fd
 from benchmarks.report import rows as rw
@@ -46,6 +48,9 @@ from benchmarks.throughput import throughput_rows
 # stores beside the published one that hold the backbone ablation's other columns (benchmarks.relabel
 # moved the MLP backbone's MQAR records to the first; preset=ablation_backbone writes the second)
 ABLATION_STORES = ("mlp_backbone", "ablation_backbone")
+# the store beside the published one that holds the MQAR records of the step-capped protocol the
+# converged one replaced (2,000 steps, three rates): the page says what changed between them
+PREVIOUS_PROTOCOL = "budget_2000"
 
 
 def _stamp(root: Path, ok: list[dict]) -> str:
@@ -76,7 +81,13 @@ def analyse(root: Path, store: Store) -> dict:
     a["timing_lines"] = fd.ess_timing_lines(a["timing"])
     a["family"], a["family_rows"] = tb.state_family(df, runs), tb.family_rows(df)
     a["family_lines"] = fd.family_lines(a["family"])
-    a["protocol_cost"] = tb.protocol_cost(runs[runs["group"].isin(rw.searched_groups(ok))])
+    searched = rw.searched_groups(ok)
+    a["protocol_cost"] = tb.protocol_cost(runs[runs["group"].isin(searched)])
+    a["convergence"] = tb.convergence(df, runs, searched)
+    a["convergence_lines"] = fd.convergence_lines(a["convergence"])
+    capped = rw.by_status(Store(root / PREVIOUS_PROTOCOL).records())[1]  # the step-capped protocol's records
+    a["protocol_change"] = tb.protocol_change(df[df["group"].isin(searched)], tb.board(capped)) if capped else pd.DataFrame()
+    a["protocol_change_lines"] = fd.protocol_change_lines(a["protocol_change"])
     a["mad"], a["lr"] = tb.mad_scores(df), tb.lr_sensitivity(runs)
     a["seeds"], a["seed_verdicts"] = tb.seed_spread(a["every_seed"]), tb.seed_verdicts(a["every_seed"])
     a["seed_lines"] = fd.seed_summary(a["seeds"], a["seed_verdicts"])

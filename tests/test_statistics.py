@@ -160,3 +160,22 @@ def test_a_groups_runs_cost_their_own_seconds_not_the_groups_wall_time_each():
     grouped = {"wall_time_s": 500.0, "metrics": {"seconds": parts, "search": {"rates": [1e-3]}}}
     assert run_seconds(grouped) == 40.0
     assert run_seconds({"wall_time_s": 500.0, "metrics": {"seconds": parts}}) == 500.0  # a lone run: its wall time
+
+
+def test_the_convergence_checks_count_what_the_sweep_owes():
+    """Four groups: one solved at the grid's edge (counts as inside: it solved), one on a plateau inside
+    the grid, one capped at its lowest rate (neither), one pruned but inside; attention at 0.98."""
+    from benchmarks.report import findings, tables
+
+    rates = [3e-4, 1e-3, 3e-3]
+    best = pd.DataFrame({"task": "mqar", "group": list("abcd"), "mixer": ["attention", "gla", "mamba", "lru"],
+                         "lr": [3e-3, 1e-3, 3e-4, 1e-3], "ended": ["solved", "plateau", "capped", "pruned"],
+                         "accuracy": [0.98, 0.9, 0.4, 0.3]})  # fmt: skip
+    runs = pd.DataFrame([{"group": g, "lr": lr, "stopped": "solved" if g == "a" and lr == 3e-3 else "budget"}
+                         for g in "abcd" for lr in rates])  # fmt: skip
+    (row,) = tables.convergence(best, runs, set("abcd")).to_dict("records")
+    assert (row["groups"], row["solved or plateau"], row["rate inside the grid or solved"]) == (4, 2, 3)
+    assert row["attention's lowest accuracy"] == 0.98
+    (line,) = findings.convergence_lines(tables.convergence(best, runs, set("abcd")))
+    assert "2 best rows (50%)" in line and "target 80%: not met" in line and "target 0.99: not met" in line
+    assert tables.convergence(best, runs, {"z"}).empty  # no group of the converged protocol: no claim

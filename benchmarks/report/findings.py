@@ -10,6 +10,9 @@ import pandas as pd
 from benchmarks.report.rows import FAMILIES, declares, own_conv
 from benchmarks.report.stats import (
     ACCURACY_SHIFT,
+    ATTENTION_FLOOR,
+    CONVERGED_SHARE,
+    INSIDE_GRID_SHARE,
     INTERVAL_METHOD,
     LEARNED_MARGIN,
     SOLVED,
@@ -503,4 +506,53 @@ def family_lines(family: pd.DataFrame) -> list[str]:
                 f"{_fmt(row['Pearson TSS/demand'])}): accuracy follows {closer} more closely; "
                 f"{row['CPU hours']:.1f} CPU hours of training."
             )
+    return lines
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def convergence_lines(table: pd.DataFrame) -> list[str]:
+    """What the converged sweep owes (`tables.convergence`), against its targets, said plainly."""
+    lines = []
+    for row in table.itertuples(index=False):
+        n = row.groups
+        ended, inside, floor = row[2], row[3], row[4]
+        attention = (
+            ""
+            if math.isnan(floor)
+            else (
+                f"; attention's lowest best accuracy is {floor:.3f} (target {ATTENTION_FLOOR}: {_met(floor >= ATTENTION_FLOOR)})"
+            )
+        )
+        lines.append(
+            f"{row.task}, the {n} groups trained to convergence so far: {ended} best rows ({ended / n:.0%}) ended solved or "
+            f"on a plateau (target {CONVERGED_SHARE:.0%}: {_met(ended >= CONVERGED_SHARE * n)}); in {inside} ({inside / n:.0%}) "
+            f"the chosen rate lies inside the rates tried or the task was solved (target {INSIDE_GRID_SHARE:.0%}: "
+            f"{_met(inside >= INSIDE_GRID_SHARE * n)}){attention}."
+        )
+    return lines
+
+
+def protocol_change_lines(change: pd.DataFrame, shift: float = ACCURACY_SHIFT) -> list[str]:
+    """What training to convergence changed (`tables.protocol_change`): the rows whose accuracy moved by
+    more than `shift`, and how many of the rows that rose had been capped while still improving."""
+    if change.empty:
+        return []
+    delta = change["accuracy now"] - change["accuracy before"]
+    up, down = change[delta > shift], change[delta < -shift]
+    capped = int((up["ended before"] == "capped").sum())
+    lines = [
+        f"Of {len(change)} rows trained under both protocols, {len(up)} rose by more than {shift} ({capped} of them had "
+        f"reached the step cap still improving) and {len(down)} fell by more than {shift}."
+    ]
+    for rows, word in ((up, "Rose"), (down, "Fell")):
+        if not rows.empty:
+            cells = [
+                " ".join(filter(None, (r["mixer"], r["state"], f"at {r['setting']}")))
+                + f" {r['accuracy before']:.3f} -> {r['accuracy now']:.3f}"
+                for _, r in rows.iterrows()
+            ]
+            lines.append(f"{word}: " + "; ".join(cells) + ".")
     return lines

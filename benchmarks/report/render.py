@@ -137,6 +137,12 @@ CAPTIONS = {
 }
 
 
+CONVERGENCE_NOTE = (
+    "The MQAR rows are trained until they stop improving (docs/protocol.md): fresh sequences every step, the learning "
+    "rate searched by successive halving, a run ended when it solves the task or its validation loss stops improving, "
+    "under a hard cap. Before, every run had 2,000 steps at three rates; those records are kept in budget_2000/ with "
+    "their own page. Below: how the converged sweep stands against what it owes, and every model trained under both."
+)
 TIMING_NOTE = (
     "Does ESS predict what a model will learn, or describe what it learned? The verdict's test (Spearman of accuracy "
     "with ESS within each setting, weighted by rows) with ESS of each best row's model as initialized, at its first "
@@ -380,6 +386,9 @@ def _page(
     family_lines,
     family_fig,
     protocol_cost,
+    convergence_lines,
+    protocol_change,
+    protocol_change_lines,
     **_,
 ) -> str:
     """index.html: the template filled, autoescaped; tables already rendered are marked safe."""
@@ -426,6 +435,10 @@ def _page(
         family=Markup(ht(family, "family")) if not family.empty else "",
         family_lines=family_lines,
         family_figures=[_figure(n, p, "") for n, p in family_fig.items()],
+        convergence_note=CONVERGENCE_NOTE,
+        convergence_lines=convergence_lines,
+        protocol_change_lines=protocol_change_lines,
+        protocol_change=Markup(ht(protocol_change, "protocol-change")) if not protocol_change.empty else "",
         cost_note=COST_NOTE,
         protocol_cost=Markup(ht(protocol_cost, "protocol-cost")) if not protocol_cost.empty else "",
         throughput=Markup(throughput_html),
@@ -459,6 +472,9 @@ def _markdown(
     family,
     family_lines,
     family_fig,
+    convergence_lines,
+    protocol_change,
+    protocol_change_lines,
     **_,
 ) -> list[str]:
     """leaderboard.md: the page's sections in the same order, tables as GitHub Markdown (the first
@@ -488,6 +504,14 @@ def _markdown(
         md(ladder),
         "",
         *[f"- {line}" for line in ladder_lines],
+        "",
+        "## Trained to convergence: what changed",
+        "",
+        CONVERGENCE_NOTE,
+        "",
+        *[f"- {line}" for line in convergence_lines + protocol_change_lines],
+        "",
+        md(protocol_change) if not protocol_change.empty else "",
         "",
         "## Verdict: does ESS per memory demand track accuracy better than TSS does?",
         "",

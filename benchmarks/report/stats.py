@@ -25,6 +25,13 @@ COLLAPSE = 0.5  # collapsed: ESS < memory demand <= bound and ESS < 0.5 bound: r
 #                 task needs, but the trained operator uses under half of it and less than the task needs
 SOLVED = 0.9  # an accuracy at or above this solves the task (a collapsed row, a ladder rung)
 
+# What a converged sweep owes its readers (issue 34's acceptance): this share of its best MQAR rows ended
+# solved or on a plateau, this share of its groups chose a rate inside the rates tried (or solved the
+# task), and attention, which solves MQAR at every setting, at or above this accuracy everywhere.
+CONVERGED_SHARE = 0.8
+INSIDE_GRID_SHARE = 0.9
+ATTENTION_FLOOR = 0.99
+
 
 def best_of_sweep(runs: pd.DataFrame, by) -> pd.DataFrame:
     """The best run of each sweep: per `by` (a group: its learning rates; a mixer's setting: its state

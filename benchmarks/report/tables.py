@@ -478,3 +478,41 @@ def protocol_cost(runs: pd.DataFrame) -> pd.DataFrame:
             out.append({"task": task, "mixer": mixer, "groups": g["group"].nunique(), "runs": len(g), "CPU hours": hours,
                         "hours per group": hours / g["group"].nunique()})  # fmt: skip
     return pd.DataFrame(out, columns=cols)
+
+
+CONVERGENCE_COLUMNS = ["task", "groups", "solved or plateau", "rate inside the grid or solved", "attention's lowest accuracy"]
+
+
+def convergence(df: pd.DataFrame, runs: pd.DataFrame, searched: set[str]) -> pd.DataFrame:
+    """Per task, over the groups trained by successive halving (`searched`): how many best rows ended
+    solved or on a plateau, in how many groups the chosen rate lies strictly inside the rates the search
+    tried or some run of the group solved the task, and attention's lowest best accuracy."""
+    out = []
+    best = df[df["group"].isin(searched)]
+    for task, g in best.groupby("task"):
+        tried = runs[runs["group"].isin(g["group"])].groupby("group")
+        lo, hi, solved = tried["lr"].min(), tried["lr"].max(), tried["stopped"].agg(lambda v: (v == "solved").any())
+        inside = [(lo[r.group] < r.lr < hi[r.group]) or bool(solved[r.group]) for r in g.itertuples()]
+        attention = g.loc[g["mixer"] == "attention", "accuracy"]
+        out.append({"task": task, "groups": len(g), "solved or plateau": int(g["ended"].isin(["solved", "plateau"]).sum()),
+                    "rate inside the grid or solved": int(sum(inside)),
+                    "attention's lowest accuracy": attention.min() if len(attention) else float("nan")})  # fmt: skip
+    return pd.DataFrame(out, columns=CONVERGENCE_COLUMNS)
+
+
+CHANGE_KEYS = ["task", "mixer", "state", "setting", "backbone"]
+
+
+def protocol_change(now: pd.DataFrame, before: pd.DataFrame) -> pd.DataFrame:
+    """The same model (mixer, state size, setting, backbone; first seed) under the converged protocol
+    (`now`) and the step-capped one before it (`before`, the store it moved to): accuracy, why it ended
+    and the sequences it saw, each side."""
+    cols = ["mixer", "state", "setting", "accuracy before", "ended before", "sequences before", "accuracy now",
+            "ended now", "sequences now"]  # fmt: skip
+    if now.empty or before.empty:
+        return pd.DataFrame(columns=cols)
+    pick = ["accuracy", "ended", "sequences", "seq_len", "memory_demand"]
+    a, b = (first_seed(d).set_index(CHANGE_KEYS)[pick] for d in (now, before))
+    both = a.join(b, lsuffix=" now", rsuffix=" before", how="inner").reset_index()
+    both = both.sort_values(["task", "seq_len now", "memory_demand now", "mixer", "state"])
+    return both[cols].reset_index(drop=True)
