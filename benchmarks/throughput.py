@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import os
 import re
 import statistics
 import sys
@@ -290,6 +291,8 @@ def run(
             continue
         record = {"key": key, "kind": "throughput", "config": cfg, "provenance": prov}
         record["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        # the machine's load when the row was measured: a shared CPU's numbers mean little without it
+        record["load_average"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         try:
             metrics = measure_mixer(name, length, device, d_model, batch, kernel, repeats)
             metrics["fallback"] = fallback_note(name, device, metrics["kernel"])
@@ -392,6 +395,7 @@ def throughput_rows(records: list[dict]) -> pd.DataFrame:
                 "forward GFLOP/s": m["forward_flops_per_s"] / 1e9,
                 "% of peak": 100 * m["forward_fraction_of_peak"] if "forward_fraction_of_peak" in m else float("nan"),
                 "commit": r["provenance"]["commit"][:10] + ("+dirty" if r["provenance"].get("dirty") else ""),
+                "load": r.get("load_average", float("nan")),
             }
         )
     cols = [
@@ -409,6 +413,7 @@ def throughput_rows(records: list[dict]) -> pd.DataFrame:
         "forward GFLOP/s",
         "% of peak",
         "commit",
+        "load",
     ]
     tp = pd.DataFrame(out, columns=["measured_at", *cols])
     same = ["mixer", "device", "kernel", "L", "batch"]
