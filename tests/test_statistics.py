@@ -164,15 +164,20 @@ def test_a_groups_runs_cost_their_own_seconds_not_the_groups_wall_time_each():
 
 def test_the_convergence_checks_count_what_the_sweep_owes():
     """Four groups: one solved at the grid's edge (counts as inside: it solved), one on a plateau inside
-    the grid, one capped at its lowest rate (neither), one pruned but inside; attention at 0.98."""
+    the grid, one capped at its lowest rate (neither), one whose best row was pruned but inside, and
+    the run its search trained furthest ended on a plateau (the group converged); attention at 0.98."""
     from benchmarks.report import findings, tables
 
     rates = [3e-4, 1e-3, 3e-3]
     best = pd.DataFrame({"task": "mqar", "group": list("abcd"), "mixer": ["attention", "gla", "mamba", "lru"],
                          "lr": [3e-3, 1e-3, 3e-4, 1e-3], "ended": ["solved", "plateau", "capped", "pruned"],
                          "accuracy": [0.98, 0.9, 0.4, 0.3]})  # fmt: skip
-    runs = pd.DataFrame([{"group": g, "lr": lr, "stopped": "solved" if g == "a" and lr == 3e-3 else "budget"}
+    runs = pd.DataFrame([{"group": g, "lr": lr, "stopped": "solved" if g == "a" and lr == 3e-3 else "budget",
+                          "ended": "plateau" if g == "d" and lr == 3e-3 else "pruned", "steps": 5000 if lr == 3e-3 else 1000}
                          for g in "abcd" for lr in rates])  # fmt: skip
+    (row,) = tables.convergence(best, runs, set("abcd")).to_dict("records")
+    assert (row["groups"], row["solved or plateau"], row["rate inside the grid or solved"]) == (4, 3, 3)
+    runs.loc[(runs["group"] == "d") & (runs["lr"] == 3e-3), "ended"] = "capped"  # its furthest run still improving
     (row,) = tables.convergence(best, runs, set("abcd")).to_dict("records")
     assert (row["groups"], row["solved or plateau"], row["rate inside the grid or solved"]) == (4, 2, 3)
     assert row["attention's lowest accuracy"] == 0.98

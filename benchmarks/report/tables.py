@@ -484,17 +484,22 @@ CONVERGENCE_COLUMNS = ["task", "groups", "solved or plateau", "rate inside the g
 
 
 def convergence(df: pd.DataFrame, runs: pd.DataFrame, searched: set[str]) -> pd.DataFrame:
-    """Per task, over the groups trained by successive halving (`searched`): how many best rows ended
-    solved or on a plateau, in how many groups the chosen rate lies strictly inside the rates the search
-    tried or some run of the group solved the task, and attention's lowest best accuracy."""
+    """Per task, over the groups trained by successive halving (`searched`): how many ended solved or on
+    a plateau (the best row did; or it was pruned, edging out on validation the run the search trained
+    furthest, and that run did), in how many groups the chosen rate lies strictly inside the rates the
+    search tried or some run of the group solved the task, and attention's lowest best accuracy."""
     out = []
     best = df[df["group"].isin(searched)]
+    done = ["solved", "plateau"]
     for task, g in best.groupby("task"):
-        tried = runs[runs["group"].isin(g["group"])].groupby("group")
+        tried = runs[runs["group"].isin(g["group"])]
+        furthest = tried.sort_values("steps").groupby("group")["ended"].last()
+        tried = tried.groupby("group")
         lo, hi, solved = tried["lr"].min(), tried["lr"].max(), tried["stopped"].agg(lambda v: (v == "solved").any())
         inside = [(lo[r.group] < r.lr < hi[r.group]) or bool(solved[r.group]) for r in g.itertuples()]
+        ended = [r.ended in done or (r.ended == "pruned" and furthest[r.group] in done) for r in g.itertuples()]
         attention = g.loc[g["mixer"] == "attention", "accuracy"]
-        out.append({"task": task, "groups": len(g), "solved or plateau": int(g["ended"].isin(["solved", "plateau"]).sum()),
+        out.append({"task": task, "groups": len(g), "solved or plateau": int(sum(ended)),
                     "rate inside the grid or solved": int(sum(inside)),
                     "attention's lowest accuracy": attention.min() if len(attention) else float("nan")})  # fmt: skip
     return pd.DataFrame(out, columns=CONVERGENCE_COLUMNS)
