@@ -528,7 +528,8 @@ def convergence_lines(table: pd.DataFrame) -> list[str]:
         )
         lines.append(
             f"{row.task}, the {n} groups trained to convergence so far: {ended} best rows ({ended / n:.0%}) ended solved or "
-            f"on a plateau, or were pruned beside a run that did (target {CONVERGED_SHARE:.0%}: {_met(ended >= CONVERGED_SHARE * n)}); in {inside} ({inside / n:.0%}) "
+            f"on a plateau, or were pruned beside a run that did (target {CONVERGED_SHARE:.0%}: "
+            f"{_met(ended >= CONVERGED_SHARE * n)}); in {inside} ({inside / n:.0%}) "
             f"the chosen rate lies inside the rates tried or the task was solved (target {INSIDE_GRID_SHARE:.0%}: "
             f"{_met(inside >= INSIDE_GRID_SHARE * n)}){attention}."
         )
