@@ -18,22 +18,24 @@ class UnknownMixerError(KeyError, ValueError):
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 # Reference mixers: registry name -> "module:Class", imported on first use so
-# that a broken optional dependency of one mixer never breaks the others.
+# that a broken optional dependency of one mixer never breaks the others. In the order they joined
+# the suite: a sweep over all of them (`reference_names`) runs in this order, so that one stopped
+# part-way covers the first ones evenly and a new mixer joins at the end.
 _REFERENCE = {
     "attention": "architectures.attention:Attention",
+    "sliding_window": "architectures.sliding_window:SlidingWindowAttention",
+    "linear_attention": "architectures.linear_attention:LinearAttention",
+    "gla": "architectures.gla:GLA",
+    "wla": "architectures.wla:WLA",
+    "mamba": "architectures.mamba:Mamba",
+    "mamba2": "architectures.mamba2:Mamba2",
+    "hyena": "architectures.hyena:Hyena",
+    "lru": "architectures.lru:LRU",
     "based": "architectures.based:Based",
     "deltanet": "architectures.deltanet:DeltaNet",
     "gated_deltanet": "architectures.gated_deltanet:GatedDeltaNet",
-    "gla": "architectures.gla:GLA",
-    "h3": "architectures.h3:H3",
-    "hyena": "architectures.hyena:Hyena",
-    "linear_attention": "architectures.linear_attention:LinearAttention",
-    "lru": "architectures.lru:LRU",
-    "mamba": "architectures.mamba:Mamba",
-    "mamba2": "architectures.mamba2:Mamba2",
     "rwkv7": "architectures.rwkv7:RWKV7",
-    "sliding_window": "architectures.sliding_window:SlidingWindowAttention",
-    "wla": "architectures.wla:WLA",
+    "h3": "architectures.h3:H3",
 }
 
 
@@ -46,6 +48,11 @@ def register(name: str, factory: Callable[..., nn.Module]) -> None:
 
 def names() -> list[str]:
     return sorted({*_REFERENCE, *_REGISTRY})
+
+
+def reference_names() -> list[str]:
+    """The suite's own mixers, in the order they joined it (never one registered in-process)."""
+    return list(_REFERENCE)
 
 
 def resolve(name: str) -> Callable[..., nn.Module]:

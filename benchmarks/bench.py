@@ -11,9 +11,13 @@ by Hydra's own sweeper; overrides on the command line replace the preset's
 values. Each group is trained at every learning rate of its mixer's
 `architecture.lr_grid`. Every run is validated before the first one trains (a
 bad combination exits with one line saying which, and nothing is written).
-`workers=N` runs N processes, each with its share of the CPU threads. Runs
-whose records exist are skipped, so a second call only rebuilds the
-leaderboard. Failed runs are recorded and the sweep goes on. A finished sweep is compared, row by
+`workers=N` runs N processes, each with its share of the CPU threads, and
+prints a line as each run or group starts (their progress bars would overwrite
+each other; `progress=false`: only a line as each ends). Runs whose records
+exist are skipped, so a second call only rebuilds the leaderboard. Failed runs
+are recorded and the sweep goes on. Ctrl-C stops the runs in progress (no
+record is written for them; a group keeps its checkpoints) and starts no other;
+the same command resumes the sweep. A finished sweep is compared, row by
 row, with its preset's committed reference (`REFERENCES`; `reference=<store>` names another): each
 row's accuracy and ESS beside the reference's, then one line saying whether it reproduced within
 seed noise (`ACCURACY_NOISE`, `ESS_NOISE`).
@@ -21,6 +25,7 @@ seed noise (`ACCURACY_NOISE`, `ESS_NOISE`).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import multiprocessing
@@ -28,7 +33,7 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import torch
@@ -42,7 +47,7 @@ from omegaconf.errors import OmegaConfBaseException
 from architectures import registry
 from benchmarks import analysis, leaderboard
 from benchmarks.config import ConfigError, describe, grid_runs, mixer_spec, single_run, validate
-from benchmarks.overrides import explain, normalize
+from benchmarks.overrides import explain, normalize, wants_help
 from benchmarks.provenance import git_state
 from benchmarks.run import run_group, run_one
 from benchmarks.store import Store, group_key, run_key
@@ -58,7 +63,7 @@ def expand(overrides: list[str]) -> list[dict]:
     fixed = [o.input_line for o in parser.parse_overrides(overrides) if not o.is_sweep_override()]
     with initialize_config_module("benchmarks.conf", version_base="1.3"):
         hydra_cfg = compose("config", overrides=fixed, return_hydra_config=True)
-        params = OmegaConf.to_container(hydra_cfg.hydra.sweeper.params or {})
+        params = OmegaConf.to_container(hydra_cfg.hydra.sweeper.params or {}, resolve=True)  # ${mixers:}
         given = {_key_of(o) for o in overrides}
         grid = [f"{k}={v}" for k, v in params.items() if k not in given] + list(overrides)
         parsed = parser.parse_overrides(grid)
@@ -101,24 +106,97 @@ def load_code() -> None:
     git_state()
 
 
+_INTERRUPTED = False  # a worker's: Ctrl-C reached it, so it starts nothing more
+_BUSY = False  # a worker's: it is training a run or group
+
+
+def _on_interrupt(signum, frame) -> None:
+    """A worker's SIGINT handler: stop the run or group it is training (KeyboardInterrupt: no record, the
+    claim released, checkpoints kept) and start no other. Once only: the sweep forwards Ctrl-C to its
+    workers, which the terminal may have sent them already."""
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _BUSY:
+        raise KeyboardInterrupt
+
+
 def _init_worker(parent: int) -> None:
-    """Pool initializer: a worker exits when the sweep's process does (killed or interrupted), instead
-    of running on, orphaned, through the tasks already queued to it; and loads its code at once."""
+    """Pool initializer: a worker exits when the sweep's process does (killed), instead of training on,
+    orphaned; Ctrl-C stops it (`_on_interrupt`); and it loads its code at once."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
+    signal.signal(signal.SIGINT, _on_interrupt)
     load_code()
 
 
-def _run_in_worker(cfg: dict, threads: int) -> dict:
+def _in_worker(fn, cfg: dict, threads: int):
+    """`fn` (run_one or run_group) in a worker, unless Ctrl-C has reached it."""
+    global _BUSY
+    if _INTERRUPTED:
+        raise KeyboardInterrupt
     torch.set_num_threads(threads)
-    return run_one({**cfg, "progress": False}, check=False)
+    _BUSY = True
+    try:
+        return fn({**cfg, "progress": False}, check=False)
+    finally:
+        _BUSY = False
 
 
-def _group_in_worker(cfg: dict, threads: int) -> list[dict]:
-    torch.set_num_threads(threads)
-    return run_group({**cfg, "progress": False}, check=False)
+class Interrupted(Exception):
+    """Ctrl-C stopped the sweep; the message says what was stopped and how to resume."""
+
+
+def _interrupted(unit: str, running: int, waiting: int) -> Interrupted:
+    resume = "from their checkpoints" if unit == "group" else "from the start"
+    return Interrupted(
+        f"interrupted: {_count(running, unit)} stopped while training, {waiting} not started; nothing of them is recorded, "
+        f"and the same command resumes the sweep (stopped {unit}s {resume})"
+    )
+
+
+GRACE_S = 30  # how long an interrupted worker may take to stop before it is terminated
+
+
+def _in_pool(fn, todo: list[dict], workers: int, threads: int, unit: str, started, done) -> None:
+    """`fn(cfg, check=False)` for every config of `todo` in `workers` processes, one at a time each: nothing
+    waits in a queue behind a running one, so Ctrl-C starts nothing new. `started(cfg)` as a config goes
+    to a worker, `done(cfg, result)` as it finishes. Ctrl-C (to the sweep or its process group) stops the
+    running ones (no record written) and raises Interrupted."""
+    context = multiprocessing.get_context("spawn")
+    waiting, running = list(todo), {}
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                cfg = waiting.pop(0)
+                running[pool.submit(_in_worker, fn, cfg, threads)] = cfg
+                started(cfg)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                done(running.pop(future), future.result())
+    except KeyboardInterrupt:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers are being stopped: a second Ctrl-C changes nothing
+        for process in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGINT)
+        wait(running, timeout=GRACE_S)
+        if not all(f.done() for f in running):  # a worker deaf to SIGINT (inside one long kernel call)
+            for process in multiprocessing.active_children():
+                process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        signal.signal(signal.SIGINT, previous)
+        stopped = 0
+        for future, cfg in running.items():  # one that finished meanwhile wrote its record: shown as done
+            if future.done() and not future.cancelled() and future.exception() is None:
+                done(cfg, future.result())
+            else:
+                stopped += 1
+        raise _interrupted(unit, stopped, len(waiting)) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _groups(overrides: list[str]) -> list[dict]:
@@ -130,19 +208,25 @@ def _groups(overrides: list[str]) -> list[dict]:
 def _group_line(records: list[dict]) -> str:
     """One line for a finished group: mixer, setting, its best rate on validation and how it ended."""
     ok = [r for r in records if r["status"] == "ok"]
-    cfg = records[0]["config"] if records else {}
-    where = describe({**cfg, "train": {}}) if cfg else "?"
-    task = cfg.get("task", {})
-    setting = f"L={task.get('seq_len')} kv={task.get('num_kv_pairs')}" if "num_kv_pairs" in task else ""
+    where = _coordinates(records[0]["config"], lr=False) if records else "?"
     if not ok:
-        return f"{where} {setting}: every run failed ({records[0].get('error', '?') if records else 'no records'})"
+        return f"{where}: every run failed ({records[0].get('error', '?') if records else 'no records'})"
     best = max(ok, key=lambda r: r["metrics"]["val_accuracy"])
     m = best["metrics"]
-    return (f"{where} {setting}: best lr={best['config']['train']['lr']:g} accuracy={m['accuracy']:.3f} "
+    return (f"{where}: best lr={best['config']['train']['lr']:g} accuracy={m['accuracy']:.3f} "
             f"({m['stopped']} after {m['steps']} steps); {len(records)} rates, {len(records) - len(ok)} failed")  # fmt: skip
 
 
-def _coordinates(cfg: dict) -> str:
+def _started(cfg: dict, workers: int) -> None:
+    """With several workers, one line as a run or group starts: their progress bars would overwrite each
+    other, so they are off (`progress=false` leaves only the lines of finished ones)."""
+    if workers > 1 and cfg.get("progress", True):
+        runs = grid_runs(cfg)
+        what = _coordinates(runs[0], lr=len(runs) == 1) + (f" ({len(runs)} rates)" if len(runs) > 1 else "")
+        print(f"started {what}", flush=True)
+
+
+def _coordinates(cfg: dict, lr: bool = True) -> str:
     """A run's mixer (with its state size), task setting and rate, e.g. `mamba d_state=16 mqar L=64, kv=4 lr=0.003`."""
     mixer, arch = mixer_spec(cfg["architecture"])
     knob = analysis.state_knob_name(mixer)
@@ -150,7 +234,7 @@ def _coordinates(cfg: dict) -> str:
     task = cfg["task"]
     known = "seq_len" in task and (task.get("name") != "mqar" or "num_kv_pairs" in task)
     setting = analysis._setting(task) if known else (f"level={task['level']}" if task.get("level") is not None else "")
-    return " ".join(s for s in (mixer, state, task.get("name", "?"), setting, f"lr={cfg['train']['lr']:g}") if s)
+    return " ".join(s for s in (mixer, state, task.get("name", "?"), setting, f"lr={cfg['train']['lr']:g}" if lr else "") if s)
 
 
 def _count(n: int, noun: str) -> str:
@@ -285,8 +369,13 @@ def plan(overrides: list[str]) -> list[dict]:
     return configs
 
 
+USAGE = "python -m benchmarks.bench [preset=NAME] [reference=STORE] [KEY=VALUE ...]  (Hydra overrides of benchmarks/conf)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args, USAGE, __doc__):
+        return 0
     given = next((a.split("=", 1)[1] for a in args if a.startswith("reference=")), None)
     overrides = normalize([a for a in args if not a.startswith("reference=")])
     try:
@@ -302,8 +391,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     store = Store(configs[0]["store"])
     write_plan(store, overrides, configs)
-    if configs[0]["train"].get("rungs"):
-        return _sweep_groups(overrides, configs, store, given)
+    try:
+        sweep = _sweep_groups if configs[0]["train"].get("rungs") else _sweep_runs
+        return sweep(overrides, configs, store, given)
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # after the training: every record is written
+        print("interrupted before the leaderboard was rebuilt; the same command rebuilds it", file=sys.stderr)
+        return 130
+
+
+def _sweep_runs(overrides: list[str], configs: list[dict], store: Store, given: str | None = None) -> int:
+    """A sweep whose unit of work is a run: each in turn, or `workers` at a time, with one line per
+    finished run and the time left at the pace so far."""
     todo = [c for c in configs if not store.exists(run_key(single_run(c)))]  # unreadable records set aside: redone
     workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
     threads = max(1, torch.get_num_threads() // workers)
@@ -328,18 +429,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if workers == 1:
         load_code()
-        for cfg in todo:
-            done(cfg, run_one(cfg, check=False))
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_run_in_worker, cfg, threads): cfg for cfg in todo}
+        for i, cfg in enumerate(todo):
             try:
-                for future in as_completed(futures):
-                    done(futures[future], future.result())
+                record = run_one(cfg, check=False)
             except KeyboardInterrupt:
-                pool.shutdown(cancel_futures=True)
-                raise
+                raise _interrupted("run", 1, len(todo) - i - 1) from None
+            done(cfg, record)
+    else:
+        _in_pool(run_one, todo, workers, threads, "run", lambda cfg: _started(cfg, workers), done)
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     paths = leaderboard.build(store.root)
     for p in paths:
@@ -361,7 +458,7 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
     )
     start, failed, done_groups = time.time(), 0, 0
 
-    def done(records: list[dict]) -> None:
+    def done(group: dict, records: list[dict]) -> None:
         nonlocal failed, done_groups
         done_groups += 1
         failed += sum(r["status"] == "failed" for r in records)
@@ -373,18 +470,14 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
 
     if workers == 1:
         load_code()
-        for group in todo:
-            done(run_group(group, check=False))
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_group_in_worker, g, threads) for g in todo]
+        for i, group in enumerate(todo):
             try:
-                for future in as_completed(futures):
-                    done(future.result())
+                records = run_group(group, check=False)
             except KeyboardInterrupt:
-                pool.shutdown(cancel_futures=True)
-                raise
+                raise _interrupted("group", 1, len(todo) - i - 1) from None
+            done(group, records)
+    else:
+        _in_pool(run_group, todo, workers, threads, "group", lambda cfg: _started(cfg, workers), done)
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     for p in leaderboard.build(store.root):
         print(f"leaderboard: {p}")

@@ -3,9 +3,10 @@
 A sweep is a list of run configs; each group (mixer, mixer config, task setting, width, seed,
 training budget) is trained at every learning rate of its grid (`architecture.lr_grid`, the
 mixer's default in `conf/architecture/<mixer>.yaml`, overridable on the command line), one
-run and one record per rate. `validate` builds everything a run needs except the training
-itself, so a bad configuration fails in seconds with one line naming the field and the fix,
-and writes nothing.
+run and one record per rate. Keys and types are Hydra's to check, while it composes (the schema in
+benchmarks/conf/__init__.py); `validate` checks the rest (ranges, and rules across fields and
+groups) by building everything a run needs except the training itself, so a bad configuration
+fails in seconds with one line naming the field and the fix, and writes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from architectures import registry
-from architectures.backbone import MODELS, NAMES as BACKBONES, LanguageModel
+from architectures.backbone import MODELS, LanguageModel
+from architectures.backbone import NAMES as BACKBONES
 from tasks import registry as tasks
 
 LR_GRID = "lr_grid"  # key of the learning-rate grid in the architecture config

@@ -312,6 +312,7 @@ def _check_mode(mixer: nn.Module, x: torch.Tensor, tol: float, report: Report, s
 
 USAGE = """usage: python -m benchmarks.conformance [architecture=NAME|package.module:Class] [architecture.<param>=VALUE ...]
   without architecture=, every registered mixer is checked"""
+SEE_HELP = "see python -m benchmarks.conformance --help"
 
 
 def _parse(args: list[str]) -> tuple[str | None, dict]:
@@ -347,10 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         if target:
             registry.resolve(target)
     except ValueError as e:  # an unknown key or mixer: a usage error, nothing checked
-        print(f"conformance: {e}\n{USAGE}", file=sys.stderr)
+        print(f"conformance: {e}; {SEE_HELP}", file=sys.stderr)
         return 2
     if config and not target:
-        print(f"conformance: architecture.<param> needs architecture=<mixer>\n{USAGE}", file=sys.stderr)
+        print(f"conformance: architecture.<param> needs architecture=<mixer>; {SEE_HELP}", file=sys.stderr)
         return 2
     names = [target] if target else registry.names()
     failed = 0

@@ -11,7 +11,6 @@ place, so a killed or failed rebuild leaves the last page whole.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks import figures  # noqa: F401  (tests replace its functions here)
+from benchmarks.overrides import Parser
 from benchmarks.report import findings as fd
 from benchmarks.report import rows as rw
 from benchmarks.report import stats as st
@@ -139,11 +139,16 @@ def _publish(written: list[Path], stage: Path, root: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m benchmarks.leaderboard", description="Build the leaderboard (page, Markdown, CSV, figures) of a store."
     )
-    parser.add_argument("store", nargs="?", default="results", help="the store's directory (default: results)")
+    parser.add_argument("store", nargs="?", default="results", help="the store's directory (default: results; or store=DIR)")
     args = parser.parse_args(argv)
+    key, sep, value = args.store.partition("=")
+    if sep and key == "store":  # the key=value form of the other commands
+        args.store = value
+    elif sep and not Path(args.store).exists():
+        parser.error(f"unknown argument {args.store!r}: give the store's directory, e.g. results")
     root = Path(args.store)
     store = Store(root)
     try:

@@ -8,6 +8,7 @@ A `_target_` works too: `architecture=custom +architecture._target_=package.modu
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import re
 import sys
@@ -15,6 +16,22 @@ from pathlib import Path
 
 CONF = Path(__file__).resolve().parent / "conf" / "architecture"
 PRESETS = Path(__file__).resolve().parent / "conf" / "preset"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the suite's usage errors: one line naming the argument and the fix, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
+def wants_help(args: list[str], usage: str, doc: str) -> bool:
+    """For the commands that take key=value overrides: whether `-h`/`--help` was asked for, then printed
+    (usage, then the module's docstring); the command exits 0."""
+    if not any(a in ("-h", "--help") for a in args):
+        return False
+    print(f"usage: {usage}\n\n{doc.strip()}")
+    return True
 
 
 def _is_out_of_tree(value: str) -> bool:
@@ -68,8 +85,15 @@ def explain(error: BaseException, overrides: list[str]) -> str:
     """One line for a composition error: the unknown key or option, the closest valid ones, and the
     valid ones (instead of Hydra's hint to add the key with `+`, which would silently do nothing)."""
     from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
     from omegaconf import OmegaConf
 
+    typed = _type_error(error)
+    if typed:
+        return typed
+    if isinstance(error, OverrideParseException):
+        return f"{error.override!r} is not an override: give key=value, e.g. seed=1"
     text = str(error)
     missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
     if missing:
@@ -80,8 +104,13 @@ def explain(error: BaseException, overrides: list[str]) -> str:
     if unknown:
         key = unknown.group(1)
         parent, _, leaf = key.rpartition(".")
-        rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key]
+        rest = [o for o in overrides if o.partition("=")[0].lstrip("+~") != key and not o.startswith(("-", "hydra"))]
         try:
+            parsed = OverridesParser.create().parse_overrides(rest)
+            rest = [  # a sweep (a,b,c) by its first value
+                f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else o.input_line
+                for o in parsed
+            ]
             with initialize_config_module("benchmarks.conf", version_base="1.3"):
                 node = (
                     OmegaConf.select(compose("config", overrides=rest), parent) if parent else compose("config", overrides=rest)
@@ -93,6 +122,22 @@ def explain(error: BaseException, overrides: list[str]) -> str:
         valid = f"keys of {parent or 'the config'}: {', '.join(where + k for k in keys)}" if keys else ""
         return f"unknown key {key!r}: {_close(leaf, [str(k) for k in keys]).replace('mean ', 'mean ' + where)}{valid}"
     return one_line(error)
+
+
+# what each of OmegaConf's conversion messages asks for, as a fix
+WANTED = (("Integer", "an integer"), ("Float", "a number"), ("bool", "true or false"), ("String", "a string"))
+
+
+def _type_error(error: BaseException) -> str | None:
+    """One line for a value the schema refuses (benchmarks/conf/__init__.py): the key, why, and what to give."""
+    from omegaconf.errors import ValidationError
+
+    cause = error if isinstance(error, ValidationError) else error.__cause__
+    if not isinstance(cause, ValidationError) or not getattr(cause, "full_key", None):
+        return None
+    why = str(cause.msg).splitlines()[0]
+    want = next((w for name, w in WANTED if name in why), "a value of its type")
+    return f"{cause.full_key}: {why}; give {want}"
 
 
 def one_line(error: BaseException) -> str:

@@ -23,12 +23,12 @@ It reads the records' keys from the preset's plan as it was before the change
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
 from pathlib import Path
 
+from benchmarks.overrides import Parser
 from benchmarks.store import CorruptRecord, Store, group_key, load_record, run_key
 
 
@@ -110,12 +110,14 @@ def carry_backbone(store: Store, backbone: str, move: dict[str, Store]) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m benchmarks.relabel", description=__doc__.split("\n\n")[0])
     parser.add_argument("store", type=Path)
     parser.add_argument("preset", nargs="?", help="the preset whose plan (<store>/plans/<preset>.json) names the records")
     parser.add_argument("--solved-accuracy", type=float, help="the new train.solved_accuracy")
     parser.add_argument("--backbone", help="name this backbone in every record that names none")
-    parser.add_argument("--move", action="append", default=[], metavar="TASK=STORE", help="with --backbone: that task's records go to STORE")
+    parser.add_argument(
+        "--move", action="append", default=[], metavar="TASK=STORE", help="with --backbone: that task's records go to STORE"
+    )
     args = parser.parse_args(argv)
     if args.backbone is not None:
         from architectures.backbone import NAMES

@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
 from benchmarks import analysis, leaderboard, throughput
 from benchmarks.bench import _coordinates, _run_line, expand, plan
-from benchmarks.config import describe, mixer_spec
+from benchmarks.config import ConfigError, describe, mixer_spec
 from benchmarks.conformance import ConformanceError, check_mixer
-from benchmarks.overrides import architecture_from_overrides, normalize
+from benchmarks.overrides import architecture_from_overrides, explain, normalize, wants_help
 from benchmarks.report.columns import BY_KEY, FORMATS
 from benchmarks.report.render import _figure, review_page
 from benchmarks.run import run_one
@@ -499,28 +501,40 @@ def leaderboard_throughput(records: list[dict]) -> pd.DataFrame:
     return throughput.throughput_rows(records)
 
 
+USAGE = (
+    "python -m benchmarks.review architecture=NAME|package.module:Class [preset=NAME] [reference=STORE] [out=DIR] "
+    "[lengths=128,256] [KEY=VALUE ...]  (other keys: Hydra overrides of benchmarks/conf)"
+)
+
+
+def _usage_error(message: str) -> int:
+    print(f"review: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args, USAGE, __doc__):
+        return 0
     opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args if a.split("=", 1)[0] in REVIEW_ARGS}
     overrides = normalize([a for a in args if a.split("=", 1)[0] not in REVIEW_ARGS])
     name = architecture_from_overrides(overrides)
     if not name:
-        print("review: say which mixer, e.g. architecture=examples.gated_ema:GatedEMA", file=sys.stderr)
-        return 2
+        return _usage_error("say which mixer, e.g. architecture=examples.gated_ema:GatedEMA; see --help")
     try:  # before anything trains: a bad length would otherwise fail after every run
         lengths = [int(v) for v in opts.get("lengths", "128,256,512,1024").split(",")]
         if not lengths or min(lengths) < 1:
             raise ValueError
     except ValueError:
-        print(f"review: lengths={opts['lengths']!r}: give positive integers, e.g. lengths=128,256", file=sys.stderr)
-        return 2
+        return _usage_error(f"lengths={opts['lengths']!r}: give positive integers, e.g. lengths=128,256")
     out_dir = Path(opts.get("out", "reviews")) / folder_name(name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    # the reference: the store of the preset's own sweep (`default`: runs/default, which `nox -s bench`
-    # trains), whose rows were trained under the same protocol as this review's
-    reference_name = opts.get("reference") or expand(overrides)[0]["store"]
-    first = expand([*overrides, f"store={out_dir}"])[0]
+    try:  # an unknown key or a value of the wrong type: one line, nothing checked or written
+        # the reference: the store of the preset's own sweep (`default`: runs/default, which `nox -s bench`
+        # trains), whose rows were trained under the same protocol as this review's
+        reference_name = opts.get("reference") or expand(overrides)[0]["store"]
+        first = expand([*overrides, f"store={out_dir}"])[0]
+    except (HydraException, OmegaConfBaseException) as e:
+        return _usage_error(f"configuration error: {explain(e, overrides)}")
     report = check_mixer(name, d_model=first["model"]["d_model"], **mixer_spec(first["architecture"])[1])
     print(report.message())
     if not report.passed:
@@ -528,13 +542,15 @@ def main(argv: list[str] | None = None) -> int:
     reference = Store(reference_name)
     if not list(reference.records_dir.glob("*.json")):
         preset = next((a.split("=", 1)[1] for a in overrides if a.startswith("preset=")), "default")
-        print(
-            f"review: no reference records in {reference.records_dir}: build them with "
-            f"`python -m benchmarks.bench preset={preset}` (or give reference=<a store of that preset>)",
-            file=sys.stderr,
+        return _usage_error(
+            f"no reference records in {reference.records_dir}: build them with "
+            f"`python -m benchmarks.bench preset={preset}` (or give reference=<a store of that preset>)"
         )
-        return 2
-    configs = plan([*overrides, f"store={out_dir}"])  # every run of the preset's ladder at every rate of the grid
+    try:
+        configs = plan([*overrides, f"store={out_dir}"])  # every run of the preset's ladder at every rate of the grid
+    except ConfigError as e:
+        return _usage_error(f"configuration error: {e}")
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     print(_plan_line(configs, reference.records(), lengths), flush=True)
     for i, cfg in enumerate(configs, 1):

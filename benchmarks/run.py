@@ -26,6 +26,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import benchmarks.conf  # noqa: F401 - registers the config schema that @hydra.main composes with
 from architectures.backbone import LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
@@ -362,17 +363,26 @@ def main(cfg: DictConfig) -> None:
 
 
 def check_composes(overrides: list[str]) -> None:
-    """Compose the config before Hydra's main does, so a typo exits with one line naming the key."""
+    """Compose the config before Hydra's main does, so a typo or a value of the wrong type exits with one
+    line naming the key; a multirun's sweep overrides (a,b,c) one value at a time."""
     from hydra import compose, initialize_config_module
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    given = [o for o in overrides if not o.startswith(("-", "hydra"))]
     try:
+        parsed = OverridesParser.create().parse_overrides(given)
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        sweeps = [o for o in parsed if o.is_sweep_override()]
+        if sweeps and not {"-m", "--multirun"} & set(overrides):
+            print(f"configuration error: {sweeps[0].input_line} sweeps several values; add -m to run each", file=sys.stderr)
+            sys.exit(2)
+        trials = [fixed] + [[*fixed, f"{o.get_key_element()}={v}"] for o in sweeps for v in o.sweep_string_iterator()]
         with initialize_config_module("benchmarks.conf", version_base="1.3"):
-            compose("config", overrides=[o for o in overrides if not o.startswith(("-", "hydra"))])
+            for trial in trials:
+                compose("config", overrides=trial)
     except (HydraException, OmegaConfBaseException) as e:
-        if "-m" in overrides or "--multirun" in overrides:
-            return  # sweep syntax (a,b,c) is Hydra's to expand: let it report
         print(f"configuration error: {explain(e, overrides)}", file=sys.stderr)
         sys.exit(2)
 

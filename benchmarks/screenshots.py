@@ -16,6 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from benchmarks.overrides import Parser
+
 WIDTHS = (1400, 400)
 MAX_HEIGHT = 16000  # px: Chromium's screenshot limit is near 16k; longer pages are cut there
 
@@ -76,21 +78,29 @@ def shoot(driver, page: Path, width: int, out: Path) -> tuple[Path, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog="python -m benchmarks.screenshots", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("pages", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("runs/screenshots"))
-    parser.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    parser.add_argument("--widths", default=",".join(map(str, WIDTHS)), help="window widths in px, comma-separated")
     args = parser.parse_args(argv)
+    try:
+        widths = [int(w) for w in args.widths.split(",")]
+        if min(widths) < 1:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--widths {args.widths!r}: give positive integers, e.g. --widths 1400,400")
     missing = [p for p in args.pages if not p.is_file()]
     if missing:
-        print(f"error: no such page: {', '.join(map(str, missing))} (build it first)", file=sys.stderr)
+        print(f"screenshots: no such page: {', '.join(map(str, missing))} (build it first)", file=sys.stderr)
         return 2
     driver = browser()
     failed = False
     try:
         for page in args.pages:
             stem = page.parent.name if page.name in ("index.html", "report.html") else page.stem
-            for width in map(int, args.widths.split(",")):
+            for width in widths:
                 path, problems = shoot(driver, page, width, args.out / f"{stem}-{page.stem}-{width}px.png")
                 print(f"{path}: {'; '.join(problems) if problems else 'no overflow'}")
                 failed |= bool(problems)

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from architectures import registry
 from architectures.base import tensor_bytes, with_length
 from architectures.kernels import check_choice
+from benchmarks.overrides import wants_help
 from benchmarks.provenance import provenance
 from benchmarks.store import Store, run_key
 from benchmarks.train import keep_freed_memory
@@ -316,21 +317,27 @@ def _positive_ints(key: str, text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
-        raise SystemExit(f"{key}={text!r}: expected comma-separated integers, e.g. {key}=128,256\n{USAGE}") from None
+        raise SystemExit(f"{key}={text!r}: expected comma-separated integers, e.g. {key}=128,256") from None
     if any(v < 1 for v in values):
         raise SystemExit(f"{key}={text!r}: every value must be >= 1")
     return values
+
+
+def _flag(key: str, text: str) -> bool:
+    if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+        raise SystemExit(f"{key}={text!r}: give true or false")
+    return text.lower() in ("1", "true", "yes")
 
 
 def parse_args(argv: list[str]) -> dict:
     """`key=value` arguments, checked here so that bad input is one clear line, not a failed record."""
     malformed = [a for a in argv if "=" not in a]
     if malformed:
-        raise SystemExit(f"arguments are key=value, got {malformed}\n{USAGE}")
+        raise SystemExit(f"arguments are key=value, got {malformed}; see python -m benchmarks.throughput --help")
     args = dict(a.split("=", 1) for a in argv)
     unknown = set(args) - {"mixers", "lengths", "store", "device", "kernel", "d_model", "batch", "repeats", "force"}
     if unknown:
-        raise SystemExit(f"unknown argument(s) {sorted(unknown)}\n{USAGE}")
+        raise SystemExit(f"unknown argument(s) {sorted(unknown)}; see python -m benchmarks.throughput --help")
     try:
         device = torch.device(args.get("device", "cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
@@ -357,7 +364,7 @@ def parse_args(argv: list[str]) -> dict:
         "store_root": args.get("store", "results"),
         "device": device,
         "kernel": kernel,
-        "force": args.get("force", "false").lower() in ("1", "true", "yes"),
+        "force": _flag("force", args.get("force", "false")),
     }
     for key in ("d_model", "batch", "repeats"):  # absent: run()'s defaults
         if key in args:
@@ -462,8 +469,11 @@ def speedup_table(tp: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv, USAGE, __doc__):
+        return 0
     try:
-        config = parse_args(sys.argv[1:] if argv is None else argv)
+        config = parse_args(argv)
     except SystemExit as e:  # bad input: one line and exit 2, as every other command of the suite
         if isinstance(e.code, str):
             print(f"configuration error: {e.code}", file=sys.stderr)

@@ -7,9 +7,11 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -89,7 +91,7 @@ def test_reference_mixer_passes_the_new_checks_in_both_modes():
 def test_conformance_refuses_unknown_keys_and_mixers(args, capsys):
     assert conformance.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("conformance: ") and "usage:" in err
+    assert err.startswith("conformance: ") and "--help" in err and "\n" not in err.strip()
 
 
 # --- 2. claims -------------------------------------------------------------------------------------
@@ -377,3 +379,52 @@ def test_a_record_type_check_reads_as_json(tmp_path):
     record = valid_record()
     path = Store(tmp_path).write(record)
     assert load_record(path) == json.loads(json.dumps(record))
+
+
+# --- 10. Ctrl-C with two workers ------------------------------------------------------------------
+
+
+def _poll(until, seconds: float, every: float = 0.05) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if until():
+            return True
+        time.sleep(every)
+    return False
+
+
+@pytest.mark.e2e
+def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(tmp_path):
+    """Six one-rate groups in two workers: three of 4 steps, then three that never end (lr 1e-9, 100,000
+    steps). Ctrl-C to the process group once the short ones are recorded and two long ones train: the
+    sweep exits in seconds, non-zero, with one line; the third long group never starts, nothing more is
+    recorded and no claim is left. Each group has a line as it starts and as it ends."""
+    records = tmp_path / "records"
+    args = [
+        "preset=smoke", f"store={tmp_path}", "workers=2", "reference=", "train.steps=4,100000",
+        "architecture=attention,lru,gla", "architecture.lr_grid=[1e-9]", "train.rungs=[2]", "train.schedule=wsd",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=env, start_new_session=True,
+    )  # fmt: skip
+    claims = lambda: {p.name for p in records.glob(".*.claim")}
+    try:
+        assert _poll(lambda: len(list(records.glob("*.json"))) == 3 and len(claims()) == 2, 120), "the short groups never landed"
+        training = claims()
+        os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        seen = set(training)
+        assert _poll(lambda: seen.update(claims()) or sweep.poll() is not None, 25), "still running 25 s after Ctrl-C"
+        out, err = sweep.communicate()
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.communicate()
+    assert seen == training, "a queued group started after Ctrl-C"
+    assert sweep.returncode == 130 and len(list(records.glob("*.json"))) == 3 and not claims()
+    stopped = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(stopped) == 1 and "2 groups stopped" in stopped[0] and "1 not started" in stopped[0], err
+    assert "same command resumes" in stopped[0] and "Traceback" not in err
+    assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/6", "[2/6", "[3/6"]
+    assert sum(line.startswith("started ") for line in out.splitlines()) == 5, out
