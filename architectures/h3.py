@@ -8,7 +8,8 @@ head's diagonal SSM (S4D-Lin: A_n = -1/2 + i pi n for d_state / 2 complex modes,
 complex, log dt ~ U[log 1e-3, log 1e-1], bilinear discretization), whose kernel
 K_h[l] = 2 Re(sum_n C_n dB_n dA_n^l), plus a skip D_h; the query reads it out:
 y_j = sum_i q_i (K_h * kv_ij + D_h kv_ij). Then the output projection. The long convolution runs by FFT,
-or directly for short sequences on a CPU (architectures.hyena.causal_long_conv).
+or directly for short sequences on a CPU (architectures.hyena.causal_long_conv; in fp32 the whole mixing
+in C, `_CompiledH3Mix`).
 
 Output channel (h, j) sits at h * head_dim + j (Zoology orders it j * H + h before its output
 projection: the same map with the projection's columns permuted).
@@ -24,10 +25,48 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from architectures.base import Mixer, MixerOperator, causal_conv, config_error, conv_step, require_positive
+from architectures import cpu_kernels
+from architectures.base import (
+    Mixer,
+    MixerOperator,
+    causal_conv,
+    config_error,
+    conv_step,
+    depthwise_causal_conv,
+    require_positive,
+)
 from architectures.hyena import causal_long_conv, long_conv_path
+
+
+class _CompiledH3Mix(torch.autograd.Function):
+    """`H3._mix` by one C call each way (architectures/csrc/causal_conv.c), channels-last: q, k~, v `(B, L, D)`,
+    each channel's head filter `(D, L)` and skip `(D)`; the long convolutions direct. fp32 on a CPU."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, filt: Tensor, skip: Tensor, head_dim: int) -> Tensor:
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        batch, length, d = q.shape
+        f_t = filt.t().contiguous()  # (L, D): channels inner
+        out, z = torch.empty_like(q), q.new_empty(batch, head_dim, length, d)
+        lib = cpu_kernels.load("causal_conv")
+        if lib.h3_forward(*map(cpu_kernels.pointer, (q, k, v, f_t, skip, out, z)), batch, length, d, head_dim):
+            raise MemoryError("h3: the CPU kernel could not allocate its buffers")
+        ctx.save_for_backward(q, k, v, f_t, skip, z)
+        return out
+
+    @staticmethod
+    def backward(ctx, gout: Tensor):
+        q, k, v, f_t, skip, z = ctx.saved_tensors
+        batch, length, d = q.shape
+        gq, gk, gv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        gf, gskip = torch.zeros_like(f_t), torch.zeros_like(skip)
+        pointers = map(cpu_kernels.pointer, (q, k, v, f_t, skip, z, gout.contiguous(), gq, gk, gv, gf, gskip))
+        if cpu_kernels.load("causal_conv").h3_backward(*pointers, batch, length, d, z.shape[1]):
+            raise MemoryError("h3: the CPU kernel could not allocate its buffers")
+        return gq, gk, gv, gf.t(), gskip, None
 
 
 class H3(Mixer):
@@ -81,8 +120,11 @@ class H3(Mixer):
     def ssm_kernel(self, length: int) -> Tensor:
         """K_h[l] = 2 Re(sum_n C_n dB_n dA_n^l): `(H, L)` in >= fp32."""
         dA, dB, C = self._discrete()
-        powers = torch.exp(dA.log().unsqueeze(-1) * torch.arange(length, device=dA.device))  # (H, N/2, L)
-        return 2 * ((C * dB).unsqueeze(-1) * powers).sum(-2).real
+        # dA^l = |dA|^l (cos + i sin)(l arg dA) in real ops: torch's complex exp and its backward cost several times more
+        log_dA, lags = dA.log(), torch.arange(length, device=dA.device)
+        magnitude, angle = torch.exp(log_dA.real.unsqueeze(-1) * lags), log_dA.imag.unsqueeze(-1) * lags  # (H, N/2, L)
+        w = (C * dB).unsqueeze(-1)
+        return 2 * (magnitude * (w.real * torch.cos(angle) - w.imag * torch.sin(angle))).sum(-2)
 
     def _gates(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k~, v `(B, d_model, L)`."""
@@ -109,8 +151,25 @@ class H3(Mixer):
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         self.kernel = long_conv_path(x.transpose(1, 2))
+        if self.kernel == "direct" and self.kernel_choice != "reference" and self._compiled(x):
+            # one projection for q, k, v: a (B L, 3D) product costs less than three of (B L, D)
+            projections = (self.q_proj, self.k_proj, self.v_proj)
+            weight, bias = torch.cat([p.weight for p in projections]), torch.cat([p.bias for p in projections])
+            q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)  # (B, L, D) each
+            # the skip D_k k is the shift's lag-0 tap: one convolution with it added to that tap
+            w = self.shift.weight
+            taps = torch.cat([w[..., :-1], w[..., -1:] + self.shift_D[:, None, None]], dim=-1)
+            k = depthwise_causal_conv(k.transpose(1, 2), taps).transpose(1, 2)
+            d = self.head_dim
+            filt = self.ssm_kernel(x.shape[1]).to(x.dtype).repeat_interleave(d, dim=0)
+            return self.out_proj(_CompiledH3Mix.apply(q, k, v, filt, self.D.repeat_interleave(d), d))
         y = self._mix(*self._gates(x), self.ssm_kernel(x.shape[1]))
         return self.out_proj(y.transpose(1, 2))
+
+    def _compiled(self, x: Tensor) -> bool:
+        """Whether `_mix` runs in the C kernel (`_CompiledH3Mix`): fp32 and the kernel built."""
+        fp32 = all(t.dtype == torch.float32 for t in (x, self.q_proj.weight, self.D))
+        return fp32 and cpu_kernels.load("causal_conv") is not None
 
     def frozen(self, x: Tensor):
         """Values v in, y out, with the gates q, k~ of `x` (its forward's FFT path)."""
@@ -157,7 +216,8 @@ class H3(Mixer):
         k = shifted + self.shift_D * k
         kv = k.view(b, H, d, 1) * v.view(b, H, 1, d)  # (B, H, i, j)
         dA, dB, C = self._discrete()
-        s = torch.view_as_complex(state["ssm"]) * dA[None, :, None, None] + dB[None, :, None, None] * kv.unsqueeze(-1).to(dB.real.dtype)
+        drive = dB[None, :, None, None] * kv.unsqueeze(-1).to(dB.real.dtype)
+        s = torch.view_as_complex(state["ssm"]) * dA[None, :, None, None] + drive
         y = 2 * (C[None, :, None, None] * s).sum(-1).real.to(x_t.dtype) + self.D.view(1, H, 1, 1) * kv
         out = (q.view(b, H, d, 1) * y).sum(2).reshape(b, H * d)
         return self.out_proj(out), {"shift": shift_state, "ssm": torch.view_as_real(s).contiguous()}

@@ -2,7 +2,8 @@
 
 in_proj -> (x0, x1, v) -> short depthwise causal conv (3 taps) each; v <- x1 * v;
 v <- h * v + bias * v with a long causal filter h of the sequence's length, computed by FFT (by its
-taps directly up to DIRECT_MAX_LEN on a CPU, where that is faster);
+taps directly up to DIRECT_MAX_LEN on a CPU, where that is faster: in fp32 the whole operator after the
+in-projection in C, `_CompiledHyena`);
 y = x0 * v -> out_proj. The filter is implicit: an MLP with sine activations (order 64) of a
 positional encoding (emb_dim 3), times an exponential decay window (fast 0.3, slow 1.5,
 target 1e-2) — safari's defaults. The positional encoding spans [0, max_len) (safari's l_max), so the
@@ -21,6 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from architectures import cpu_kernels
 from architectures.base import (
     Mixer,
     MixerOperator,
@@ -112,6 +114,39 @@ def fft_causal_conv(u: Tensor, h: Tensor) -> Tensor:
     return out.to(u.dtype)
 
 
+class _CompiledHyena(torch.autograd.Function):
+    """Hyena's operator from its in-projection's output `proj` (B, L, 3D) to x0 * (h * (x1 v) + bias x1 v)
+    (B, L, D), channels-last, by one C call each way (architectures/csrc/causal_conv.c): short conv, gates
+    and the direct long convolution, with no copy or transpose between them. fp32 on a CPU."""
+
+    @staticmethod
+    def forward(ctx, proj: Tensor, conv_w: Tensor, conv_b: Tensor, h: Tensor, skip: Tensor) -> Tensor:
+        batch, length, width = proj.shape
+        taps = conv_w.shape[-1]
+        w, h_t = conv_w.reshape(width, taps).t().contiguous(), h.t().contiguous()  # (K, 3D), (L, D): channels inner
+        y, z = (proj.new_empty(batch, length, width // 3) for _ in range(2))
+        xs = torch.empty_like(proj)
+        p = cpu_kernels.pointer
+        if cpu_kernels.load("causal_conv").hyena_forward(
+            *map(p, (proj, w, conv_b, h_t, skip, y, xs, z)), batch, length, width // 3, taps
+        ):
+            raise MemoryError("hyena: the CPU kernel could not allocate its buffers")
+        ctx.save_for_backward(proj, w, h_t, skip, xs, z)
+        ctx.conv_shape = conv_w.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        proj, w, h_t, skip, xs, z = ctx.saved_tensors
+        batch, length, width = proj.shape
+        g_proj, g_w, g_b = torch.empty_like(proj), torch.zeros_like(w), proj.new_zeros(width)
+        g_h, g_skip = torch.zeros_like(h_t), torch.zeros_like(skip)
+        pointers = map(cpu_kernels.pointer, (proj, w, h_t, skip, xs, z, gy.contiguous(), g_proj, g_w, g_b, g_h, g_skip))
+        if cpu_kernels.load("causal_conv").hyena_backward(*pointers, batch, length, width // 3, w.shape[0]):
+            raise MemoryError("hyena: the CPU kernel could not allocate its buffers")
+        return g_proj, g_w.t().reshape(ctx.conv_shape), g_b, g_h.t(), g_skip
+
+
 class Hyena(Mixer):
     name = "hyena"
     short_conv = True  # short_filter_order taps on q, k, v (Zoology trains Hyena without a BaseConv)
@@ -135,10 +170,12 @@ class Hyena(Mixer):
         self.bias = nn.Parameter(torch.randn(d_model))
         self.out_proj = nn.Linear(d_model, d_model)
 
-    def _gates(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        length = x.shape[1]
+    def _check_length(self, length: int) -> None:
         if length > self.max_len:
             raise ValueError(f"hyena: sequence length {length} exceeds `max_len`={self.max_len}; build with a larger max_len")
+
+    def _gates(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        self._check_length(x.shape[1])
         uc = causal_conv(self.short_filter, self.in_proj(x).transpose(1, 2))
         return uc.chunk(3, dim=1)  # x0, x1, v: (B, D, L) each
 
@@ -150,8 +187,18 @@ class Hyena(Mixer):
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         self.kernel = long_conv_path(x.transpose(1, 2))
+        if self.kernel == "direct" and self.kernel_choice != "reference" and self._compiled(x):
+            self._check_length(x.shape[1])
+            w = self.short_filter
+            y = _CompiledHyena.apply(self.in_proj(x), w.weight, w.bias, self.filter(x.shape[1], x.device), self.bias)
+            return self.out_proj(y)
         y = self._mix(*self._gates(x), self.filter(x.shape[1], x.device))
         return self.out_proj(y.transpose(1, 2))
+
+    def _compiled(self, x: Tensor) -> bool:
+        """Whether the whole operator runs in the C kernel (`_CompiledHyena`): fp32 and the kernel built."""
+        fp32 = all(t.dtype == torch.float32 for t in (x, self.in_proj.weight, self.filter.deltas))
+        return fp32 and cpu_kernels.load("causal_conv") is not None
 
     def frozen(self, x: Tensor):
         """Values v in, x0 * (h * (x1 v) + bias x1 v) out, with the gates x0, x1 of `x` (its forward's FFT)."""

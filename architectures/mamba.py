@@ -7,9 +7,10 @@ expand 2, dt_rank ceil(d_model / 16), dt in [1e-3, 1e-1], S4D-real A init).
 
 Reference path: the selective scan in plain PyTorch, time-major (architectures.selective_scan).
 Fast path on CUDA: mamba-ssm's selective_scan_fn and causal-conv1d when they
-import and pass a first-call check. On a CPU in fp32: the same scan in C
-(architectures/csrc/selective_scan.c, kernel "s6-cpu"), built on first use; kernel="reference"
-or MIXERBENCH_KERNELS=reference keeps the PyTorch scan. TSS per channel: d_state.
+import and pass a first-call check. On a CPU in fp32: the block from the in-projection's output to the
+out-projection's input in C (architectures/csrc/selective_scan.c, kernel "s6-cpu": conv + SiLU, step
+sizes, scan, skip and gate), built on first use; kernel="reference" or MIXERBENCH_KERNELS=reference keeps
+the PyTorch path. TSS per channel: d_state.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from architectures.base import Mixer, MixerOperator, causal_conv, conv_step, ini
 from architectures.kernels import optional_import, use_fast
 from architectures.operators import Semiseparable
 from architectures.scan import linear_scan
-from architectures.selective_scan import compiled_available, selective_scan, selective_scan_compiled
+from architectures.selective_scan import (
+    block_available,
+    compiled_available,
+    scan_block_compiled,
+    selective_scan,
+    selective_scan_compiled,
+)
 
 
 class _Projected(NamedTuple):
@@ -116,6 +123,13 @@ class Mamba(Mixer):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
+        if self.kernel_choice != "reference" and block_available(x, self.in_proj.weight):
+            self.kernel = "s6-cpu"  # conv, step sizes, scan, skip and gate in the C kernels
+            y = scan_block_compiled(
+                self.in_proj(x), self.conv, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, self._A(), self.D,
+                (self.d_inner, 0, None),
+            )  # fmt: skip
+            return self.out_proj(y)
         p = self._project(x)
         return self._finish(self._scan(p), p)
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from architectures.base import causal_conv, conv_step, init_step_sizes, require_divisible, require_positive
 from architectures.kernels import optional_import, use_fast
 from architectures.linear_recurrence import GatedLinearMixer, Heads, chunked_gla
-from architectures.selective_scan import compiled_available, selective_scan_compiled
+from architectures.selective_scan import block_available, compiled_available, scan_block_compiled, selective_scan_compiled
 
 
 class Mamba2(GatedLinearMixer):
@@ -55,6 +55,19 @@ class Mamba2(GatedLinearMixer):
             p._no_weight_decay = True  # as in mamba-ssm
         self.norm = nn.RMSNorm(d_inner, eps=1e-5)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        if self.kernel_choice != "reference" and block_available(x, self.in_proj.weight):
+            self.kernel = "s6-cpu"  # conv, step sizes, scan, skip, gate and norm in the C kernels
+            p = self.headdim
+            A = (-self.A_log.exp()).repeat_interleave(p)[:, None]  # (H * P, 1): one decay per channel
+            layout = (0, self.d_inner, self.d_inner + self.conv_dim)
+            y = scan_block_compiled(
+                self.in_proj(x), self.conv, None, None, self.dt_bias, A, self.D.repeat_interleave(p), layout, self.norm
+            )
+            return self.out_proj(y)
+        return super().forward(x)
 
     def _in_proj(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """z, xBC and the step sizes' logits of the in-projection: one split, whose backward is one

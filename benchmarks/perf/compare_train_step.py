@@ -2,6 +2,10 @@
 
     python benchmarks/perf/compare_train_step.py /path/to/other/checkout [--mixers attention,mamba] [--rounds 5]
         [--threads 1] [--clock cpu]
+    python benchmarks/perf/compare_train_step.py --against gla --mixers h3 [...]
+
+`--against MIXER` instead times each of `--mixers` against MIXER, both in this checkout (two workers of
+it, the same method): the speedup column is MIXER's time over the mixer's.
 
 On a shared 2-core machine two identical runs minutes apart can differ 2-3x, so absolute times
 taken at different moments are not comparable. Here one worker process per checkout stays alive
@@ -67,25 +71,32 @@ def ask(worker: subprocess.Popen, mixer: str, seconds: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("other", type=Path, help="the checkout to compare with (e.g. a git worktree of an older commit)")
+    parser.add_argument(
+        "other", type=Path, nargs="?", help="the checkout to compare with (e.g. a git worktree of an older commit)"
+    )
+    parser.add_argument("--against", metavar="MIXER", help="compare with this mixer of this checkout instead of another checkout")
     parser.add_argument("--mixers", default="attention,sliding_window,linear_attention,gla,wla,mamba,mamba2,hyena,lru,based")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="minimum timed seconds per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="wall seconds, or the process's CPU seconds")
     args = parser.parse_args()
-    if not (args.other / "architectures" / "backbone.py").exists():
+    if (args.other is None) == (args.against is None):
+        print("error: give either another checkout or --against MIXER", file=sys.stderr)
+        return 2
+    if args.other is not None and not (args.other / "architectures" / "backbone.py").exists():
         print(f"error: {args.other} is not a checkout of this suite (no architectures/backbone.py)", file=sys.stderr)
         return 2
     mixers = args.mixers.split(",")
-    workers = {name: start_worker(path, args.threads, args.clock) for name, path in (("this", ROOT), ("other", args.other.resolve()))}
+    other_path = ROOT if args.against else args.other.resolve()
+    workers = {name: start_worker(path, args.threads, args.clock) for name, path in (("this", ROOT), ("other", other_path))}
     times = {(m, w): [] for m in mixers for w in workers}
     ratios = {m: [] for m in mixers}
     try:
         for r in range(args.rounds):
             for i, mixer in enumerate(mixers):
                 order = ["this", "other"] if (r + i) % 2 == 0 else ["other", "this"]
-                t = {w: ask(workers[w], mixer, args.seconds) for w in order}
+                t = {w: ask(workers[w], args.against if w == "other" and args.against else mixer, args.seconds) for w in order}
                 for w in workers:
                     times[(mixer, w)].append(t[w])
                 ratios[mixer].append(t["other"] / t["this"])
@@ -94,13 +105,15 @@ def main() -> int:
         for w in workers.values():
             w.stdin.close()
             w.wait()
-    print(f"| mixer | this checkout ms/step | {args.other} ms/step | speedup (median of per-round ratios) |")
+    other_name = f"{args.against} (this checkout)" if args.against else args.other
+    print(f"| mixer | this checkout ms/step | {other_name} ms/step | speedup (median of per-round ratios) |")
     print("|---|---|---|---|")
     for m in mixers:
         this, other = statistics.median(times[(m, "this")]), statistics.median(times[(m, "other")])
         print(f"| {m} | {1e3 * this:.1f} | {1e3 * other:.1f} | {statistics.median(ratios[m]):.2f}x |")
     geo = math.exp(statistics.fmean(math.log(statistics.median(ratios[m])) for m in mixers))
-    print(f"\ngeometric mean speedup over {len(mixers)} mixers: {geo:.2f}x ({args.threads} threads, {args.rounds} rounds, {args.clock} clock)")
+    setting = f"{args.threads} threads, {args.rounds} rounds, {args.clock} clock"
+    print(f"\ngeometric mean speedup over {len(mixers)} mixers: {geo:.2f}x ({setting})")
     return 0
 
 
