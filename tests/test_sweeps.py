@@ -169,7 +169,7 @@ def test_published_presets_plan_what_the_readme_says():
         counts[preset] = len(configs)
         designs[preset] = {design_key(single_run(c)) for c in configs}
         assert {c["store"] for c in configs} == {"results"}
-    assert counts == {"published": 14 * 2 * 6 * 4 - 6 * 4, "published_mad": 342, "published_seeds": 13 * 4 * 2 * 4}
+    assert counts == {"published": 14 * 2 * 6 * 4 - 6 * 4, "published_mad": (3 * 2 * 2 * 14 - 3 * 2) * 4, "published_seeds": 13 * 4 * 2 * 4}
     family = bench.plan(["preset=state_family"])  # the ESS paper's test: four sizes per family, three settings
     assert len(family) == 4 * 4 * 3 * 4 and {c["store"] for c in family} == {"results"}
     sizes = {}
@@ -180,6 +180,9 @@ def test_published_presets_plan_what_the_readme_says():
     for preset in ("published", "published_ladder", "published_ladder_top", "published_seeds", "state_family"):
         trains = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"]) for c in bench.plan([f"preset={preset}"])}
         assert trains == {("wsd", (1000, 4000), None)}, preset
+    mad = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["train"]["solved_accuracy"], c["data"]["num_train"])
+           for c in bench.plan(["preset=published_mad"])}  # fmt: skip
+    assert mad == {("wsd", (1000, 4000), 0.999, 12800)}  # converged, with MAD's stop and MAD's training set
     assert designs["published_seeds"] <= designs["published"]
     # MQAR in Zoology's model, MAD in MAD's; the ablation's middle column in its own store
     backbones = {p: {c["model"]["backbone"] for c in bench.plan([f"preset={p}"])} for p in
