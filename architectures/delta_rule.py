@@ -26,6 +26,10 @@ a = kappa, b = -(a * kappa). Same construction: x_t = a_t^T S_{t-1} solves one u
 system per chunk, x = (I - A_ab)^{-1} (A_ak v + (a e^{c_{t-1}}) S_0).
 
 `recurrent_delta_rule` / `recurrent_dplr` are the step-by-step references (and the decoding steps).
+`compiled_delta_rule` / `compiled_dplr` run the same recurrence step by step in the C kernels of
+`architectures/csrc/delta_rule.c` (fp32 / fp64 on a CPU; check `compiled_available`): at the training shapes
+(L 64) several times faster than the chunked form's many small products and solves. `l2_normalize` and
+`rms_norm_gate` (the mixers' q/k normalization and readout) take C kernels there too.
 `delta_rule_matrix` / `dplr_matrix` are the operators (per head, on the values) in closed form: the
 whole sequence as one chunk with no state entering it.
 """
@@ -33,10 +37,13 @@ whole sequence as one chunk with no state entering it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from architectures import cpu_kernels
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -48,6 +55,20 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 def _no_autocast(device: torch.device):
     with torch.autocast(device.type, enabled=False):
         yield
+
+
+def l2_normalize(x: Tensor, eps: float, scaled: int = 0, scale: float = 1.0, compiled: bool = True) -> Tensor:
+    """F.normalize's map over the last dim, x / max(||x||, eps), the first `scaled` rows of dim -2 then times
+    `scale` (the queries' d_k^-1/2 where q and k are normalized together). By the C kernel where it runs (one
+    pass each way), else as x * rsqrt(max(||x||^2, eps^2)): products where F.normalize divides."""
+    if compiled and compiled_available(x):
+        return _CompiledL2Norm.apply(x, eps, scaled, scale)
+    y = x * torch.rsqrt(x.square().sum(-1, keepdim=True).clamp_min(eps * eps))
+    if scaled:
+        factors = torch.ones(x.shape[-2], 1, dtype=x.dtype, device=x.device)
+        factors[:scaled] = scale
+        y = y * factors
+    return y
 
 
 def _chunks(t: Tensor, chunk: int, pad: int) -> Tensor:
@@ -216,9 +237,7 @@ def chunked_dplr(
         A_ak = _pairs(a, k, c_prev, c, strict, factored)
         A_qb = _pairs(q, b, c, c, causal, factored)
         A_qk = _pairs(q, k, c, c, causal, factored)
-        X = torch.linalg.solve_triangular(
-            -A_ab, torch.cat([A_ak @ v, a * c_prev.exp()], dim=-1), upper=False, unitriangular=True
-        )
+        X = torch.linalg.solve_triangular(-A_ab, torch.cat([A_ak @ v, a * c_prev.exp()], dim=-1), upper=False, unitriangular=True)
         Xv, Xs = X.split([vdim, kdim], dim=-1)
         out = A_qb @ Xv + A_qk @ v
         state = None
@@ -270,3 +289,203 @@ def dplr_matrix(q: Tensor, k: Tensor, a: Tensor, b: Tensor, log_w: Tensor) -> Te
         A_qb = A_qb + q[..., :, None, d] * b[..., None, :, d] * here
         A_qk = A_qk + q[..., :, None, d] * k[..., None, :, d] * here
     return A_qb @ torch.linalg.solve_triangular(-A_ab, A_ak, upper=False, unitriangular=True) + A_qk
+
+
+# ----------------------------------------------------------------------------- the C kernel
+
+
+class _CompiledDPLR(torch.autograd.Function):
+    """S_t = diag(w_t) S_{t-1} + b_t (a_t^T S_{t-1}) + k_t v_t^T, o_t = S_t^T q_t by `csrc/delta_rule.c`, time-major:
+    q, k, a, b `(B, L, H, K)`, v `(B, L, H, V)`, w `(B, L, H, K)`, `(B, L, H)` (one decay per head) or None (no
+    decay), all contiguous and of one dtype; initial state `(B, H, K, V)` or None. Outputs o `(B, L, H, V)`
+    and the final state."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, a, b, w, initial_state, keep):
+        bsz, length, h, kdim = q.shape
+        vdim = v.shape[-1]
+        lib = cpu_kernels.load("delta_rule")
+        suffix = "f32" if q.dtype == torch.float32 else "f64"
+        mode = 0 if w is None else (2 if w.dim() == 4 else 1)
+        o, state = torch.empty_like(v), v.new_empty(bsz, h, kdim, vdim)
+        xs, ckpt = None, None  # for the backward (keep: a gradient is wanted): x_t = S_{t-1}^T a_t, checkpoints
+        if keep:
+            xs, ckpt = torch.empty_like(v), v.new_empty(bsz, h, lib.dr_chunks(length, kdim, vdim), kdim, vdim)
+        pointers = map(cpu_kernels.pointer, (q, k, v, a, b, w, initial_state, o, ckpt, xs, state))
+        if getattr(lib, f"dr_forward_{suffix}")(*pointers, bsz, h, length, kdim, vdim, mode):
+            raise MemoryError("delta rule: the CPU kernel could not allocate its state")
+        ctx.save_for_backward(q, k, v, a, b, w, ckpt, xs)
+        ctx.mode, ctx.suffix, ctx.has_initial = mode, suffix, initial_state is not None
+        return o, state
+
+    @staticmethod
+    def backward(ctx, go, gs):
+        q, k, v, a, b, w, ckpt, xs = ctx.saved_tensors
+        bsz, length, h, kdim = q.shape
+        go = torch.zeros_like(v) if go is None else go.contiguous()
+        gs = None if gs is None else gs.contiguous()
+        dq, dk, dv, da, db = (torch.empty_like(t) for t in (q, k, v, a, b))
+        dw = None if w is None else torch.empty_like(w)
+        ds0 = v.new_empty(bsz, h, kdim, v.shape[-1]) if ctx.has_initial and ctx.needs_input_grad[6] else None
+        lib = cpu_kernels.load("delta_rule")
+        pointers = map(cpu_kernels.pointer, (q, k, v, a, b, w, ckpt, xs, go, gs, dq, dk, dv, da, db, dw, ds0))
+        if getattr(lib, f"dr_backward_{ctx.suffix}")(*pointers, bsz, h, length, kdim, v.shape[-1], ctx.mode):
+            raise MemoryError("delta rule: the CPU kernel could not allocate its buffers")
+        return dq, dk, dv, da, db, dw, ds0, None
+
+
+def compiled_available(*tensors: Tensor) -> bool:
+    """Whether the C kernel can run on these tensors: fp32 or fp64 alike, on a CPU, outside autocast, built."""
+    dtype = tensors[0].dtype
+    return (
+        dtype in (torch.float32, torch.float64)
+        and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+        and not torch.is_autocast_enabled("cpu")
+        and cpu_kernels.load("delta_rule") is not None
+    )
+
+
+def _wants_grad(*tensors: Tensor | None) -> bool:
+    """Whether autograd will ask for a backward: only then do the kernels keep checkpoints for it."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _time_major(t: Tensor) -> Tensor:
+    """(B, H, L, ...) -> contiguous (B, L, H, ...): free for the heads of a projection, which are that already."""
+    return t.transpose(1, 2).contiguous()
+
+
+def compiled_dplr(
+    q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, log_w: Tensor, initial_state: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """`chunked_dplr`'s outputs `(B, H, L, V)` (a view of time-major memory) and final state by the C kernel
+    (check `compiled_available` first)."""
+    initial = None if initial_state is None else initial_state.contiguous()
+    inputs = [_time_major(t) for t in (q, k, v, a, b, log_w.exp())]
+    o, state = _CompiledDPLR.apply(*inputs, initial, _wants_grad(*inputs, initial))
+    return o.transpose(1, 2), state
+
+
+class _CompiledDelta(torch.autograd.Function):
+    """The (gated) delta rule by `csrc/delta_rule.c`, time-major: q, k `(B, L, H, K)`, v `(B, L, H, V)`, beta and
+    alpha `(B, L, H)` (alpha None: no decay), contiguous, one dtype; initial state `(B, H, K, V)` or None."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, beta, alpha, initial_state, keep):
+        bsz, length, h, kdim = q.shape
+        vdim = v.shape[-1]
+        lib = cpu_kernels.load("delta_rule")
+        suffix = "f32" if q.dtype == torch.float32 else "f64"
+        o, state = torch.empty_like(v), v.new_empty(bsz, h, kdim, vdim)
+        us = xs = ckpt = None  # for the backward (keep: a gradient is wanted): u_t, x_t, checkpoints
+        if keep:
+            us, xs = torch.empty_like(v), torch.empty_like(v)
+            ckpt = v.new_empty(bsz, h, lib.dr_chunks(length, kdim, vdim), kdim, vdim)
+        pointers = map(cpu_kernels.pointer, (q, k, v, beta, alpha, initial_state, o, ckpt, us, xs, state))
+        if getattr(lib, f"dl_forward_{suffix}")(*pointers, bsz, h, length, kdim, vdim):
+            raise MemoryError("delta rule: the CPU kernel could not allocate its state")
+        ctx.save_for_backward(q, k, v, beta, alpha, ckpt, us, xs)
+        ctx.suffix, ctx.has_initial = suffix, initial_state is not None
+        return o, state
+
+    @staticmethod
+    def backward(ctx, go, gs):
+        q, k, v, beta, alpha, ckpt, us, xs = ctx.saved_tensors
+        bsz, length, h, kdim = q.shape
+        go = torch.zeros_like(v) if go is None else go.contiguous()
+        gs = None if gs is None else gs.contiguous()
+        dq, dv, dbeta = torch.empty_like(q), torch.empty_like(v), torch.empty_like(beta)
+        dk = torch.empty_like(k)
+        dalpha = None if alpha is None else torch.empty_like(alpha)
+        ds0 = v.new_empty(bsz, h, kdim, v.shape[-1]) if ctx.has_initial and ctx.needs_input_grad[5] else None
+        lib = cpu_kernels.load("delta_rule")
+        pointers = map(cpu_kernels.pointer, (q, k, v, beta, alpha, ckpt, us, xs, go, gs, dq, dk, dv, dbeta, dalpha, ds0))
+        if getattr(lib, f"dl_backward_{ctx.suffix}")(*pointers, bsz, h, length, kdim, v.shape[-1]):
+            raise MemoryError("delta rule: the CPU kernel could not allocate its buffers")
+        return dq, dk, dv, dbeta, dalpha, ds0, None
+
+
+def compiled_delta_rule(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, log_alpha: Tensor | None = None, initial_state: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """`chunked_delta_rule`'s outputs `(B, H, L, V)` (a view of time-major memory) and final state by the C
+    kernel (check `compiled_available` first)."""
+    alpha = None if log_alpha is None else _time_major(log_alpha.exp())
+    initial = None if initial_state is None else initial_state.contiguous()
+    inputs = [_time_major(t) for t in (q, k, v, beta)]
+    o, state = _CompiledDelta.apply(*inputs, alpha, initial, _wants_grad(*inputs, alpha, initial))
+    return o.transpose(1, 2), state
+
+
+class _CompiledNorm(torch.autograd.Function):
+    """RMSNorm(x) * w (* SiLU(z)) over the last dim by `csrc/delta_rule.c`; x, z contiguous, one dtype."""
+
+    @staticmethod
+    def forward(ctx, x, weight, z, eps):
+        lib = cpu_kernels.load("delta_rule")
+        suffix = "f32" if x.dtype == torch.float32 else "f64"
+        rows, vdim = x.numel() // x.shape[-1], x.shape[-1]
+        y, r = torch.empty_like(x), x.new_empty(rows)
+        sg = None if z is None else torch.sigmoid(z)  # PyTorch's exp is vectorized; the kernel takes it
+        pointers = map(cpu_kernels.pointer, (x, weight, z, sg, y, r))
+        getattr(lib, f"norm_forward_{suffix}")(*pointers, rows, vdim, ctypes.c_double(eps))
+        ctx.save_for_backward(x, weight, z, sg, r)
+        ctx.suffix = suffix
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, weight, z, sg, r = ctx.saved_tensors
+        gy = gy.contiguous()
+        gx, gw = torch.empty_like(x), torch.zeros_like(weight)
+        gz = None if z is None else torch.empty_like(z)
+        lib = cpu_kernels.load("delta_rule")
+        pointers = map(cpu_kernels.pointer, (x, weight, z, sg, r, gy, gx, gw, gz))
+        getattr(lib, f"norm_backward_{ctx.suffix}")(*pointers, r.numel(), x.shape[-1])
+        return gx, gw, gz, None
+
+
+def rms_norm_gate(x: Tensor, norm: torch.nn.RMSNorm, z: Tensor | None = None, compiled: bool = True) -> Tensor:
+    """norm(x) (* SiLU(z)): the readout of DeltaNet (no z) and Gated DeltaNet; by the C kernel where it runs (one
+    pass each way instead of a dozen elementwise ops), else PyTorch's."""
+    eps = norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+    weight = norm.weight
+    if compiled and compiled_available(x, weight, *(() if z is None else (z,))):
+        return _CompiledNorm.apply(x.contiguous(), weight.contiguous(), None if z is None else z.contiguous(), eps)
+    y = norm(x)
+    return y if z is None else y * F.silu(z)
+
+
+class _CompiledL2Norm(torch.autograd.Function):
+    """`l2_normalize` by `csrc/delta_rule.c`: x `(..., G, K)`, read in place where its rows of K lie G to a token
+    (a slice of a projection's output); the output and the gradient are contiguous."""
+
+    @staticmethod
+    def forward(ctx, x, eps, scaled, scale):
+        groups, kdim = x.shape[-2:]
+        if x.stride(-1) != 1 or x.stride(-2) != kdim:
+            x = x.contiguous()
+        try:
+            rows = x.view(-1, groups, kdim)
+        except RuntimeError:  # leading dims that do not merge into one stride
+            rows = x.contiguous().view(-1, groups, kdim)
+        lib = cpu_kernels.load("delta_rule")
+        suffix = "f32" if x.dtype == torch.float32 else "f64"
+        y, r = x.new_empty(x.shape), x.new_empty(rows.shape[0] * groups)
+        args = (rows.shape[0], groups, ctypes.c_long(rows.stride(0)), kdim)
+        getattr(lib, f"l2n_forward_{suffix}")(
+            *map(cpu_kernels.pointer, (rows, y, r)), *args, ctypes.c_double(eps), scaled, ctypes.c_double(scale)
+        )
+        ctx.save_for_backward(rows, r)
+        ctx.args, ctx.suffix, ctx.scaled, ctx.scale = args, suffix, scaled, scale
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        rows, r = ctx.saved_tensors
+        gy = gy.contiguous()
+        gx = torch.empty_like(gy)
+        lib = cpu_kernels.load("delta_rule")
+        pointers = map(cpu_kernels.pointer, (rows, r, gy, gx))
+        getattr(lib, f"l2n_backward_{ctx.suffix}")(*pointers, *ctx.args, ctx.scaled, ctypes.c_double(ctx.scale))
+        return gx, None, None, None

@@ -14,7 +14,9 @@ PyTorch's default initialisation for every projection and convolution, as fla's 
 Per value channel the operator on v is T = tril(Q K^T) (I + tril(diag(beta) K K^T, -1))^{-1} diag(beta),
 the same for every value channel of a head (`architectures.delta_rule.delta_rule_matrix`). TSS per channel:
 the key head dim. Reference path: the chunked WY form (`architectures.delta_rule.chunked_delta_rule`).
-No fast kernel is wired (fla's `chunk_delta_rule` would be the one).
+On a CPU (fp32, fp64) the C kernel `architectures.delta_rule.compiled_delta_rule` runs instead (kernel
+"delta-rule-cpu"), with the q/k normalization and the readout's norm (and gate) in C as well
+(`l2_normalize`, `rms_norm_gate`); no GPU kernel is wired (fla's `chunk_delta_rule` would be the one).
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, causal_conv, config_error, conv_step, require_divisible, require_positive
-from architectures.delta_rule import chunked_delta_rule, delta_rule_matrix, delta_rule_step
+from architectures.delta_rule import (
+    chunked_delta_rule,
+    compiled_available,
+    compiled_delta_rule,
+    delta_rule_matrix,
+    delta_rule_step,
+    l2_normalize,
+    rms_norm_gate,
+)
 
 
 class DeltaHeads(NamedTuple):
@@ -44,7 +54,7 @@ class DeltaRuleMixer(Mixer):
 
     short_conv = True  # conv_size taps on q, k, v (fla's ShortConvolution)
     zoology_hybrid = True  # models_repo.py: Hybrid([BaseConv, DeltaNet]) with use_short_conv=True
-    chunk_size = 16  # the reference path's chunk (benchmarks/perf: fastest training step at L 64 on a CPU)
+    chunk_size = 16  # the reference path's chunk (GPUs, bf16, kernel="reference"; a CPU trains in the C kernel)
     num_heads: int
     key_dim: int  # per head
     value_dim: int  # per head
@@ -70,11 +80,12 @@ class DeltaRuleMixer(Mixer):
         """Heads from the convolved, activated q, k, v `(B, L, 2 H K + H V)` and the input x."""
         b, length, _ = qkv.shape
         keys = self.num_heads * self.key_dim
-        q, k, v = qkv.split([keys, keys, self.num_heads * self.value_dim], dim=-1)
-        q, k = (t.view(b, length, self.num_heads, self.key_dim).transpose(1, 2) for t in (q, k))
-        v = v.view(b, length, self.num_heads, self.value_dim).transpose(1, 2)
-        q = F.normalize(q, dim=-1, eps=1e-6) * self.key_dim**-0.5
-        k = F.normalize(k, dim=-1, eps=1e-6)
+        # q and k normalized in one call: (B, L, 2H, K), the heads time-major as the kernel takes them
+        qk = qkv[..., : 2 * keys].view(b, length, 2 * self.num_heads, self.key_dim)
+        compiled = self.kernel_choice != "reference"
+        qk = l2_normalize(qk, 1e-6, scaled=self.num_heads, scale=self.key_dim**-0.5, compiled=compiled)
+        q, k = qk[:, :, : self.num_heads].transpose(1, 2), qk[:, :, self.num_heads :].transpose(1, 2)
+        v = qkv[..., 2 * keys :].view(b, length, self.num_heads, self.value_dim).transpose(1, 2)
         beta = torch.sigmoid(self.b_proj(x)).transpose(1, 2)
         log_alpha = self._decay(x)
         return DeltaHeads(q, k, v, beta, None if log_alpha is None else log_alpha.transpose(1, 2), x)
@@ -83,7 +94,11 @@ class DeltaRuleMixer(Mixer):
         qkv = F.silu(causal_conv(self.conv, self._qkv(x).transpose(1, 2)).transpose(1, 2))
         return self._split(qkv, x)
 
-    def _recurrence(self, hd: DeltaHeads) -> Tensor:
+    def _recurrence(self, hd: DeltaHeads, compiled: bool = True) -> Tensor:
+        gate = () if hd.log_alpha is None else (hd.log_alpha,)
+        if compiled and self.kernel_choice != "reference" and compiled_available(hd.q, hd.k, hd.v, hd.beta, *gate):
+            self.kernel = "delta-rule-cpu"
+            return compiled_delta_rule(hd.q, hd.k, hd.v, hd.beta, hd.log_alpha)[0]
         self.kernel = "reference"
         return chunked_delta_rule(hd.q, hd.k, hd.v, hd.beta, hd.log_alpha, self.chunk_size)[0]
 
@@ -109,13 +124,14 @@ class DeltaRuleMixer(Mixer):
         return MixerOperator(matrix, self._to_channels(hd.v), self._to_channels(self._recurrence(hd)))
 
     def frozen(self, x: Tensor):
-        """Values in, delta-rule outputs out, with the q, k, beta (and alpha) of `x` (the chunked path)."""
+        """Values in, delta-rule outputs out, with the q, k, beta (and alpha) of `x` (the chunked path, which
+        functorch's transforms, e.g. a vectorized Jacobian, can batch; the C kernel's cannot)."""
         hd = self.heads(x)
 
         def mix(inputs: Tensor) -> Tensor:  # (N, H*V, L) -> (N, H*V, L)
             n, _, length = inputs.shape
             v = inputs.reshape(n, self.num_heads, self.value_dim, length).transpose(-1, -2)
-            return self._to_channels(self._recurrence(hd._replace(v=v)))
+            return self._to_channels(self._recurrence(hd._replace(v=v), compiled=False))
 
         return mix
 
@@ -169,4 +185,5 @@ class DeltaNet(DeltaRuleMixer):
 
     def finish(self, o: Tensor, hd: DeltaHeads) -> Tensor:
         b, h, length, v = o.shape
-        return self.o_proj(self.norm(o).transpose(1, 2).reshape(b, length, h * v))
+        y = rms_norm_gate(o.transpose(1, 2), self.norm, compiled=self.kernel_choice != "reference")  # kernel's o: (B, L, H, V)
+        return self.o_proj(y.reshape(b, length, h * v))

@@ -15,7 +15,8 @@ softplus), PyTorch's defaults elsewhere. Sizes: Zoology's 2 heads of head_dim d_
 
 Per value channel the operator on v is tril(Q K^T * G) (I + tril(diag(beta) K K^T * G, -1))^{-1} diag(beta)
 with G[t, s] = prod_{m=s+1..t} alpha_m, the same for every value channel of a head. TSS per channel: the
-key head dim. Reference path: `architectures.delta_rule.chunked_delta_rule` with the gate.
+key head dim. Reference path: `architectures.delta_rule.chunked_delta_rule` with the gate; on a CPU the C
+kernels, as DeltaNet's (kernel "delta-rule-cpu").
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.base import config_error, init_step_sizes, require_positive
+from architectures.delta_rule import rms_norm_gate
 from architectures.deltanet import DeltaHeads, DeltaRuleMixer
 
 
@@ -72,7 +74,6 @@ class GatedDeltaNet(DeltaRuleMixer):
 
     def finish(self, o: Tensor, hd: DeltaHeads) -> Tensor:
         b, h, length, v = o.shape
-        y = self.norm(o).transpose(1, 2)  # (B, L, H, V)
-        if self.use_gate:
-            y = y * F.silu(self.g_proj(hd.x)).view(b, length, h, v)
+        gate = self.g_proj(hd.x).view(b, length, h, v) if self.use_gate else None
+        y = rms_norm_gate(o.transpose(1, 2), self.norm, gate, compiled=self.kernel_choice != "reference")  # (B, L, H, V)
         return self.o_proj(y.reshape(b, length, h * v))

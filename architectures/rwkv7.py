@@ -28,19 +28,23 @@ Simplified, and why:
 Per value channel the operator on v is the generalized delta rule's, the same for every value channel
 of a head (`architectures.delta_rule.dplr_matrix`); the bonus term is diagonal in time and sits in
 `readout` with the norm and the gate. TSS per channel: the head dim. Reference path:
-`architectures.delta_rule.chunked_dplr` (chunked, one triangular solve per chunk).
+`architectures.delta_rule.chunked_dplr` (chunked, one triangular solve per chunk); on a CPU (fp32, fp64)
+the C kernel `architectures.delta_rule.compiled_dplr` (kernel "delta-rule-cpu"), and there the readout
+(norm, bonus, gate) in C too (`_CompiledReadout`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from architectures import cpu_kernels
 from architectures.base import Mixer, MixerOperator, config_error, require_positive
-from architectures.delta_rule import chunked_dplr, dplr_matrix, dplr_step
+from architectures.delta_rule import chunked_dplr, compiled_available, compiled_dplr, dplr_matrix, dplr_step, l2_normalize
 
 LOG_W_MIN = -math.exp(-0.5)  # fla's decay: log w = LOG_W_MIN * sigmoid(.)
 
@@ -66,9 +70,37 @@ class LoRA(nn.Module):
         return self.up(h)
 
 
+class _CompiledReadout(torch.autograd.Function):
+    """`RWKV7.finish` before the output projection, (GroupNorm(o) + (r . (k * r_k)) v) * g, by the C kernel of
+    `architectures/csrc/delta_rule.c`: o, r, k, v `(B, L, H, d)` and g `(B, L, H * d)`, contiguous."""
+
+    @staticmethod
+    def forward(ctx, o, r, k, v, g, weight, bias, r_k, eps):
+        bsz, length, h, d = o.shape
+        lib = cpu_kernels.load("delta_rule")
+        suffix = "f32" if o.dtype == torch.float32 else "f64"
+        y, stats = torch.empty_like(o), o.new_empty(bsz * length * h, 3)
+        pointers = map(cpu_kernels.pointer, (o, r, k, v, g, weight, bias, r_k, y, stats))
+        getattr(lib, f"rk_readout_forward_{suffix}")(*pointers, bsz * length * h, h, d, ctypes.c_double(eps))
+        ctx.save_for_backward(o, r, k, v, g, weight, bias, r_k, stats)
+        ctx.suffix = suffix
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        o, r, k, v, g, weight, bias, r_k, stats = ctx.saved_tensors
+        bsz, length, h, d = o.shape
+        grads = [torch.empty_like(t) for t in (o, r, k, v, g)]
+        dw, db, drk = (torch.zeros_like(t) for t in (weight, bias, r_k))
+        lib = cpu_kernels.load("delta_rule")
+        pointers = map(cpu_kernels.pointer, (o, r, k, v, g, weight, bias, r_k, stats, gy.contiguous(), *grads, dw, db, drk))
+        getattr(lib, f"rk_readout_backward_{ctx.suffix}")(*pointers, bsz * length * h, h, d)
+        return *grads, dw, db, drk, None
+
+
 class RWKV7(Mixer):
     name = "rwkv7"
-    chunk_size = 16  # benchmarks/perf: the training step at L 64 on a CPU
+    chunk_size = 16  # the reference path's chunk (GPUs, bf16, kernel="reference"; a CPU trains in the C kernel)
 
     def __init__(
         self,
@@ -131,17 +163,17 @@ class RWKV7(Mixer):
         """Everything but the recurrence, from x `(B, L, D)` and the token before each position `prev`."""
         b, length, _ = x.shape
         delta = prev - x
-        r = self.r_proj(x + delta * self.x_r)
-        log_w = LOG_W_MIN * torch.sigmoid(self.w_lora(x + delta * self.x_w))
-        k = self.k_proj(x + delta * self.x_k)
-        v = self.v_proj(x + delta * self.x_v)
-        a = torch.sigmoid(self.a_lora(x + delta * self.x_a))
-        g = self.g_lora(x + delta * self.x_g)
+        r = self.r_proj(torch.addcmul(x, delta, self.x_r))  # x + delta * mu, one op forward and back
+        log_w = LOG_W_MIN * torch.sigmoid(self.w_lora(torch.addcmul(x, delta, self.x_w)))
+        k = self.k_proj(torch.addcmul(x, delta, self.x_k))
+        v = self.v_proj(torch.addcmul(x, delta, self.x_v))
+        a = torch.sigmoid(self.a_lora(torch.addcmul(x, delta, self.x_a)))
+        g = self.g_lora(torch.addcmul(x, delta, self.x_g))
 
         def split(t: Tensor) -> Tensor:
             return t.view(b, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, K)
 
-        kk = F.normalize(split(k * self.k_k), dim=-1, eps=1e-12)
+        kk = l2_normalize(split(k * self.k_k), 1e-12, compiled=self.kernel_choice != "reference")
         k = k * (1 + (a - 1) * self.k_a)
         r, k, v, a, log_w = split(r), split(k), split(v), split(a), split(log_w)
         return {"r": r, "k": k, "v": v, "a": kk, "b": -kk * a, "log_w": log_w, "g": g}
@@ -149,15 +181,34 @@ class RWKV7(Mixer):
     def heads(self, x: Tensor) -> dict[str, Tensor]:
         return self._heads(x, F.pad(x, (0, 0, 1, -1)))  # token shift: x_{t-1}, zero before the first token
 
-    def _recurrence(self, hd: dict[str, Tensor], v: Tensor | None = None) -> Tensor:
-        self.kernel = "reference"
+    def _recurrence(self, hd: dict[str, Tensor], v: Tensor | None = None, compiled: bool = True) -> Tensor:
         v = hd["v"] if v is None else v
+        inputs = (hd["r"], hd["k"], v, hd["a"], hd["b"], hd["log_w"])
+        if compiled and self.kernel_choice != "reference" and compiled_available(*inputs):
+            self.kernel = "delta-rule-cpu"
+            return compiled_dplr(*inputs)[0]
+        self.kernel = "reference"
         return chunked_dplr(hd["r"], hd["k"], v, hd["a"], hd["b"], hd["log_w"], self.chunk_size, log_w_min=LOG_W_MIN)[0]
+
+    def _group_norm(self, o: Tensor) -> Tensor:
+        """`g_norm` (GroupNorm, one group per head) of o `(B, L, H, d)`, as a layer norm over each head's d
+        channels and g_norm's affine: the same map, and on a CPU several times faster than group_norm's
+        kernel at these shapes."""
+        norm = self.g_norm
+        if self.num_heads == 1:
+            return F.layer_norm(o, (self.head_dim,), norm.weight, norm.bias, norm.eps)
+        shape = (self.num_heads, self.head_dim)
+        return F.layer_norm(o, (self.head_dim,), eps=norm.eps) * norm.weight.view(shape) + norm.bias.view(shape)
 
     def finish(self, o: Tensor, hd: dict[str, Tensor]) -> Tensor:
         """GroupNorm per head, the bonus (r . (k * r_k)) v, the gate, the output projection; o `(B, H, L, V)`."""
         b, h, length, d = o.shape
-        o = self.g_norm(o.transpose(1, 2).reshape(b * length, h * d)).view(b, length, h, d)
+        heads = [t.transpose(1, 2) for t in (o, hd["r"], hd["k"], hd["v"])]  # (B, L, H, d): free for the kernel's o
+        if self.kernel_choice != "reference" and compiled_available(*heads, hd["g"], self.g_norm.weight, self.r_k):
+            norm = self.g_norm
+            y = _CompiledReadout.apply(*(t.contiguous() for t in (*heads, hd["g"])), norm.weight, norm.bias, self.r_k, norm.eps)
+            return self.o_proj(y.view(b, length, h * d))
+        o = self._group_norm(o.transpose(1, 2))
         bonus = (hd["r"] * hd["k"] * self.r_k[:, None]).sum(-1, keepdim=True) * hd["v"]  # (B, H, L, V)
         return self.o_proj((o + bonus.transpose(1, 2)).reshape(b, length, h * d) * hd["g"])
 
@@ -179,13 +230,14 @@ class RWKV7(Mixer):
         return MixerOperator(matrix, self._to_channels(hd["v"]), self._to_channels(self._recurrence(hd)))
 
     def frozen(self, x: Tensor):
-        """Values in, recurrence outputs out, with r, w, k, kappa_hat, a of `x` (the chunked path)."""
+        """Values in, recurrence outputs out, with r, w, k, kappa_hat, a of `x` (the chunked path, which
+        functorch's transforms can batch; the C kernel's cannot)."""
         hd = self.heads(x)
 
         def mix(inputs: Tensor) -> Tensor:
             n, _, length = inputs.shape
             v = inputs.reshape(n, self.num_heads, self.head_dim, length).transpose(-1, -2)
-            return self._to_channels(self._recurrence(hd, v))
+            return self._to_channels(self._recurrence(hd, v, compiled=False))
 
         return mix
 
@@ -206,7 +258,5 @@ class RWKV7(Mixer):
 
     def step(self, x_t: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         hd = self._heads(x_t.unsqueeze(1), state["prev"].unsqueeze(1))
-        o, S = dplr_step(
-            state["S"], *(hd[n][:, :, 0] for n in ("r", "k", "v", "a", "b", "log_w"))
-        )
+        o, S = dplr_step(state["S"], *(hd[n][:, :, 0] for n in ("r", "k", "v", "a", "b", "log_w")))
         return self.finish(o.unsqueeze(2), hd)[:, 0], {"S": S, "prev": x_t}

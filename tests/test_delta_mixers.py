@@ -1,6 +1,7 @@
 """DeltaNet, Gated DeltaNet, RWKV-7 and H3 against ground truth: the chunked delta rule against its
 step-by-step recurrence, decoding against the parallel forward, each operator against the outputs, the
-forward and the Jacobian of the frozen forward, ESS of a case of known rank, conformance, and (with
+forward and the Jacobian of the frozen forward, ESS of a case of known rank, conformance, the C kernels of
+the training path against the recurrence (values and gradients) and the mixers' reference path, and (with
 fla-core installed, `nox -s fast-paths-cpu`) the chunked forms against fla's naive references."""
 
 import importlib.util
@@ -15,6 +16,9 @@ from architectures.base import decode
 from architectures.delta_rule import (
     chunked_delta_rule,
     chunked_dplr,
+    compiled_available,
+    compiled_delta_rule,
+    compiled_dplr,
     delta_rule_matrix,
     dplr_matrix,
     recurrent_delta_rule,
@@ -175,12 +179,17 @@ def test_chunked_forms_match_flas_naive_references():
     scale = K**-0.5
     ref, _ = _fla_naive("fla.ops.delta_rule.naive").delta_rule_recurrence(*(x.float() for x in (q, k, v, beta)))
     torch.testing.assert_close(chunked_delta_rule(q * scale, k, v, beta)[0], ref.double(), rtol=1e-5, atol=1e-5)
+    if compiled_available(q):
+        torch.testing.assert_close(compiled_delta_rule(q * scale, k, v, beta)[0], ref.double(), rtol=1e-5, atol=1e-5)
 
     naive_gated = _fla_naive("fla.ops.gated_delta_rule.naive").naive_recurrent_gated_delta_rule
     t = [x.transpose(1, 2).float() for x in (q, k, v, beta, log_alpha)]
     ref, _ = naive_gated(t[0], t[1], t[2], t[3], t[4], scale=scale)
     got = chunked_delta_rule(q * scale, k, v, beta, log_alpha)[0]
     torch.testing.assert_close(got, ref.transpose(1, 2).double(), rtol=1e-5, atol=1e-5)
+    if compiled_available(q):
+        got = compiled_delta_rule(q * scale, k, v, beta, log_alpha)[0]
+        torch.testing.assert_close(got, ref.transpose(1, 2).double(), rtol=1e-5, atol=1e-5)
 
     g = torch.Generator().manual_seed(3)
     kappa = F.normalize(torch.randn(B, H, L, K, generator=g, dtype=torch.float64), dim=-1)
@@ -191,3 +200,100 @@ def test_chunked_forms_match_flas_naive_references():
     )
     got = chunked_dplr(q * scale, k, v, -kappa, kappa * iclr, log_w, 16, log_w_min=-0.61)[0]
     torch.testing.assert_close(got, ref.double(), rtol=1e-5, atol=1e-5)
+    if compiled_available(q):  # the C kernel of the training path too
+        got = compiled_dplr(q * scale, k, v, -kappa, kappa * iclr, log_w)[0]
+        torch.testing.assert_close(got, ref.double(), rtol=1e-5, atol=1e-5)
+
+
+def _dplr_inputs(seed=4):
+    g = torch.Generator().manual_seed(seed)
+    d = torch.float64
+    a = F.normalize(torch.randn(B, H, L, K, generator=g, dtype=d), dim=-1)
+    b = -a * torch.rand(B, H, L, K, generator=g, dtype=d)
+    log_w = -torch.rand(B, H, L, K, generator=g, dtype=d) * 0.6
+    return a, b, log_w
+
+
+def _loss(o, S):
+    """A loss on the outputs and the final state, so that both gradients enter the backward."""
+    return (o * _weights(o, 1)).sum() + (S * _weights(S, 5)).sum()
+
+
+def _weights(t, seed):
+    return torch.randn(t.shape, generator=torch.Generator().manual_seed(seed), dtype=t.dtype)
+
+
+needs_kernel = pytest.mark.skipif(not compiled_available(torch.zeros(1)), reason="the delta-rule C kernel did not build")
+
+
+@needs_kernel
+@pytest.mark.parametrize("gated", [False, True])
+def test_compiled_delta_rule_matches_recurrence_in_value_and_gradient(gated):
+    """The C kernel (csrc/delta_rule.c) in float64 against the step-by-step reference: outputs, final state,
+    and the gradients of every input and of the initial state."""
+    q, k, v, beta, log_alpha = _inputs(gated=gated)
+    S0 = torch.randn(B, H, K, V, dtype=torch.float64)
+    leaves = [t.requires_grad_() for t in (q, k, v, beta, log_alpha, S0) if t is not None]
+    o, S = compiled_delta_rule(q, k, v, beta, log_alpha, initial_state=S0)
+    r, Sr = recurrent_delta_rule(q, k, v, beta, log_alpha, initial_state=S0)
+    torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(S, Sr, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():  # no checkpoints kept: the same outputs
+        torch.testing.assert_close(compiled_delta_rule(q, k, v, beta, log_alpha, initial_state=S0)[0], o, rtol=0, atol=0)
+    got, want = torch.autograd.grad(_loss(o, S), leaves), torch.autograd.grad(_loss(r, Sr), leaves)
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+
+
+@needs_kernel
+def test_compiled_dplr_matches_recurrence_in_value_and_gradient():
+    q, k, v, _, _ = _inputs()
+    g = torch.Generator().manual_seed(4)
+    a = F.normalize(torch.randn(B, H, L, K, generator=g, dtype=torch.float64), dim=-1)
+    b = -a * torch.rand(B, H, L, K, generator=g, dtype=torch.float64)
+    log_w = -torch.rand(B, H, L, K, generator=g, dtype=torch.float64) * 0.6
+    S0 = torch.randn(B, H, K, V, dtype=torch.float64)
+    leaves = [t.requires_grad_() for t in (q, k, v, a, b, log_w, S0)]
+    o, S = compiled_dplr(q, k, v, a, b, log_w, initial_state=S0)
+    r, Sr = recurrent_dplr(q, k, v, a, b, log_w, initial_state=S0)
+    torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(S, Sr, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled_dplr(q, k, v, a, b, log_w, initial_state=S0)[0], o, rtol=0, atol=0)
+    got, want = torch.autograd.grad(_loss(o, S), leaves), torch.autograd.grad(_loss(r, Sr), leaves)
+    for x, y in zip(got, want, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9)
+
+
+@needs_kernel
+@pytest.mark.parametrize("d_model", [32, 64])  # 64: the training shape's head sizes, the kernels' unrolled loops
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", ["deltanet", "gated_deltanet", "rwkv7"])
+def test_mixers_kernels_match_reference_path(name, dtype, d_model):
+    """The training path on a CPU runs C kernels (the recurrence, the q/k normalization, the readout's norm and
+    gate); its outputs and every parameter's and the input's gradients match the PyTorch reference path
+    (kernel="reference"): to 1e-9 in float64, to fp32 rounding in float32."""
+    torch.manual_seed(0)
+    fast = registry.build(name, d_model=d_model).to(dtype)
+    torch.manual_seed(0)
+    ref = registry.build(name, d_model=d_model, kernel="reference").to(dtype)
+    with torch.no_grad():  # non-trivial norm affines and bonus weights
+        for m in (fast, ref):
+            torch.manual_seed(1)
+            for n, p in m.named_parameters():
+                if "norm" in n or n == "r_k":
+                    p.normal_()
+    x = torch.randn(3, 45, d_model, dtype=dtype)
+    x_fast, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_fast, y_ref = fast(x_fast), ref(x_ref)
+    assert (fast.kernel, ref.kernel) == ("delta-rule-cpu", "reference")
+    tol = {"rtol": 1e-9, "atol": 1e-9} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(y_fast, y_ref, **tol)
+    w = torch.randn(y_fast.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    (y_fast * w).sum().backward()
+    (y_ref * w).sum().backward()
+    if dtype == torch.float32:
+        tol = {"rtol": 1e-3, "atol": 1e-4}
+    torch.testing.assert_close(x_fast.grad, x_ref.grad, **tol)
+    for (n, p), (_, p_ref) in zip(fast.named_parameters(), ref.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, p_ref.grad, **tol, msg=lambda m, n=n: f"{n}: {m}")
