@@ -232,7 +232,9 @@ def _with_seed_range(df: pd.DataFrame) -> pd.Series:
     return shown
 
 
-def _tasks(*, df, corr, within, per_setting, use, training, curves, unlearned, fmt, fig_dir, learning=None, **_) -> tuple[list[dict], list[str]]:
+def _tasks(
+    *, df, corr, within, per_setting, use, training, curves, unlearned, fmt, fig_dir, learning=None, **_
+) -> tuple[list[dict], list[str]]:
     """Each task's section: its table, figures and analyses, for the page and for the Markdown."""
     md = functools.partial(markdown_table, formats=fmt)
     ht = functools.partial(html_table, formats=fmt)
@@ -350,6 +352,26 @@ def _summary_and_throughput(
     return summary, incomplete, tol_note, throughput_html
 
 
+def _convergence_and_state(
+    ht, *, timing, timing_lines, family, family_lines, family_fig, protocol_cost, convergence_lines, protocol_change,
+    protocol_change_lines, **_,
+) -> dict:  # fmt: skip
+    """The page's sections on convergence, ESS over time and state size within a family."""
+    from markupsafe import Markup
+
+    def table(df, table_id: str):
+        return Markup(ht(df, table_id)) if not df.empty else ""
+
+    return {
+        "timing_note": TIMING_NOTE, "timing": table(timing, "timing"), "timing_lines": timing_lines,
+        "family_note": FAMILY_NOTE, "family": table(family, "family"), "family_lines": family_lines,
+        "family_figures": [_figure(n, p, "") for n, p in family_fig.items()],
+        "convergence_note": CONVERGENCE_NOTE, "convergence_lines": convergence_lines,
+        "protocol_change_lines": protocol_change_lines, "protocol_change": table(protocol_change, "protocol-change"),
+        "cost_note": COST_NOTE, "protocol_cost": table(protocol_cost, "protocol-cost"),
+    }  # fmt: skip
+
+
 def _page(
     tasks_html: list[dict],
     summary: str,
@@ -380,16 +402,7 @@ def _page(
     change,
     stamp,
     fmt,
-    timing,
-    timing_lines,
-    family,
-    family_lines,
-    family_fig,
-    protocol_cost,
-    convergence_lines,
-    protocol_change,
-    protocol_change_lines,
-    **_,
+    **rest,
 ) -> str:
     """index.html: the template filled, autoescaped; tables already rendered are marked safe."""
     ht = functools.partial(html_table, formats=fmt)
@@ -428,19 +441,7 @@ def _page(
         tolerance=Markup(ht(tol, "tolerance")),
         tolerance_note=tol_note,
         shares=Markup(ht(shares, "time")) if not shares.empty else "No run recorded its time split yet.",
-        timing_note=TIMING_NOTE,
-        timing=Markup(ht(timing, "timing")) if not timing.empty else "",
-        timing_lines=timing_lines,
-        family_note=FAMILY_NOTE,
-        family=Markup(ht(family, "family")) if not family.empty else "",
-        family_lines=family_lines,
-        family_figures=[_figure(n, p, "") for n, p in family_fig.items()],
-        convergence_note=CONVERGENCE_NOTE,
-        convergence_lines=convergence_lines,
-        protocol_change_lines=protocol_change_lines,
-        protocol_change=Markup(ht(protocol_change, "protocol-change")) if not protocol_change.empty else "",
-        cost_note=COST_NOTE,
-        protocol_cost=Markup(ht(protocol_cost, "protocol-cost")) if not protocol_cost.empty else "",
+        **_convergence_and_state(ht, **rest),
         throughput=Markup(throughput_html),
         failed=failed_runs(failed),
         provenance=provenance_blobs(records),
@@ -467,15 +468,7 @@ def _markdown(
     change,
     stamp,
     fmt,
-    timing,
-    timing_lines,
-    family,
-    family_lines,
-    family_fig,
-    convergence_lines,
-    protocol_change,
-    protocol_change_lines,
-    **_,
+    **rest,
 ) -> list[str]:
     """leaderboard.md: the page's sections in the same order, tables as GitHub Markdown (the first
     screen, the ladder, the verdict, the ablation and the tasks; `_markdown_rest` the others)."""
@@ -505,14 +498,7 @@ def _markdown(
         "",
         *[f"- {line}" for line in ladder_lines],
         "",
-        "## Trained to convergence: what changed",
-        "",
-        CONVERGENCE_NOTE,
-        "",
-        *[f"- {line}" for line in convergence_lines + protocol_change_lines],
-        "",
-        md(protocol_change) if not protocol_change.empty else "",
-        "",
+        *_markdown_convergence(md, **rest),
         "## Verdict: does ESS per memory demand track accuracy better than TSS does?",
         "",
         *[f"- {line}" for line in verdict],
@@ -521,23 +507,7 @@ def _markdown(
         "",
         "Each row's full config, versions and curves are in `records/<record>.json`; the CSV has every column.",
         "",
-        "### Predictive or descriptive?",
-        "",
-        TIMING_NOTE,
-        "",
-        md(timing) if not timing.empty else "No best rows carry ESS at initialization yet.",
-        "",
-        *[f"- {line}" for line in timing_lines],
-        "",
-        "## State size within a family: the ESS paper's test",
-        "",
-        FAMILY_NOTE,
-        "",
-        md(family) if not family.empty else "No mixer has four state sizes on three settings yet (preset state_family).",
-        "",
-        *[f"- {line}" for line in family_lines],
-        *[f"![{n}](figures/{p.name})" for n, p in family_fig.items()],
-        "",
+        *_markdown_state(md, **rest),
         "## Backbone ablation: what the short convolution is worth",
         "",
         "### What changed from the MLP-backbone leaderboard",
@@ -559,6 +529,41 @@ def _markdown(
         "",
     ]
     return text
+
+
+def _markdown_convergence(md, *, convergence_lines, protocol_change, protocol_change_lines, **_) -> list[str]:
+    return [
+        "## Trained to convergence: what changed",
+        "",
+        CONVERGENCE_NOTE,
+        "",
+        *[f"- {line}" for line in convergence_lines + protocol_change_lines],
+        "",
+        md(protocol_change) if not protocol_change.empty else "",
+        "",
+    ]
+
+
+def _markdown_state(md, *, timing, timing_lines, family, family_lines, family_fig, **_) -> list[str]:
+    return [
+        "### Predictive or descriptive?",
+        "",
+        TIMING_NOTE,
+        "",
+        md(timing) if not timing.empty else "No best rows carry ESS at initialization yet.",
+        "",
+        *[f"- {line}" for line in timing_lines],
+        "",
+        "## State size within a family: the ESS paper's test",
+        "",
+        FAMILY_NOTE,
+        "",
+        md(family) if not family.empty else "No mixer has four state sizes on three settings yet (preset state_family).",
+        "",
+        *[f"- {line}" for line in family_lines],
+        *[f"![{n}](figures/{p.name})" for n, p in family_fig.items()],
+        "",
+    ]
 
 
 def _markdown_rest(
