@@ -184,3 +184,18 @@ def test_the_convergence_checks_count_what_the_sweep_owes():
     (line,) = findings.convergence_lines(tables.convergence(best, runs, set("abcd")))
     assert "2 best rows (50%)" in line and "target 80%: not met" in line and "target 0.99: not met" in line
     assert tables.convergence(best, runs, {"z"}).empty  # no group of the converged protocol: no claim
+
+
+def test_coverage_sums_each_runs_own_time(tmp_path):
+    """Coverage's hours: a group's four runs share one wall time, counted once each would be 4x too much."""
+    import json
+
+    from benchmarks.report.rows import coverage
+
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "p.json").write_text(json.dumps({"keys": list("abcd")}))
+    parts = {"steps": 900.0}
+    search = {"rates": [1e-3, 3e-3, 1e-2]}
+    records = [{"key": k, "status": "ok", "wall_time_s": 3600.0, "metrics": {"seconds": parts, "search": search}} for k in "abc"]
+    (row,) = coverage(tmp_path, records)
+    assert (row["planned"], row["ok"], row["run_hours"]) == (4, 3, 0.75)

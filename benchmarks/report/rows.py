@@ -304,8 +304,8 @@ def coverage(store_root: Path, records: list[dict]) -> list[dict]:
                 "planned": len(keys),
                 "ok": sum(r.get("status") == "ok" for r in ran),
                 "failed": sum(r.get("status") == "failed" for r in ran),
-                # run time summed over the recorded runs (two workers run two at a time)
-                "run_hours": sum(r.get("wall_time_s", 0.0) for r in ran) / 3600,
+                # each run's own time summed (two workers run two at a time; a group's runs share one wall time)
+                "run_hours": sum(run_seconds(r) for r in ran if "wall_time_s" in r) / 3600,
             }
         )
     return out
