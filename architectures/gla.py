@@ -5,7 +5,8 @@ S_t = diag(a_t) S_{t-1} + k_t v_t^T with a data-dependent decay per key dimensio
 a_t = sigmoid(W2 W1 x_t + b)^(1/16) (low-rank 16, gate-logit normaliser 16);
 o_t = S_t^T q_t / sqrt(d_k); per-head RMSNorm, swish output gate, output projection.
 Paper defaults: 4 heads, key dim d_model/2 (expand_k 0.5), value dim d_model.
-TSS per value channel: the key head dim. Fast path: flash-linear-attention's chunk_gla.
+TSS per value channel: the key head dim. Fast path: flash-linear-attention's chunk_gla; on a CPU (fp32, fp64)
+the C kernel `architectures.linear_recurrence_kernel` (kernel "linear-recurrence-cpu") trains.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from torch import Tensor, nn
 from architectures.base import config_error, require_divisible, require_positive
 from architectures.fla_kernels import FlaChunked
 from architectures.linear_recurrence import GatedLinearMixer, Heads
+from architectures.linear_recurrence_kernel import CompiledRecurrence
 
 
-class GLA(FlaChunked, GatedLinearMixer):
+class GLA(CompiledRecurrence, FlaChunked, GatedLinearMixer):
     name = "gla"
     chunk_size = 8  # the fastest reference chunk for training on a CPU (benchmarks/perf, L 64)
 

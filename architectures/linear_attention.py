@@ -3,7 +3,8 @@
 phi(x) = elu(x) + 1 on queries and keys; o_t = sum_s phi(q_t).phi(k_s) v_s / sum_s phi(q_t).phi(k_s).
 TSS per value channel: the key head dim (the state is a K x V matrix per head).
 Fast path on CUDA: flash-linear-attention's chunked kernel (unnormalised; the
-denominator rides along as an extra value channel).
+denominator rides along as an extra value channel); on a CPU (fp32, fp64) the C kernel
+`architectures.linear_recurrence_kernel` (kernel "linear-recurrence-cpu") trains.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from torch import Tensor, nn
 from architectures.base import require_divisible, require_positive
 from architectures.fla_kernels import FlaChunked
 from architectures.linear_recurrence import GatedLinearMixer, Heads
+from architectures.linear_recurrence_kernel import CompiledRecurrence
 
 
-class LinearAttention(FlaChunked, GatedLinearMixer):
+class LinearAttention(CompiledRecurrence, FlaChunked, GatedLinearMixer):
     name = "linear_attention"
     chunk_size = 32  # the fastest reference chunk for training on a CPU (benchmarks/perf, L 64)
     normalize = True

@@ -5,7 +5,8 @@ S_t = gamma_h S_{t-1} + k_t v_t^T, o_t = S_t^T q_t; gamma_h = sigmoid(w_h) is le
 initialised at RetNet's 1 - 2^(-5 - h); keys scaled by d_k^-1/2; per-head group norm, swish
 gate, output projection (RetNet's block; its xPos rotation is left out). 4 heads (RetNet uses
 head dim 256 at scale; scaled down). TSS per value channel: the key head dim.
-Fast path: flash-linear-attention's chunk_gla with the decay broadcast over keys.
+Fast path: flash-linear-attention's chunk_gla with the decay broadcast over keys; on a CPU (fp32, fp64) the
+C kernel `architectures.linear_recurrence_kernel` (kernel "linear-recurrence-cpu") trains.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from torch import Tensor, nn
 from architectures.base import require_divisible, require_positive
 from architectures.fla_kernels import FlaChunked
 from architectures.linear_recurrence import GatedLinearMixer, Heads
+from architectures.linear_recurrence_kernel import CompiledRecurrence
 
 
-class WLA(FlaChunked, GatedLinearMixer):
+class WLA(CompiledRecurrence, FlaChunked, GatedLinearMixer):
     name = "wla"
 
     def __init__(self, d_model: int, num_heads: int = 4, kernel: str = "auto"):
