@@ -424,7 +424,7 @@ def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(t
     assert seen == training, "a queued group started after Ctrl-C"
     assert sweep.returncode == 130 and len(list(records.glob("*.json"))) == 3 and not claims()
     stopped = [line for line in err.splitlines() if line.startswith("interrupted:")]
-    assert len(stopped) == 1 and "2 groups stopped" in stopped[0] and "1 not started" in stopped[0], err
+    assert len(stopped) == 1 and "2 groups stopped" in stopped[0] and "1 not started" in stopped[0], err + out
     assert "same command resumes" in stopped[0] and "Traceback" not in err
     assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/6", "[2/6", "[3/6"]
     assert sum(line.startswith("started ") for line in out.splitlines()) == 5, out
