@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from architectures.base import require_divisible, require_positive
 from architectures.fla_kernels import FlaChunked
+from architectures.kernels import cpu_path_allowed
 from architectures.linear_recurrence import GatedLinearMixer, Heads
 
 
@@ -58,7 +59,7 @@ class Based(FlaChunked, GatedLinearMixer):
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         b, length, _ = x.shape
-        if self.kernel_choice == "reference" or length > 256 or not _quadratic_fits(x, self.q_proj.weight):
+        if not cpu_path_allowed(self.kernel_choice, x.device) or length > 256 or not _quadratic_fits(x, self.q_proj.weight):
             hd = self.heads(x)
             return self.finish(self._recurrence(hd), hd)
         self.kernel = "taylor-quadratic-cpu"

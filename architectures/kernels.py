@@ -47,6 +47,13 @@ def _plain_precision(device: torch.device):
         yield
 
 
+def cpu_path_allowed(kernel: str, device: torch.device) -> bool:
+    """Whether a mixer may take one of its C paths for the CPU ahead of its fast kernels: not when the
+    reference is asked for, nor on a device the fast kernels run on (`FAST_DEVICE_TYPES`: CUDA, and the
+    CPU under Triton's interpreter, where the fast path is what is under test)."""
+    return kernel != "reference" and device.type not in FAST_DEVICE_TYPES
+
+
 def use_fast(name: str, kernel: str, device: torch.device, probe: Callable[[torch.device], bool]) -> bool:
     """Whether to run the fast kernel `name` on `device` for a mixer configured with `kernel`.
 

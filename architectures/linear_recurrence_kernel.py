@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from architectures import cpu_kernels
+from architectures.kernels import cpu_path_allowed
 
 
 class _CompiledLinear(torch.autograd.Function):
@@ -89,7 +90,7 @@ class CompiledRecurrence:
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
         hd = self.heads(x)
-        if self.kernel_choice != "reference" and compiled_available(hd.q, hd.k, hd.v, hd.log_a):
+        if cpu_path_allowed(self.kernel_choice, x.device) and compiled_available(hd.q, hd.k, hd.v, hd.log_a):
             self.kernel = "linear-recurrence-cpu"
             o = compiled_linear(hd.q, hd.k, hd.v, hd.log_a, self.normalize)
         else:

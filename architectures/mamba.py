@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.base import Mixer, MixerOperator, causal_conv, conv_step, init_step_sizes, require_positive
-from architectures.kernels import optional_import, use_fast
+from architectures.kernels import cpu_path_allowed, optional_import, use_fast
 from architectures.operators import Semiseparable
 from architectures.scan import linear_scan
 from architectures.selective_scan import (
@@ -123,7 +123,7 @@ class Mamba(Mixer):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        if self.kernel_choice != "reference" and block_available(x, self.in_proj.weight):
+        if cpu_path_allowed(self.kernel_choice, x.device) and block_available(x, self.in_proj.weight):
             self.kernel = "s6-cpu"  # conv, step sizes, scan, skip and gate in the C kernels
             y = scan_block_compiled(
                 self.in_proj(x), self.conv, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias, self._A(), self.D,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from architectures.base import causal_conv, conv_step, init_step_sizes, require_divisible, require_positive
-from architectures.kernels import optional_import, use_fast
+from architectures.kernels import cpu_path_allowed, optional_import, use_fast
 from architectures.linear_recurrence import GatedLinearMixer, Heads, chunked_gla
 from architectures.selective_scan import block_available, compiled_available, scan_block_compiled, selective_scan_compiled
 
@@ -58,7 +58,7 @@ class Mamba2(GatedLinearMixer):
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        if self.kernel_choice != "reference" and block_available(x, self.in_proj.weight):
+        if cpu_path_allowed(self.kernel_choice, x.device) and block_available(x, self.in_proj.weight):
             self.kernel = "s6-cpu"  # conv, step sizes, scan, skip, gate and norm in the C kernels
             p = self.headdim
             A = (-self.A_log.exp()).repeat_interleave(p)[:, None]  # (H * P, 1): one decay per channel
