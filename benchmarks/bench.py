@@ -49,7 +49,7 @@ from benchmarks import analysis, leaderboard
 from benchmarks.config import ConfigError, describe, grid_runs, mixer_spec, single_run, validate
 from benchmarks.overrides import explain, normalize, wants_help
 from benchmarks.provenance import git_state
-from benchmarks.run import run_group, run_one
+from benchmarks.run import group_records, run_group, run_one
 from benchmarks.store import Store, group_key, run_key
 
 
@@ -160,11 +160,12 @@ def _interrupted(unit: str, running: int, waiting: int) -> Interrupted:
 GRACE_S = 30  # how long an interrupted worker may take to stop before it is terminated
 
 
-def _in_pool(fn, todo: list[dict], workers: int, threads: int, unit: str, started, done) -> None:
+def _in_pool(fn, todo: list[dict], workers: int, threads: int, unit: str, started, done, recorded) -> None:
     """`fn(cfg, check=False)` for every config of `todo` in `workers` processes, one at a time each: nothing
     waits in a queue behind a running one, so Ctrl-C starts nothing new. `started(cfg)` as a config goes
-    to a worker, `done(cfg, result)` as it finishes. Ctrl-C (to the sweep or its process group) stops the
-    running ones (no record written) and raises Interrupted."""
+    to a worker, `done(cfg, result)` as it finishes. Ctrl-C (to the sweep, its process group or its
+    workers) stops the running ones and raises Interrupted; one stopped after its records were written
+    (`recorded(cfg)`: the stored result, or None) counts as done."""
     context = multiprocessing.get_context("spawn")
     waiting, running = list(todo), {}
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
@@ -176,6 +177,8 @@ def _in_pool(fn, todo: list[dict], workers: int, threads: int, unit: str, starte
                 started(cfg)
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
+                if isinstance(future.exception(), KeyboardInterrupt):  # Ctrl-C reached a worker before this process
+                    raise KeyboardInterrupt  # with the future still running: counted as stopped
                 done(running.pop(future), future.result())
     except KeyboardInterrupt:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers are being stopped: a second Ctrl-C changes nothing
@@ -187,13 +190,14 @@ def _in_pool(fn, todo: list[dict], workers: int, threads: int, unit: str, starte
             for process in multiprocessing.active_children():
                 process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous)  # by now this process's own Ctrl-C, if it was sent one, has landed
         stopped = 0
-        for future, cfg in running.items():  # one that finished meanwhile wrote its record: shown as done
-            if future.done() and not future.cancelled() and future.exception() is None:
-                done(cfg, future.result())
-            else:
+        for future, cfg in running.items():
+            finished = future.done() and not future.cancelled() and future.exception() is None
+            if (result := future.result() if finished else recorded(cfg)) is None:
                 stopped += 1
+            else:
+                done(cfg, result)
         raise _interrupted(unit, stopped, len(waiting)) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -436,7 +440,8 @@ def _sweep_runs(overrides: list[str], configs: list[dict], store: Store, given: 
                 raise _interrupted("run", 1, len(todo) - i - 1) from None
             done(cfg, record)
     else:
-        _in_pool(run_one, todo, workers, threads, "run", lambda cfg: _started(cfg, workers), done)
+        recorded = lambda cfg: store.get(run_key(single_run(cfg)))  # noqa: E731
+        _in_pool(run_one, todo, workers, threads, "run", lambda cfg: _started(cfg, workers), done, recorded)
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     paths = leaderboard.build(store.root)
     for p in paths:
@@ -477,7 +482,12 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
                 raise _interrupted("group", 1, len(todo) - i - 1) from None
             done(group, records)
     else:
-        _in_pool(run_group, todo, workers, threads, "group", lambda cfg: _started(cfg, workers), done)
+
+        def recorded(group: dict) -> list[dict] | None:
+            records, complete = group_records(grid_runs(group), store)
+            return records if complete else None
+
+        _in_pool(run_group, todo, workers, threads, "group", lambda cfg: _started(cfg, workers), done, recorded)
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     for p in leaderboard.build(store.root):
         print(f"leaderboard: {p}")

@@ -186,7 +186,7 @@ def run_group(cfg: dict, check: bool = True) -> list[dict]:
     if not runs:
         return []
     store = Store(runs[0]["store"])
-    records, complete = _group_records(runs, store)
+    records, complete = group_records(runs, store)
     if complete:
         return records
     if check:
@@ -204,7 +204,7 @@ def _at_rate(base: dict, lr: float) -> dict:
     return {**copy.deepcopy(base), "train": {**base["train"], "lr": lr}}
 
 
-def _group_records(runs: list[dict], store: Store) -> tuple[list[dict], bool]:
+def group_records(runs: list[dict], store: Store) -> tuple[list[dict], bool]:
     """A group's records and whether it is complete: every rate its search tried (`search.rates`, the
     grid and any extension) has a record. A sweep killed between two record writes leaves a group
     incomplete; its search is then replayed from the checkpoints and only the missing records written."""

@@ -393,12 +393,20 @@ def _poll(until, seconds: float, every: float = 0.05) -> bool:
     return False
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
 @pytest.mark.e2e
-def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("reaches", ["process group", "workers first"])
+def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(tmp_path, reaches):
     """Six one-rate groups in two workers: three of 4 steps, then three that never end (lr 1e-9, 100,000
     steps). Ctrl-C to the process group once the short ones are recorded and two long ones train: the
     sweep exits in seconds, non-zero, with one line; the third long group never starts, nothing more is
-    recorded and no claim is left. Each group has a line as it starts and as it ends."""
+    recorded and no claim is left. Each group has a line as it starts and as it ends. `workers first`:
+    the signal reaches the workers alone, as it may reach them before the sweep's own process (a
+    worker's interrupted group then comes back to the sweep before its own Ctrl-C does)."""
     records = tmp_path / "records"
     args = [
         "preset=smoke", f"store={tmp_path}", "workers=2", "reference=", "train.steps=4,100000",
@@ -410,10 +418,16 @@ def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(t
         cwd=ROOT, env=env, start_new_session=True,
     )  # fmt: skip
     claims = lambda: {p.name for p in records.glob(".*.claim")}
+    recorded = lambda: {f".{json.loads(p.read_text())['group']}.claim" for p in records.glob("*.json")}
     try:
-        assert _poll(lambda: len(list(records.glob("*.json"))) == 3 and len(claims()) == 2, 120), "the short groups never landed"
+        long_ones_train = lambda: len(done := recorded()) == 3 and len(claims() - done) == 2  # the short ones released
+        assert _poll(long_ones_train, 120), "the short groups never landed"
         training = claims()
-        os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        if reaches == "process group":
+            os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        else:
+            for pid in _children(sweep.pid):  # the workers (and the resource tracker, which ignores SIGINT)
+                os.kill(pid, signal.SIGINT)
         seen = set(training)
         assert _poll(lambda: seen.update(claims()) or sweep.poll() is not None, 25), "still running 25 s after Ctrl-C"
         out, err = sweep.communicate()
@@ -421,7 +435,7 @@ def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(t
         if sweep.poll() is None:
             os.killpg(sweep.pid, signal.SIGKILL)
             sweep.communicate()
-    assert seen == training, "a queued group started after Ctrl-C"
+    assert seen == training, f"a queued group started after Ctrl-C: {sorted(seen - training)}, {sorted(training)} training\n{out}"
     assert sweep.returncode == 130 and len(list(records.glob("*.json"))) == 3 and not claims()
     stopped = [line for line in err.splitlines() if line.startswith("interrupted:")]
     assert len(stopped) == 1 and "2 groups stopped" in stopped[0] and "1 not started" in stopped[0], err + out
