@@ -84,7 +84,7 @@ def analyse(root: Path, store: Store) -> dict:
     searched = rw.searched_groups(ok)
     a["protocol_cost"] = tb.protocol_cost(runs[runs["group"].isin(searched)])
     a["convergence"] = tb.convergence(df, runs, searched)
-    a["convergence_lines"] = fd.convergence_lines(a["convergence"])
+    a["convergence_lines"] = fd.convergence_lines(a["convergence"]) + fd.cap_lines(df[df["group"].isin(searched)])
     capped = rw.by_status(Store(root / PREVIOUS_PROTOCOL).records())[1]  # the step-capped protocol's records
     a["protocol_change"] = tb.protocol_change(df[df["group"].isin(searched)], tb.board(capped)) if capped else pd.DataFrame()
     a["protocol_change_lines"] = fd.protocol_change_lines(a["protocol_change"])

@@ -184,6 +184,9 @@ def test_the_convergence_checks_count_what_the_sweep_owes():
     (line,) = findings.convergence_lines(tables.convergence(best, runs, set("abcd")))
     assert "2 best rows (50%)" in line and "target 80%: not met" in line and "target 0.99: not met" in line
     assert tables.convergence(best, runs, {"z"}).empty  # no group of the converged protocol: no claim
+    capped = best.assign(state="", setting="L=64, kv=4", steps=[800, 6000, 17600, 4000])
+    (line,) = findings.cap_lines(capped)  # the one row at the cap, named with its accuracy; none other
+    assert "mamba at L=64, kv=4 0.400 (capped)" in line and "17,600 steps" in line and "gla" not in line
 
 
 def test_coverage_sums_each_runs_own_time(tmp_path):

@@ -536,6 +536,19 @@ def convergence_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def cap_lines(best: pd.DataFrame) -> list[str]:
+    """The best rows that reached the step cap (`best`: the groups trained to convergence), per task:
+    still improving (capped) or flat (budget), each with its accuracy, so that a reader sees what the
+    cap decides and how far those rows were from solving."""
+    lines = []
+    for task, g in best[best["ended"].isin(["capped", "budget"])].groupby("task"):
+        g = g.sort_values("accuracy", ascending=False)
+        cells = [" ".join(filter(None, (r.mixer, r.state, f"at {r.setting}"))) + f" {r.accuracy:.3f} ({r.ended})"
+                 for r in g.itertuples()]  # fmt: skip
+        lines.append(f"{task}, best rows at the step cap ({g['steps'].max():,.0f} steps): " + "; ".join(cells) + ".")
+    return lines
+
+
 def protocol_change_lines(change: pd.DataFrame, shift: float = ACCURACY_SHIFT) -> list[str]:
     """What training to convergence changed (`tables.protocol_change`): the rows whose accuracy moved by
     more than `shift`, and how many of the rows that rose had been capped while still improving."""
