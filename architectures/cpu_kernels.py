@@ -2,11 +2,11 @@
 
 The sources live in `architectures/csrc/`. Each is compiled once per machine with the system's C
 compiler (`cc`, or $CC) for the CPU it runs on (`-march=native`), into a cache keyed by the source,
-the flags, the compiler and the CPU's model and flags (so a cache shared by machines of different
-CPUs, e.g. a cluster's home directory, never loads a library built for another); it is written
-under a temporary name and renamed into place, so concurrent first uses (a sweep's workers) never
-load a half-written file. No compiler, or a failed build, means no kernel: `load` returns None
-once, with a warning, and callers keep their PyTorch reference path.
+the headers it includes, the flags, the compiler and the CPU's model and flags (so a cache shared
+by machines of different CPUs, e.g. a cluster's home directory, never loads a library built for
+another); it is written under a temporary name and renamed into place, so concurrent first uses (a
+sweep's workers) never load a half-written file. No compiler, or a failed build, means no kernel:
+`load` returns None once, with a warning, and callers keep their PyTorch reference path.
 
 `MIXERBENCH_KERNELS=reference` disables them; `MIXERBENCH_KERNEL_CACHE` moves the cache
 (default `~/.cache/mixerbench/kernels`).
@@ -19,6 +19,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -50,9 +51,22 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("MIXERBENCH_KERNEL_CACHE", Path.home() / ".cache" / "mixerbench" / "kernels"))
 
 
+def _with_headers(source: Path) -> list[Path]:
+    """`source` and the local headers it includes (`#include "..."`), transitively: the cache key hashes them all,
+    so that editing a header rebuilds the kernels that include it."""
+    files = [source]
+    for path in files:
+        for name in re.findall(r'^\s*#\s*include\s*"([^"]+)"', path.read_text(), re.M):
+            header = path.parent / name
+            if header.is_file() and header not in files:
+                files.append(header)
+    return files
+
+
 def _build(source: Path, compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
-    ident = "\n".join([source.read_text(), " ".join(FLAGS + LIBS), version, _cpu_identity()])
+    texts = [path.read_text() for path in _with_headers(source)]
+    ident = "\n".join([*texts, " ".join(FLAGS + LIBS), version, _cpu_identity()])
     target = _cache_dir() / f"{source.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so"
     if target.exists():
         return target

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_cl.h"
+
 void conv_forward(const float *x, const float *w, const float *bias, float *y, int batch, int C, int L, int K) {
     for (int b = 0; b < batch; b++)
         for (int c = 0; c < C; c++) {
@@ -64,48 +66,14 @@ void conv_backward(const float *x, const float *w, const float *gy, float *gx, f
    run over channels. w, gw here (K, C). */
 void conv_forward_cl(const float *x, const float *w, const float *bias, float *y, int batch, int C, int L, int K) {
     for (int b = 0; b < batch; b++)
-        for (int t = 0; t < L; t++) {
-            float *restrict yt = y + ((size_t)b * L + t) * C;
-#pragma omp simd
-            for (int c = 0; c < C; c++) yt[c] = bias ? bias[c] : 0.f;
-            for (int k = 0; k < K; k++) {
-                const int s = t - (K - 1 - k);
-                if (s < 0) continue;
-                const float *restrict xs = x + ((size_t)b * L + s) * C, *restrict wk = w + (size_t)k * C;
-#pragma omp simd
-                for (int c = 0; c < C; c++) yt[c] += wk[c] * xs[c];
-            }
-        }
+        for (int t = 0; t < L; t++) conv_cl_step(y + ((size_t)b * L + t) * C, x, C, w, bias, b, t, L, C, K);
 }
 
 void conv_backward_cl(const float *x, const float *w, const float *gy, float *gx, float *gw, float *gbias,
                       int batch, int C, int L, int K) {
     for (int b = 0; b < batch; b++)
-        for (int t = 0; t < L; t++) {
-            const float *restrict gt = gy + ((size_t)b * L + t) * C;
-            float *restrict gxt = gx + ((size_t)b * L + t) * C;
-#pragma omp simd
-            for (int c = 0; c < C; c++) gxt[c] = 0.f;
-            for (int k = 0; k < K; k++) {
-                const int shift = K - 1 - k, later = t + shift, s = t - shift;
-                const float *restrict wk = w + (size_t)k * C;
-                float *restrict gwk = gw + (size_t)k * C;
-                if (later < L) {
-                    const float *restrict gl = gy + ((size_t)b * L + later) * C;
-#pragma omp simd
-                    for (int c = 0; c < C; c++) gxt[c] += wk[c] * gl[c];
-                }
-                if (s >= 0) {
-                    const float *restrict xs = x + ((size_t)b * L + s) * C;
-#pragma omp simd
-                    for (int c = 0; c < C; c++) gwk[c] += gt[c] * xs[c];
-                }
-            }
-            if (gbias) {
-#pragma omp simd
-                for (int c = 0; c < C; c++) gbias[c] += gt[c];
-            }
-        }
+        for (int t = 0; t < L; t++)
+            conv_cl_step_backward(gx + ((size_t)b * L + t) * C, gw, gbias, gy, (size_t)b * L, x, C, w, b, t, L, C, K);
 }
 
 /* out[c] += sum_{m < count} a[m * sa + c] b[m * sb + c] for c < D (sa, sb: row steps, +-D): the rows of a

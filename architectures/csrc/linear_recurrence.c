@@ -11,53 +11,33 @@
    which recomputes one chunk's states at a time from it. Float and double versions (_f32, _f64).
    Return 0, or 1 when a buffer could not be allocated. */
 
-#ifndef LR_T
+#ifndef T
 
-#include <stddef.h>
-#include <stdlib.h>
-#include <string.h>
+#include "state_kernels.h"
 
-/* steps per checkpoint: the backward keeps CHUNK + 1 states of a sequence, well inside L2 */
-#define CHUNK lr_chunk_len(K, V)
+int lr_chunks(int L, int K, int V) { return chunks(L, K, V); }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-/* rows of 8-65 values: 512-bit vectors leave half-filled loops */
-#pragma GCC target("prefer-vector-width=256")
-#endif
-
-static inline int lr_chunk_len(int K, int V) { return (size_t)K * V <= 2048 ? 32 : 16; }
-
-int lr_chunks(int L, int K, int V) { return (L + CHUNK - 1) / CHUNK; }
-
-#define LR_T float
-#define LR(name) name##_f32
-#include __FILE__
-#undef LR_T
-#undef LR
-#define LR_T double
-#define LR(name) name##_f64
-#include __FILE__
+#define BODY "linear_recurrence.c"
+#include "instantiate.h"
 
 #else
 
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE LR_T LR(decay)(const LR_T *w, int mode, int i) { return mode == 2 ? w[i] : mode == 1 ? w[0] : (LR_T)1; }
+#include "state_kernels.h" /* its part per scalar type */
 
 /* Rows i, i + 1 (R = 2) or i (R = 1) of one step: out = diag(w) S + k v^T (out may be S); o += out^T q when o */
-INLINE void LR(step_rows)(const int R, const LR_T *S, LR_T *out, const LR_T *q, const LR_T *k, const LR_T *v, const LR_T *w,
-                          const int mode, LR_T *restrict o, int i, int V) {
-    const LR_T *s0 = S + (size_t)i * V, *s1 = s0 + V;
-    LR_T *r0 = out + (size_t)i * V, *r1 = r0 + V; /* may be S itself */
-    const LR_T w0 = LR(decay)(w, mode, i), w1 = R == 2 ? LR(decay)(w, mode, i + 1) : 0;
-    const LR_T k0 = k[i], k1 = R == 2 ? k[i + 1] : 0, q0 = o ? q[i] : 0, q1 = o && R == 2 ? q[i + 1] : 0;
+INLINE void FN(step_rows)(const int R, const T *S, T *out, const T *q, const T *k, const T *v, const T *w,
+                          const int mode, T *restrict o, int i, int V) {
+    const T *s0 = S + (size_t)i * V, *s1 = s0 + V;
+    T *r0 = out + (size_t)i * V, *r1 = r0 + V; /* may be S itself */
+    const T w0 = FN(decay)(w, mode, i), w1 = R == 2 ? FN(decay)(w, mode, i + 1) : 0;
+    const T k0 = k[i], k1 = R == 2 ? k[i + 1] : 0, q0 = o ? q[i] : 0, q1 = o && R == 2 ? q[i + 1] : 0;
 #pragma omp simd
     for (int j = 0; j < V; j++) {
-        const LR_T vj = v[j];
-        const LR_T x0 = (mode ? w0 * s0[j] : s0[j]) + k0 * vj;
+        const T vj = v[j];
+        const T x0 = (mode ? w0 * s0[j] : s0[j]) + k0 * vj;
         r0[j] = x0;
         if (R == 2) {
-            const LR_T x1 = (mode ? w1 * s1[j] : s1[j]) + k1 * vj;
+            const T x1 = (mode ? w1 * s1[j] : s1[j]) + k1 * vj;
             r1[j] = x1;
             if (o) o[j] += q0 * x0 + q1 * x1;
         } else if (o)
@@ -65,77 +45,40 @@ INLINE void LR(step_rows)(const int R, const LR_T *S, LR_T *out, const LR_T *q, 
     }
 }
 
-INLINE void LR(step)(const LR_T *S, LR_T *out, const LR_T *q, const LR_T *k, const LR_T *v, const LR_T *w, const int mode,
-                     LR_T *restrict o, int K, int V) {
-    if (o) memset(o, 0, sizeof(LR_T) * V);
+INLINE void FN(step)(const T *S, T *out, const T *q, const T *k, const T *v, const T *w, const int mode,
+                     T *restrict o, int K, int V) {
+    if (o) memset(o, 0, sizeof(T) * V);
     int i = 0;
-    for (; i + 1 < K; i += 2) LR(step_rows)(2, S, out, q, k, v, w, mode, o, i, V);
-    if (i < K) LR(step_rows)(1, S, out, q, k, v, w, mode, o, i, V);
+    for (; i + 1 < K; i += 2) FN(step_rows)(2, S, out, q, k, v, w, mode, o, i, V);
+    if (i < K) FN(step_rows)(1, S, out, q, k, v, w, mode, o, i, V);
 }
 
-INLINE void LR(forward_seq)(const LR_T *q, const LR_T *k, const LR_T *v, const LR_T *w, LR_T *o, LR_T *cq, LR_T *S, int L,
+INLINE void FN(forward_seq)(const T *q, const T *k, const T *v, const T *w, T *o, T *cq, T *S, int L,
                             int K, const int V, size_t sK, size_t sV, size_t sW, const int mode) {
     const size_t KV = (size_t)K * V;
-    memset(S, 0, sizeof(LR_T) * KV);
+    memset(S, 0, sizeof(T) * KV);
     for (int t = 0; t < L; t++) {
-        if (cq && t % CHUNK == 0) memcpy(cq + (size_t)(t / CHUNK) * KV, S, sizeof(LR_T) * KV);
-        LR(step)(S, S, q + t * sK, k + t * sK, v + t * sV, w ? w + t * sW : NULL, mode, o + t * sV, K, V);
+        if (cq && t % CHUNK == 0) memcpy(cq + (size_t)(t / CHUNK) * KV, S, sizeof(T) * KV);
+        FN(step)(S, S, q + t * sK, k + t * sK, v + t * sV, w ? w + t * sW : NULL, mode, o + t * sV, K, V);
     }
 }
 
-/* mode and (in fp32, at the suite's head sizes) V as compile-time constants: the row loops unroll */
-#define LR_DISPATCH(CALL)                      \
-    if (sizeof(LR_T) == 4 && V == 16) {        \
-        enum { VC = 16 };                      \
-        if (mode == 2) {                       \
-            CALL(2);                           \
-        } else if (mode == 1) {                \
-            CALL(1);                           \
-        } else {                               \
-            CALL(0);                           \
-        }                                      \
-    } else if (sizeof(LR_T) == 4 && V == 32) { \
-        enum { VC = 32 };                      \
-        if (mode == 2) {                       \
-            CALL(2);                           \
-        } else if (mode == 1) {                \
-            CALL(1);                           \
-        } else {                               \
-            CALL(0);                           \
-        }                                      \
-    } else if (sizeof(LR_T) == 4 && V == 64) { \
-        enum { VC = 64 };                      \
-        if (mode == 2) {                       \
-            CALL(2);                           \
-        } else if (mode == 1) {                \
-            CALL(1);                           \
-        } else {                               \
-            CALL(0);                           \
-        }                                      \
-    } else {                                   \
-        const int VC = V;                      \
-        if (mode == 2) {                       \
-            CALL(2);                           \
-        } else if (mode == 1) {                \
-            CALL(1);                           \
-        } else {                               \
-            CALL(0);                           \
-        }                                      \
-    }
+/* the value dims of the suite's models (IF_V: state_kernels.h) */
+#define DISPATCH_V(CALL, arg) IF_V(16, CALL, arg) IF_V(32, CALL, arg) IF_V(64, CALL, arg) ELSE_V(CALL, arg)
 
-int LR(lr_forward)(const LR_T *q, const LR_T *k, const LR_T *v, const LR_T *w, LR_T *o, LR_T *ckpt, int B, int H, int L,
+int FN(lr_forward)(const T *q, const T *k, const T *v, const T *w, T *o, T *ckpt, int B, int H, int L,
                    int K, int V, int mode) {
     const size_t KV = (size_t)K * V;
     const int wn = mode == 2 ? K : mode, nck = lr_chunks(L, K, V);
     const size_t sK = (size_t)H * K, sV = (size_t)H * V, sW = (size_t)H * wn;
-    LR_T *S = malloc(sizeof(LR_T) * KV);
+    T *S = malloc(sizeof(T) * KV);
     if (!S) return 1;
     for (int n = 0; n < B * H; n++) {
         const size_t row = (size_t)(n / H) * L * H + n % H; /* (batch, head)'s first token in (B, L, H, .) */
-        const LR_T *wq = w ? w + row * wn : NULL;
-        LR_T *cq = ckpt ? ckpt + (size_t)n * nck * KV : NULL;
-#define FWD(m) LR(forward_seq)(q + row * K, k + row * K, v + row * V, wq, o + row * V, cq, S, L, K, VC, sK, sV, sW, m)
-        LR_DISPATCH(FWD)
+        const T *wq = w ? w + row * wn : NULL;
+        T *cq = ckpt ? ckpt + (size_t)n * nck * KV : NULL;
+#define FWD(m) FN(forward_seq)(q + row * K, k + row * K, v + row * V, wq, o + row * V, cq, S, L, K, VC, sK, sV, sW, m)
+        DISPATCH_V(DISPATCH_MODE, FWD)
 #undef FWD
     }
     free(S);
@@ -144,25 +87,25 @@ int LR(lr_forward)(const LR_T *q, const LR_T *k, const LR_T *v, const LR_T *w, L
 
 /* Token t backwards on rows i (, i + 1), dS the gradient of S_t from later tokens (becomes S_{t-1}'s): with
    e = dS + q g^T, dq = S_t g, dk = e v, dv = e^T k, dw = diag(e S_{t-1}^T) (summed over rows in mode 1), dS = diag(w) e. */
-INLINE void LR(back_rows)(const int R, LR_T *dS, const LR_T *Sc, const LR_T *Sp, const LR_T *g, const LR_T *q, const LR_T *k,
-                          const LR_T *v, const LR_T *w, const int mode, LR_T *dq, LR_T *dk, LR_T *restrict dv, LR_T *dw,
-                          LR_T *dw_sum, int i, int V) {
-    LR_T *restrict d0 = dS + (size_t)i * V, *restrict d1 = d0 + V;
-    const LR_T *c0 = Sc + (size_t)i * V, *c1 = c0 + V, *p0 = Sp + (size_t)i * V, *p1 = p0 + V;
-    const LR_T q0 = q[i], k0 = k[i], w0 = LR(decay)(w, mode, i);
-    const LR_T q1 = R == 2 ? q[i + 1] : 0, k1 = R == 2 ? k[i + 1] : 0, w1 = R == 2 ? LR(decay)(w, mode, i + 1) : 0;
-    LR_T gq0 = 0, gk0 = 0, gw0 = 0, gq1 = 0, gk1 = 0, gw1 = 0;
+INLINE void FN(back_rows)(const int R, T *dS, const T *Sc, const T *Sp, const T *g, const T *q, const T *k,
+                          const T *v, const T *w, const int mode, T *dq, T *dk, T *restrict dv, T *dw,
+                          T *dw_sum, int i, int V) {
+    T *restrict d0 = dS + (size_t)i * V, *restrict d1 = d0 + V;
+    const T *c0 = Sc + (size_t)i * V, *c1 = c0 + V, *p0 = Sp + (size_t)i * V, *p1 = p0 + V;
+    const T q0 = q[i], k0 = k[i], w0 = FN(decay)(w, mode, i);
+    const T q1 = R == 2 ? q[i + 1] : 0, k1 = R == 2 ? k[i + 1] : 0, w1 = R == 2 ? FN(decay)(w, mode, i + 1) : 0;
+    T gq0 = 0, gk0 = 0, gw0 = 0, gq1 = 0, gk1 = 0, gw1 = 0;
 #pragma omp simd reduction(+ : gq0, gk0, gw0, gq1, gk1, gw1)
     for (int j = 0; j < V; j++) {
-        const LR_T gj = g[j], vj = v[j];
-        const LR_T e0 = d0[j] + q0 * gj;
+        const T gj = g[j], vj = v[j];
+        const T e0 = d0[j] + q0 * gj;
         gq0 += c0[j] * gj;
         gk0 += e0 * vj;
         if (mode) gw0 += e0 * p0[j];
         d0[j] = mode ? w0 * e0 : e0;
-        LR_T dvj = k0 * e0;
+        T dvj = k0 * e0;
         if (R == 2) {
-            const LR_T e1 = d1[j] + q1 * gj;
+            const T e1 = d1[j] + q1 * gj;
             gq1 += c1[j] * gj;
             gk1 += e1 * vj;
             if (mode) gw1 += e1 * p1[j];
@@ -180,60 +123,59 @@ INLINE void LR(back_rows)(const int R, LR_T *dS, const LR_T *Sc, const LR_T *Sp,
         *dw_sum += gw0 + gw1;
 }
 
-INLINE void LR(back_step)(LR_T *dS, const LR_T *Sc, const LR_T *Sp, const LR_T *g, const LR_T *q, const LR_T *k,
-                          const LR_T *v, const LR_T *w, const int mode, LR_T *dq, LR_T *dk, LR_T *dv, LR_T *dw, int K, int V) {
-    LR_T dw_sum = 0;
-    memset(dv, 0, sizeof(LR_T) * V);
+INLINE void FN(back_step)(T *dS, const T *Sc, const T *Sp, const T *g, const T *q, const T *k,
+                          const T *v, const T *w, const int mode, T *dq, T *dk, T *dv, T *dw, int K, int V) {
+    T dw_sum = 0;
+    memset(dv, 0, sizeof(T) * V);
     int i = 0;
-    for (; i + 1 < K; i += 2) LR(back_rows)(2, dS, Sc, Sp, g, q, k, v, w, mode, dq, dk, dv, dw, &dw_sum, i, V);
-    if (i < K) LR(back_rows)(1, dS, Sc, Sp, g, q, k, v, w, mode, dq, dk, dv, dw, &dw_sum, i, V);
+    for (; i + 1 < K; i += 2) FN(back_rows)(2, dS, Sc, Sp, g, q, k, v, w, mode, dq, dk, dv, dw, &dw_sum, i, V);
+    if (i < K) FN(back_rows)(1, dS, Sc, Sp, g, q, k, v, w, mode, dq, dk, dv, dw, &dw_sum, i, V);
     if (mode == 1) dw[0] = dw_sum;
 }
 
-INLINE void LR(backward_seq)(const LR_T *q, const LR_T *k, const LR_T *v, const LR_T *w, const LR_T *cq, const LR_T *go,
-                             LR_T *dq, LR_T *dk, LR_T *dv, LR_T *dw, LR_T *St, LR_T *dS, int L, int K, const int V, size_t sK,
+INLINE void FN(backward_seq)(const T *q, const T *k, const T *v, const T *w, const T *cq, const T *go,
+                             T *dq, T *dk, T *dv, T *dw, T *St, T *dS, int L, int K, const int V, size_t sK,
                              size_t sV, size_t sW, const int mode) {
     const size_t KV = (size_t)K * V;
     const int nck = lr_chunks(L, K, V), C = CHUNK;
-    memset(dS, 0, sizeof(LR_T) * KV);
+    memset(dS, 0, sizeof(T) * KV);
     for (int c = nck - 1; c >= 0; c--) {
         const int t0 = c * C, steps = L - t0 < C ? L - t0 : C;
-        memcpy(St, cq + (size_t)c * KV, sizeof(LR_T) * KV);
+        memcpy(St, cq + (size_t)c * KV, sizeof(T) * KV);
         for (int s = 0; s < steps; s++) {
             const size_t t = t0 + s;
-            LR(step)(St + s * KV, St + (s + 1) * KV, NULL, k + t * sK, v + t * sV, w ? w + t * sW : NULL, mode, NULL, K, V);
+            FN(step)(St + s * KV, St + (s + 1) * KV, NULL, k + t * sK, v + t * sV, w ? w + t * sW : NULL, mode, NULL, K, V);
         }
         for (int s = steps - 1; s >= 0; s--) {
             const size_t t = t0 + s;
-            LR(back_step)(dS, St + (s + 1) * KV, St + s * KV, go + t * sV, q + t * sK, k + t * sK, v + t * sV,
+            FN(back_step)(dS, St + (s + 1) * KV, St + s * KV, go + t * sV, q + t * sK, k + t * sK, v + t * sV,
                           w ? w + t * sW : NULL, mode, dq + t * sK, dk + t * sK, dv + t * sV, dw ? dw + t * sW : NULL, K, V);
         }
     }
 }
 
 /* go: the outputs' gradient (B, L, H, V); every gradient is written (dw: NULL in mode 0) */
-int LR(lr_backward)(const LR_T *q, const LR_T *k, const LR_T *v, const LR_T *w, const LR_T *ckpt, const LR_T *go, LR_T *dq,
-                    LR_T *dk, LR_T *dv, LR_T *dw, int B, int H, int L, int K, int V, int mode) {
+int FN(lr_backward)(const T *q, const T *k, const T *v, const T *w, const T *ckpt, const T *go, T *dq,
+                    T *dk, T *dv, T *dw, int B, int H, int L, int K, int V, int mode) {
     const size_t KV = (size_t)K * V;
     const int wn = mode == 2 ? K : mode, nck = lr_chunks(L, K, V), C = CHUNK;
     const size_t sK = (size_t)H * K, sV = (size_t)H * V, sW = (size_t)H * wn;
-    LR_T *St = malloc(sizeof(LR_T) * KV * (C + 2));
+    T *St = malloc(sizeof(T) * KV * (C + 2));
     if (!St) return 1;
     for (int n = 0; n < B * H; n++) {
         const size_t row = (size_t)(n / H) * L * H + n % H;
         const size_t nK = row * K, nV = row * V, nW = row * wn;
-        const LR_T *cq = ckpt + (size_t)n * nck * KV;
+        const T *cq = ckpt + (size_t)n * nck * KV;
 #define BWD(m)                                                                                                                \
-    LR(backward_seq)(q + nK, k + nK, v + nV, w ? w + nW : NULL, cq, go + nV, dq + nK, dk + nK, dv + nV, dw ? dw + nW : NULL, St, \
+    FN(backward_seq)(q + nK, k + nK, v + nV, w ? w + nW : NULL, cq, go + nV, dq + nK, dk + nK, dv + nV, dw ? dw + nW : NULL, St, \
                      St + KV * (C + 1), L, K, VC, sK, sV, sW, m)
-        LR_DISPATCH(BWD)
+        DISPATCH_V(DISPATCH_MODE, BWD)
 #undef BWD
     }
     free(St);
     return 0;
 }
 
-#undef LR_DISPATCH
-#undef INLINE
+#undef DISPATCH_V
 
 #endif

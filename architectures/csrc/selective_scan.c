@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_cl.h"
+
 /* exp(x) inlined so that the channel loops vectorize it: 2^k exp(r) with k = round(c / ln 2), r
    reduced in two steps and exp(r) by Cephes' degree-6 polynomial (relative error ~2e-7, as
    expf's), for c = x clamped to the float range by the caller. A NaN stays NaN (a diverging run must
@@ -80,25 +82,41 @@ static inline void step(float *h, const float *hprev, float *restrict decay, flo
 
 int s6_chunks(int L) { return (L + CHUNK - 1) / CHUNK; }
 
+/* h, the state before step t of sequence b, into ckpt (batch, s6_chunks(L), N, D) at each chunk's first step;
+   ckpt NULL: no backward follows */
+static inline void checkpoint(float *ckpt, const float *h, size_t state, int b, int t, int L) {
+    if (ckpt && t % CHUNK == 0) memcpy(ckpt + state * ((size_t)b * s6_chunks(L) + t / CHUNK), h, sizeof(float) * state);
+}
+
+/* The states h_t (buf, (t1 - t0, N, D)) and decays (into decays) of the steps t0..t1 - 1 of the sequence whose
+   first row is base, recomputed from h0, the state before t0; u and B rows su and sb apart. */
+static inline void recompute_chunk(float *buf, float *decays, float *dtu, const float *h0, const float *A, const float *dt,
+                                   const float *u, int su, const float *B, int sb, size_t base, int t0, int t1, int D, int N,
+                                   int NA, int nonpos) {
+    const size_t state = (size_t)N * D, decay_size = (size_t)NA * D;
+    for (int t = t0; t < t1; t++) {
+        float *h = buf + state * (t - t0);
+        const size_t row = base + t;
+        step(h, t == t0 ? h0 : h - state, decays + decay_size * (t - t0), dtu, A, dt + row * D, u + row * su, B + row * sb, D, N,
+             NA, nonpos);
+    }
+}
+
 /* ckpt (batch, s6_chunks(L), N, D): the state before each chunk's first step, for the backward;
    NULL when no backward follows. */
 int s6_forward(const float *u, const float *dt, const float *A, const float *B, const float *C, float *y,
                float *ckpt, int batch, int L, int D, int N, int NA) {
     const size_t state = (size_t)N * D;
     float *h = malloc(sizeof(float) * state), *decay = malloc(sizeof(float) * (size_t)(NA + 1) * D); /* decays, dt u */
-    if (!h || !decay) {
-        free(h); free(decay);
-        return 1;
-    }
-    for (int b = 0; b < batch; b++) {
+    const int failed = !(h && decay);
+    for (int b = 0; b < batch && !failed; b++) {
         memset(h, 0, sizeof(float) * state);
         for (int t = 0; t < L; t++) {
-            if (ckpt && t % CHUNK == 0) memcpy(ckpt + state * ((size_t)b * s6_chunks(L) + t / CHUNK), h, sizeof(float) * state);
+            checkpoint(ckpt, h, state, b, t, L);
             const size_t row = (size_t)b * L + t;
-            const float *restrict ut = u + row * D, *restrict dtt = dt + row * D;
-            const float *Bt = B + row * N, *Ct = C + row * N;
+            step(h, h, decay, decay + (size_t)NA * D, A, dt + row * D, u + row * D, B + row * N, D, N, NA, 0);
+            const float *Ct = C + row * N;
             float *restrict yt = y + row * D;
-            step(h, h, decay, decay + (size_t)NA * D, A, dtt, ut, Bt, D, N, NA, 0);
             memset(yt, 0, sizeof(float) * D);
             for (int n = 0; n < N; n++) {
                 const float *restrict hn = h + (size_t)n * D;
@@ -109,7 +127,7 @@ int s6_forward(const float *u, const float *dt, const float *A, const float *B, 
         }
     }
     free(h); free(decay);
-    return 0;
+    return failed;
 }
 
 /* Prefetch `bytes` from p into the cache, for reading (write = 0) or writing. The backward walks its
@@ -196,11 +214,7 @@ int s6_backward(const float *u, const float *dt, const float *A, const float *B,
         memset(lam, 0, sizeof(float) * state);
         for (int c = chunks - 1; c >= 0; c--) {
             const int t0 = c * CHUNK, t1 = (t0 + CHUNK < L) ? t0 + CHUNK : L;
-            for (int t = t0; t < t1; t++) {
-                float *h = buf + state * (t - t0);
-                step(h, t == t0 ? ckpt + state * c : h - state, decays + decay_size * (t - t0), gdecay + D, A, dt + (base + t) * D,
-                     u + (base + t) * D, B + (base + t) * N, D, N, NA, 0);
-            }
+            recompute_chunk(buf, decays, gdecay + D, ckpt + state * c, A, dt, u, D, B, N, base, t0, t1, D, N, NA, 0);
             for (int t = t1 - 1; t >= t0; t--) {
                 const size_t row = base + t;
                 const float *restrict ut = u + row * D, *restrict dtt = dt + row * D;
@@ -327,7 +341,7 @@ int s6_block_forward(const float *u, int su, const float *dtl, int sdl, const fl
     for (int b = 0; b < batch; b++) {
         memset(h, 0, sizeof(float) * state);
         for (int t = 0; t < L; t++) {
-            if (ckpt && t % CHUNK == 0) memcpy(ckpt + state * ((size_t)b * s6_chunks(L) + t / CHUNK), h, sizeof(float) * state);
+            checkpoint(ckpt, h, state, b, t, L);
             const size_t row = (size_t)b * L + t;
             const float *restrict ut = u + row * su, *restrict zt = z + row * sz;
             const float *Bt = B + row * sbc, *Ct = C + row * sbc;
@@ -425,12 +439,7 @@ int s6_block_backward(const float *u, int su, const float *dtl, int sdl, const f
         memset(lam, 0, sizeof(float) * state);
         for (int c = chunks - 1; c >= 0; c--) {
             const int t0 = c * CHUNK, t1 = (t0 + CHUNK < L) ? t0 + CHUNK : L;
-            for (int t = t0; t < t1; t++) {
-                float *h = buf + state * (t - t0);
-                const size_t row = base + t;
-                step(h, t == t0 ? ckpt + state * c : h - state, decays + decay_size * (t - t0), gdecay + D, A, dt + row * D,
-                     u + row * su, B + row * sbc, D, N, NA, 1);
-            }
+            recompute_chunk(buf, decays, gdecay + D, ckpt + state * c, A, dt, u, su, B, sbc, base, t0, t1, D, N, NA, 1);
             for (int t = t1 - 1; t >= t0; t--) {
                 const size_t row = base + t;
                 if (t > 0) { /* the rows of step t - 1, going backwards through memory */
@@ -486,15 +495,7 @@ void conv_silu_forward(const float *x, int sx, const float *w, const float *bias
     for (int b = 0; b < batch; b++)
         for (int t = 0; t < L; t++) {
             float *restrict yt = y + ((size_t)b * L + t) * C;
-#pragma omp simd
-            for (int c = 0; c < C; c++) yt[c] = bias[c];
-            for (int k = 0; k < K; k++) {
-                const int s = t - (K - 1 - k);
-                if (s < 0) continue;
-                const float *restrict xs = x + ((size_t)b * L + s) * sx, *restrict wk = w + (size_t)k * C;
-#pragma omp simd
-                for (int c = 0; c < C; c++) yt[c] += wk[c] * xs[c];
-            }
+            conv_cl_step(yt, x, sx, w, bias, b, t, L, C, K);
             if (pre) memcpy(pre + ((size_t)b * L + t) * C, yt, sizeof(float) * C);
 #pragma omp simd
             for (int c = 0; c < C; c++) yt[c] *= sigmoid(yt[c]);
@@ -516,29 +517,8 @@ int conv_silu_backward(const float *x, int sx, const float *w, const float *pre,
                 gct[c] = gyt[c] * s * (1.0f + ct[c] * (1.0f - s));
             }
         }
-        for (int t = 0; t < L; t++) {
-            const float *restrict gt = gc + (size_t)t * C;
-            float *restrict gxt = gx + ((size_t)b * L + t) * sgx;
-#pragma omp simd
-            for (int c = 0; c < C; c++) gxt[c] = 0.f;
-            for (int k = 0; k < K; k++) {
-                const int shift = K - 1 - k, later = t + shift, s = t - shift;
-                const float *restrict wk = w + (size_t)k * C;
-                float *restrict gwk = gw + (size_t)k * C;
-                if (later < L) {
-                    const float *restrict gl = gc + (size_t)later * C;
-#pragma omp simd
-                    for (int c = 0; c < C; c++) gxt[c] += wk[c] * gl[c];
-                }
-                if (s >= 0) {
-                    const float *restrict xs = x + ((size_t)b * L + s) * sx;
-#pragma omp simd
-                    for (int c = 0; c < C; c++) gwk[c] += gt[c] * xs[c];
-                }
-            }
-#pragma omp simd
-            for (int c = 0; c < C; c++) gbias[c] += gt[c];
-        }
+        for (int t = 0; t < L; t++)
+            conv_cl_step_backward(gx + ((size_t)b * L + t) * sgx, gw, gbias, gc, 0, x, sx, w, b, t, L, C, K);
     }
     free(gc);
     return 0;
