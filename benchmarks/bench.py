@@ -203,6 +203,21 @@ def _in_pool(fn, todo: list[dict], workers: int, threads: int, unit: str, starte
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _work(fn, todo: list[dict], workers: int, threads: int, unit: str, done, recorded) -> None:
+    """`fn` (run_one or run_group) over `todo`: in this process one after another, or in a pool of
+    `workers` (`_in_pool`); `done(cfg, result)` as each finishes. Ctrl-C raises Interrupted."""
+    if workers > 1:
+        return _in_pool(fn, todo, workers, threads, unit, lambda cfg: _started(cfg, workers), done, recorded)
+    load_code()
+    for i, cfg in enumerate(todo):
+        try:
+            result = fn(cfg, check=False)
+        except KeyboardInterrupt:
+            stopped = recorded(cfg) is None  # not when stopped just after writing its records
+            raise _interrupted(unit, int(stopped), len(todo) - i - 1) from None
+        done(cfg, result)
+
+
 def _groups(overrides: list[str]) -> list[dict]:
     """The sweep's groups (each config with its learning-rate grid), for presets that search the grid
     by successive halving (`train.rungs`): a group is their unit of work."""
@@ -431,17 +446,8 @@ def _sweep_runs(overrides: list[str], configs: list[dict], store: Store, given: 
             flush=True,
         )
 
-    if workers == 1:
-        load_code()
-        for i, cfg in enumerate(todo):
-            try:
-                record = run_one(cfg, check=False)
-            except KeyboardInterrupt:
-                raise _interrupted("run", 1, len(todo) - i - 1) from None
-            done(cfg, record)
-    else:
-        recorded = lambda cfg: store.get(run_key(single_run(cfg)))  # noqa: E731
-        _in_pool(run_one, todo, workers, threads, "run", lambda cfg: _started(cfg, workers), done, recorded)
+    recorded = lambda cfg: store.get(run_key(single_run(cfg)))  # noqa: E731
+    _work(run_one, todo, workers, threads, "run", done, recorded)
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     paths = leaderboard.build(store.root)
     for p in paths:
@@ -473,21 +479,11 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
         line = f"skipped: {claimed[0]['error']}" if claimed else _group_line(records)
         print(f"[{done_groups}/{len(todo)}] {line}; {elapsed / 60:.0f} min so far, ~{left / 60:.0f} min left", flush=True)
 
-    if workers == 1:
-        load_code()
-        for i, group in enumerate(todo):
-            try:
-                records = run_group(group, check=False)
-            except KeyboardInterrupt:
-                raise _interrupted("group", 1, len(todo) - i - 1) from None
-            done(group, records)
-    else:
+    def recorded(group: dict) -> list[dict] | None:
+        records, complete = group_records(grid_runs(group), store)
+        return records if complete else None
 
-        def recorded(group: dict) -> list[dict] | None:
-            records, complete = group_records(grid_runs(group), store)
-            return records if complete else None
-
-        _in_pool(run_group, todo, workers, threads, "group", lambda cfg: _started(cfg, workers), done, recorded)
+    _work(run_group, todo, workers, threads, "group", done, recorded)
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")
     for p in leaderboard.build(store.root):
         print(f"leaderboard: {p}")

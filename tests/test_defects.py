@@ -442,3 +442,32 @@ def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(t
     assert "same command resumes" in stopped[0] and "Traceback" not in err
     assert [line.split("]")[0] for line in out.splitlines() if line.startswith("[")] == ["[1/6", "[2/6", "[3/6"]
     assert sum(line.startswith("started ") for line in out.splitlines()) == 5, out
+
+
+@pytest.mark.e2e
+def test_ctrl_c_with_one_worker_stops_the_group_it_trains_and_starts_no_other(tmp_path):
+    """One worker (the sweep's own process), two groups that never end: Ctrl-C while the first trains
+    exits 130 with one line (1 stopped, 1 not started), no record and no claim left."""
+    records = tmp_path / "records"
+    args = [
+        "preset=smoke", f"store={tmp_path}", "workers=1", "reference=", "train.steps=100000", "architecture=attention,lru",
+        "architecture.lr_grid=[1e-9]", "train.rungs=[2]", "train.schedule=wsd",
+    ]  # fmt: skip
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+    )  # fmt: skip
+    claims = lambda: list(records.glob(".*.claim"))
+    try:
+        assert _poll(lambda: len(claims()) == 1, 120), "the first group never started"
+        os.killpg(sweep.pid, signal.SIGINT)
+        assert _poll(lambda: sweep.poll() is not None, 25), "still running 25 s after Ctrl-C"
+        out, err = sweep.communicate()
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+            sweep.communicate()
+    assert sweep.returncode == 130 and not list(records.glob("*.json")) and not claims(), err
+    stopped = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(stopped) == 1 and "1 group stopped" in stopped[0] and "1 not started" in stopped[0], err + out
+    assert "Traceback" not in err
