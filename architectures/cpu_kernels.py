@@ -103,3 +103,10 @@ def load(name: str) -> ctypes.CDLL | None:
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         warnings.warn(f"{name}: the CPU kernel did not build ({e}); using the PyTorch reference path", stacklevel=2)
         return None
+
+
+def call(kernel: str, function: str, *args, who: str) -> None:
+    """Call `function` of `load(kernel)` with `args`, tensors as pointers to their data (None passes NULL); a non-zero
+    return is a failed allocation, raised as MemoryError naming `who`."""
+    if getattr(load(kernel), function)(*(pointer(a) if isinstance(a, torch.Tensor) else a for a in args)):
+        raise MemoryError(f"{who}: the CPU kernel could not allocate its buffers")

@@ -311,9 +311,8 @@ class _CompiledDPLR(torch.autograd.Function):
         xs, ckpt = None, None  # for the backward (keep: a gradient is wanted): x_t = S_{t-1}^T a_t, checkpoints
         if keep:
             xs, ckpt = torch.empty_like(v), v.new_empty(bsz, h, lib.dr_chunks(length, kdim, vdim), kdim, vdim)
-        pointers = map(cpu_kernels.pointer, (q, k, v, a, b, w, initial_state, o, ckpt, xs, state))
-        if getattr(lib, f"dr_forward_{suffix}")(*pointers, bsz, h, length, kdim, vdim, mode):
-            raise MemoryError("delta rule: the CPU kernel could not allocate its state")
+        tensors = (q, k, v, a, b, w, initial_state, o, ckpt, xs, state)
+        cpu_kernels.call("delta_rule", f"dr_forward_{suffix}", *tensors, bsz, h, length, kdim, vdim, mode, who="delta rule")
         ctx.save_for_backward(q, k, v, a, b, w, ckpt, xs)
         ctx.mode, ctx.suffix, ctx.has_initial = mode, suffix, initial_state is not None
         return o, state
@@ -327,10 +326,9 @@ class _CompiledDPLR(torch.autograd.Function):
         dq, dk, dv, da, db = (torch.empty_like(t) for t in (q, k, v, a, b))
         dw = None if w is None else torch.empty_like(w)
         ds0 = v.new_empty(bsz, h, kdim, v.shape[-1]) if ctx.has_initial and ctx.needs_input_grad[6] else None
-        lib = cpu_kernels.load("delta_rule")
-        pointers = map(cpu_kernels.pointer, (q, k, v, a, b, w, ckpt, xs, go, gs, dq, dk, dv, da, db, dw, ds0))
-        if getattr(lib, f"dr_backward_{ctx.suffix}")(*pointers, bsz, h, length, kdim, v.shape[-1], ctx.mode):
-            raise MemoryError("delta rule: the CPU kernel could not allocate its buffers")
+        tensors = (q, k, v, a, b, w, ckpt, xs, go, gs, dq, dk, dv, da, db, dw, ds0)
+        sizes = (bsz, h, length, kdim, v.shape[-1], ctx.mode)
+        cpu_kernels.call("delta_rule", f"dr_backward_{ctx.suffix}", *tensors, *sizes, who="delta rule")
         return dq, dk, dv, da, db, dw, ds0, None
 
 
@@ -381,9 +379,8 @@ class _CompiledDelta(torch.autograd.Function):
         if keep:
             us, xs = torch.empty_like(v), torch.empty_like(v)
             ckpt = v.new_empty(bsz, h, lib.dr_chunks(length, kdim, vdim), kdim, vdim)
-        pointers = map(cpu_kernels.pointer, (q, k, v, beta, alpha, initial_state, o, ckpt, us, xs, state))
-        if getattr(lib, f"dl_forward_{suffix}")(*pointers, bsz, h, length, kdim, vdim):
-            raise MemoryError("delta rule: the CPU kernel could not allocate its state")
+        tensors = (q, k, v, beta, alpha, initial_state, o, ckpt, us, xs, state)
+        cpu_kernels.call("delta_rule", f"dl_forward_{suffix}", *tensors, bsz, h, length, kdim, vdim, who="delta rule")
         ctx.save_for_backward(q, k, v, beta, alpha, ckpt, us, xs)
         ctx.suffix, ctx.has_initial = suffix, initial_state is not None
         return o, state
@@ -398,10 +395,8 @@ class _CompiledDelta(torch.autograd.Function):
         dk = torch.empty_like(k)
         dalpha = None if alpha is None else torch.empty_like(alpha)
         ds0 = v.new_empty(bsz, h, kdim, v.shape[-1]) if ctx.has_initial and ctx.needs_input_grad[5] else None
-        lib = cpu_kernels.load("delta_rule")
-        pointers = map(cpu_kernels.pointer, (q, k, v, beta, alpha, ckpt, us, xs, go, gs, dq, dk, dv, dbeta, dalpha, ds0))
-        if getattr(lib, f"dl_backward_{ctx.suffix}")(*pointers, bsz, h, length, kdim, v.shape[-1]):
-            raise MemoryError("delta rule: the CPU kernel could not allocate its buffers")
+        tensors = (q, k, v, beta, alpha, ckpt, us, xs, go, gs, dq, dk, dv, dbeta, dalpha, ds0)
+        cpu_kernels.call("delta_rule", f"dl_backward_{ctx.suffix}", *tensors, bsz, h, length, kdim, v.shape[-1], who="delta rule")
         return dq, dk, dv, dbeta, dalpha, ds0, None
 
 

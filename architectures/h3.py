@@ -51,9 +51,7 @@ class _CompiledH3Mix(torch.autograd.Function):
         batch, length, d = q.shape
         f_t = filt.t().contiguous()  # (L, D): channels inner
         out, z = torch.empty_like(q), q.new_empty(batch, head_dim, length, d)
-        lib = cpu_kernels.load("causal_conv")
-        if lib.h3_forward(*map(cpu_kernels.pointer, (q, k, v, f_t, skip, out, z)), batch, length, d, head_dim):
-            raise MemoryError("h3: the CPU kernel could not allocate its buffers")
+        cpu_kernels.call("causal_conv", "h3_forward", q, k, v, f_t, skip, out, z, batch, length, d, head_dim, who="h3")
         ctx.save_for_backward(q, k, v, f_t, skip, z)
         return out
 
@@ -63,9 +61,8 @@ class _CompiledH3Mix(torch.autograd.Function):
         batch, length, d = q.shape
         gq, gk, gv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         gf, gskip = torch.zeros_like(f_t), torch.zeros_like(skip)
-        pointers = map(cpu_kernels.pointer, (q, k, v, f_t, skip, z, gout.contiguous(), gq, gk, gv, gf, gskip))
-        if cpu_kernels.load("causal_conv").h3_backward(*pointers, batch, length, d, z.shape[1]):
-            raise MemoryError("h3: the CPU kernel could not allocate its buffers")
+        tensors = (q, k, v, f_t, skip, z, gout.contiguous(), gq, gk, gv, gf, gskip)
+        cpu_kernels.call("causal_conv", "h3_backward", *tensors, batch, length, d, z.shape[1], who="h3")
         return gq, gk, gv, gf.t(), gskip, None
 
 

@@ -126,11 +126,8 @@ class _CompiledHyena(torch.autograd.Function):
         w, h_t = conv_w.reshape(width, taps).t().contiguous(), h.t().contiguous()  # (K, 3D), (L, D): channels inner
         y, z = (proj.new_empty(batch, length, width // 3) for _ in range(2))
         xs = torch.empty_like(proj)
-        p = cpu_kernels.pointer
-        if cpu_kernels.load("causal_conv").hyena_forward(
-            *map(p, (proj, w, conv_b, h_t, skip, y, xs, z)), batch, length, width // 3, taps
-        ):
-            raise MemoryError("hyena: the CPU kernel could not allocate its buffers")
+        tensors = (proj, w, conv_b, h_t, skip, y, xs, z)
+        cpu_kernels.call("causal_conv", "hyena_forward", *tensors, batch, length, width // 3, taps, who="hyena")
         ctx.save_for_backward(proj, w, h_t, skip, xs, z)
         ctx.conv_shape = conv_w.shape
         return y
@@ -141,9 +138,8 @@ class _CompiledHyena(torch.autograd.Function):
         batch, length, width = proj.shape
         g_proj, g_w, g_b = torch.empty_like(proj), torch.zeros_like(w), proj.new_zeros(width)
         g_h, g_skip = torch.zeros_like(h_t), torch.zeros_like(skip)
-        pointers = map(cpu_kernels.pointer, (proj, w, h_t, skip, xs, z, gy.contiguous(), g_proj, g_w, g_b, g_h, g_skip))
-        if cpu_kernels.load("causal_conv").hyena_backward(*pointers, batch, length, width // 3, w.shape[0]):
-            raise MemoryError("hyena: the CPU kernel could not allocate its buffers")
+        tensors = (proj, w, h_t, skip, xs, z, gy.contiguous(), g_proj, g_w, g_b, g_h, g_skip)
+        cpu_kernels.call("causal_conv", "hyena_backward", *tensors, batch, length, width // 3, w.shape[0], who="hyena")
         return g_proj, g_w.t().reshape(ctx.conv_shape), g_b, g_h.t(), g_skip
 
 

@@ -31,9 +31,10 @@ class _CompiledLinear(torch.autograd.Function):
         mode = 0 if w is None else (2 if w.dim() == 4 else 1)
         o = torch.empty_like(v)
         ckpt = v.new_empty(bsz, h, lib.lr_chunks(length, kdim, vdim), kdim, vdim) if keep else None
-        pointers = map(cpu_kernels.pointer, (q, k, v, w, o, ckpt))
-        if getattr(lib, f"lr_forward_{suffix}")(*pointers, bsz, h, length, kdim, vdim, mode):
-            raise MemoryError("linear recurrence: the CPU kernel could not allocate its state")
+        tensors = (q, k, v, w, o, ckpt)
+        cpu_kernels.call(
+            "linear_recurrence", f"lr_forward_{suffix}", *tensors, bsz, h, length, kdim, vdim, mode, who="linear recurrence"
+        )
         ctx.save_for_backward(q, k, v, w, ckpt)
         ctx.mode, ctx.suffix = mode, suffix
         return o
@@ -45,10 +46,8 @@ class _CompiledLinear(torch.autograd.Function):
         go = go.contiguous()
         dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         dw = None if w is None else torch.empty_like(w)
-        lib = cpu_kernels.load("linear_recurrence")
-        pointers = map(cpu_kernels.pointer, (q, k, v, w, ckpt, go, dq, dk, dv, dw))
-        if getattr(lib, f"lr_backward_{ctx.suffix}")(*pointers, bsz, h, length, kdim, v.shape[-1], ctx.mode):
-            raise MemoryError("linear recurrence: the CPU kernel could not allocate its buffers")
+        tensors, sizes = (q, k, v, w, ckpt, go, dq, dk, dv, dw), (bsz, h, length, kdim, v.shape[-1], ctx.mode)
+        cpu_kernels.call("linear_recurrence", f"lr_backward_{ctx.suffix}", *tensors, *sizes, who="linear recurrence")
         return dq, dk, dv, dw, None
 
 

@@ -92,9 +92,8 @@ class _CompiledSelectiveScan(torch.autograd.Function):
         a_t = A.t().contiguous()  # (N or 1, D): the kernel's inner loop runs over channels
         y = torch.empty_like(u)
         ckpt = u.new_empty(batch, lib.s6_chunks(length), n, d) if any(ctx.needs_input_grad) else None
-        pointers = [*map(cpu_kernels.pointer, (u, dt, a_t, B, C, y)), None if ckpt is None else cpu_kernels.pointer(ckpt)]
-        if lib.s6_forward(*pointers, batch, length, d, n, a_t.shape[0]):
-            raise MemoryError("selective scan: the CPU kernel could not allocate its state")
+        tensors = (u, dt, a_t, B, C, y, ckpt)
+        cpu_kernels.call("selective_scan", "s6_forward", *tensors, batch, length, d, n, a_t.shape[0], who="selective scan")
         ctx.save_for_backward(u, dt, a_t, B, C, ckpt)
         return y
 
@@ -105,10 +104,10 @@ class _CompiledSelectiveScan(torch.autograd.Function):
         gy = gy.contiguous()
         gu, gdt, gB, gC = torch.empty_like(u), torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
         g_a = torch.zeros_like(a_t)
-        lib = cpu_kernels.load("selective_scan")
-        pointers = map(cpu_kernels.pointer, (u, dt, a_t, B, C, ckpt, gy, gu, gdt, g_a, gB, gC))
-        if lib.s6_backward(*pointers, batch, length, d, B.shape[-1], a_t.shape[0]):
-            raise MemoryError("selective scan: the CPU kernel could not allocate its buffers")
+        tensors = (u, dt, a_t, B, C, ckpt, gy, gu, gdt, g_a, gB, gC)
+        cpu_kernels.call(
+            "selective_scan", "s6_backward", *tensors, batch, length, d, B.shape[-1], a_t.shape[0], who="selective scan"
+        )
         return gu, gdt, g_a.t(), gB, gC
 
 
@@ -162,8 +161,7 @@ class _CompiledScanBlock(torch.autograd.Function):
         args = [p(xc), xc.shape[-1], p(dtl), s_dtl, p(w_t), p(dt_b), rank, p(a_t), a_t.shape[0], p(src[:, b_at:])]
         args += [p(src[:, b_at + n :]), s_src, p(proj[..., z_at:]), width, p(Dskip), p(norm_w), ctypes.c_float(eps)]
         args += [p(out), p(dt), p(sig), p(yd), p(ckpt), p(rstd)]
-        if lib.s6_block_forward(*args, batch, length, d, n):
-            raise MemoryError("selective scan: the CPU kernel could not allocate its state")
+        cpu_kernels.call("selective_scan", "s6_block_forward", *args, batch, length, d, n, who="selective scan")
         ctx.save_for_backward(proj, cw, pre, x_proj_w, xc, xdbl, w_t, a_t, Dskip, norm_w, rstd, dt, sig, yd, ckpt)
         ctx.layout, ctx.conv_shape, ctx.rank, ctx.n = layout, conv_w.shape, rank, n
         return out
@@ -175,7 +173,6 @@ class _CompiledScanBlock(torch.autograd.Function):
         batch, length, width = proj.shape
         taps, channels = cw.shape
         d, rank, n = Dskip.shape[0], ctx.rank, ctx.n
-        lib = cpu_kernels.load("selective_scan")
         p = cpu_kernels.pointer
         gout = gout.contiguous()
         g_proj, g_xc = torch.empty_like(proj), torch.empty_like(xc)
@@ -195,15 +192,13 @@ class _CompiledScanBlock(torch.autograd.Function):
         args += [p(g_xc), channels]
         args += [p(g_dtl), g_s_dtl, p(g_w), p(g_dtb), p(g_a), p(g_src[:, b_at:]), p(g_src[:, b_at + n :]), s_src]
         args += [p(g_proj[..., z_at:]), width, p(g_d), p(g_norm), batch, length, d, n]
-        if lib.s6_block_backward(*args):
-            raise MemoryError("selective scan: the CPU kernel could not allocate its buffers")
+        cpu_kernels.call("selective_scan", "s6_block_backward", *args, who="selective scan")
         g_xproj = None
         if w_t is not None:  # the x-projection's share of u's gradient, and its weight's gradient
             g_xc.view(-1, d).addmm_(g_xdbl, x_proj_w)
             g_xproj = torch.mm(g_xdbl.t(), xc.view(-1, d))
-        if lib.conv_silu_backward(p(proj[..., conv_at:]), width, p(cw), p(pre), p(g_xc), p(g_proj[..., conv_at:]), width,
-                                  p(g_cw), p(g_cb), batch, length, channels, taps):  # fmt: skip
-            raise MemoryError("selective scan: the CPU kernel could not allocate its buffers")
+        args = [proj[..., conv_at:], width, cw, pre, g_xc, g_proj[..., conv_at:], width, g_cw, g_cb]
+        cpu_kernels.call("selective_scan", "conv_silu_backward", *args, batch, length, channels, taps, who="selective scan")
         g_w = None if g_w is None else g_w.t()
         return g_proj, g_cw.t().reshape(ctx.conv_shape), g_cb, g_xproj, g_w, g_dtb, g_a.t(), g_d, g_norm, None, None
 
