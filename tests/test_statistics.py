@@ -202,3 +202,17 @@ def test_coverage_sums_each_runs_own_time(tmp_path):
     records = [{"key": k, "status": "ok", "wall_time_s": 3600.0, "metrics": {"seconds": parts, "search": search}} for k in "abc"]
     (row,) = coverage(tmp_path, records)
     assert (row["planned"], row["ok"], row["run_hours"]) == (4, 3, 0.75)
+
+
+def test_runs_only_the_family_preset_planned_stay_out_of_the_ranking_tables(tmp_path):
+    """A group planned by both presets is ranked; one planned by state_family alone is not."""
+    import json
+
+    from benchmarks.report.rows import family_only_keys, plans
+
+    (tmp_path / "plans").mkdir()
+    (tmp_path / "plans" / "published.json").write_text(json.dumps({"keys": ["a", "b"]}))
+    (tmp_path / "plans" / "state_family.json").write_text(json.dumps({"keys": ["b", "c", "d"]}))
+    assert family_only_keys(plans(tmp_path)) == {"c", "d"}
+    (tmp_path / "plans" / "state_family.json").unlink()
+    assert family_only_keys(plans(tmp_path)) == set()

@@ -284,23 +284,42 @@ def budgets(records: list[dict]) -> pd.DataFrame:
                         columns=["group", "budget", "rates"])  # fmt: skip
 
 
-def coverage(store_root: Path, records: list[dict]) -> list[dict]:
-    """Planned and finished runs per sweep that wrote a plan into the store (`benchmarks.bench`)."""
-
-    done = {r["key"]: r for r in records}
-    out = []
+def plans(store_root: Path) -> dict[str, list[str]]:
+    """The run keys of each sweep that wrote a plan into the store (`benchmarks.bench`), by preset."""
+    out = {}
     for plan in sorted((Path(store_root) / "plans").glob("*.json")):
         try:
             keys = json.loads(plan.read_text())["keys"]
             if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
                 raise TypeError("keys is not a list of strings")
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:  # cut short, or not a plan
-            print(f"warning: {plan}: not a readable plan ({type(e).__name__}: {e}); its coverage is left out", file=sys.stderr)
+            print(f"warning: {plan}: not a readable plan ({type(e).__name__}: {e}); it is left out", file=sys.stderr)
             continue
+        out[plan.stem] = keys
+    return out
+
+
+# the preset that adds state sizes to a few mixers for the within-family test: its own runs stay out of
+# the tables that rank mixers by their best state size, where two extra sizes would be two extra draws
+FAMILY_PLAN = "state_family"
+
+
+def family_only_keys(planned: dict[str, list[str]]) -> set[str]:
+    """The runs planned by FAMILY_PLAN alone (its groups shared with another preset are not among them)."""
+    others = {k for name, keys in planned.items() if name != FAMILY_PLAN for k in keys}
+    return set(planned.get(FAMILY_PLAN, [])) - others
+
+
+def coverage(store_root: Path, records: list[dict]) -> list[dict]:
+    """Planned and finished runs per sweep that wrote a plan into the store (`benchmarks.bench`)."""
+
+    done = {r["key"]: r for r in records}
+    out = []
+    for name, keys in plans(store_root).items():
         ran = [done[k] for k in keys if k in done]
         out.append(
             {
-                "sweep": plan.stem,
+                "sweep": name,
                 "planned": len(keys),
                 "ok": sum(r.get("status") == "ok" for r in ran),
                 "failed": sum(r.get("status") == "failed" for r in ran),
