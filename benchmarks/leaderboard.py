@@ -67,6 +67,7 @@ def analyse(root: Path, store: Store) -> dict:
     """Every table and sentence of the page, by name: records -> rows -> statistics -> tables -> findings."""
     records, ok, failed = rw.by_status(store.records())
     a = {"root": root, "store": store, "records": records, "ok": ok, "failed": failed}
+    planned = rw.plans(root)  # each sweep's planned run keys, by preset
     a["tp"] = throughput_rows(Store(root / "throughput").records())
     a["runs"] = runs = rw.run_rows(records)
     a["held_back"] = rw.incomplete_groups(records)  # a sweep in progress: their grid is not complete yet
@@ -91,8 +92,9 @@ def analyse(root: Path, store: Store) -> dict:
     a["mad"], a["lr"] = tb.mad_scores(df), tb.lr_sensitivity(runs)
     a["seeds"], a["seed_verdicts"] = tb.seed_spread(a["every_seed"]), tb.seed_verdicts(a["every_seed"])
     a["seed_lines"] = fd.seed_summary(a["seeds"], a["seed_verdicts"])
-    a["tol"], a["coverage"], a["shares"] = tb.tolerance_sensitivity(ok, df), rw.coverage(root, records), tb.time_shares(records)
-    family_only = rw.family_only_keys(rw.plans(root))
+    a["tol"], a["shares"] = tb.tolerance_sensitivity(ok, df), tb.time_shares(records)
+    a["coverage"] = rw.coverage(planned, records)
+    family_only = rw.family_only_keys(planned)
     family_groups = {r.get("group") for r in records if r["key"] in family_only}  # with any rate the search added
     ranked = df[~df["group"].isin(family_groups)]  # each mixer over its published state sizes
     a["head"], a["short"] = tb.headline(ranked), fd.short_verdict(df)

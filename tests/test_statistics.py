@@ -193,14 +193,14 @@ def test_coverage_sums_each_runs_own_time(tmp_path):
     """Coverage's hours: a group's four runs share one wall time, counted once each would be 4x too much."""
     import json
 
-    from benchmarks.report.rows import coverage
+    from benchmarks.report.rows import coverage, plans
 
     (tmp_path / "plans").mkdir()
     (tmp_path / "plans" / "p.json").write_text(json.dumps({"keys": list("abcd")}))
     parts = {"steps": 900.0}
     search = {"rates": [1e-3, 3e-3, 1e-2]}
     records = [{"key": k, "status": "ok", "wall_time_s": 3600.0, "metrics": {"seconds": parts, "search": search}} for k in "abc"]
-    (row,) = coverage(tmp_path, records)
+    (row,) = coverage(plans(tmp_path), records)
     assert (row["planned"], row["ok"], row["run_hours"]) == (4, 3, 0.75)
 
 

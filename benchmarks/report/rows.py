@@ -310,12 +310,12 @@ def family_only_keys(planned: dict[str, list[str]]) -> set[str]:
     return set(planned.get(FAMILY_PLAN, [])) - others
 
 
-def coverage(store_root: Path, records: list[dict]) -> list[dict]:
-    """Planned and finished runs per sweep that wrote a plan into the store (`benchmarks.bench`)."""
+def coverage(planned: dict[str, list[str]], records: list[dict]) -> list[dict]:
+    """Planned and finished runs per sweep that wrote a plan into the store (`plans`)."""
 
     done = {r["key"]: r for r in records}
     out = []
-    for name, keys in plans(store_root).items():
+    for name, keys in planned.items():
         ran = [done[k] for k in keys if k in done]
         out.append(
             {
