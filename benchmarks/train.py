@@ -248,7 +248,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best = {"val_accuracy": -1.0, "val_loss": math.inf, "step": 0}
         self.best_state = copy.deepcopy(model.state_dict())
-        self.best_loss = math.inf
+        self.best_loss = math.inf  # the validation loss at the last progress
         self.last_progress = 0  # step of the last evaluation that made progress
         self.stale = 0  # evaluations since then
         self.stopped: str | None = None  # "solved" | "plateau" | "budget" once the run is over
@@ -347,9 +347,11 @@ class Trainer:
             self.best_state = copy.deepcopy(self.model.state_dict())
         if improved or entry["val_loss"] < self.best_loss * (1 - self.cfg.plateau_delta):
             self.last_progress, self.stale = self.step, 0
+            # the loss to beat is the one at the last progress, not each new minimum: a loss falling
+            # steadily by less than `plateau_delta` an evaluation still makes progress every few
+            self.best_loss = min(self.best_loss, entry["val_loss"])
         else:
             self.stale += 1
-        self.best_loss = min(self.best_loss, entry["val_loss"])
 
     def _plateaued(self) -> bool:
         cfg = self.cfg

@@ -86,6 +86,19 @@ def test_the_plateau_window_waits_out_a_late_transition(patience_steps, stops_at
     assert _scripted_losses(trainer, flat + transition) == stops_at
 
 
+def test_a_loss_falling_slowly_but_steadily_is_progress_not_a_plateau():
+    """Flat accuracy, validation loss falling 0.5% an evaluation (10% over a 2,000-step window): each
+    evaluation misses the 1% margin against the one before, yet the run improves; only a loss that
+    stays within 1% of its value for the whole window is a plateau."""
+    _, data, stream, model = _setup()
+    cfg = _cfg(steps=10_000, patience_steps=2000, patience_fraction=0.25)
+    falling = [3.0 * 0.995**i for i in range(60)]
+    trainer = Trainer(model, stream, data.val, cfg, DEVICE, seed=0, progress=False)
+    assert _scripted_losses(trainer, falling) is None
+    trainer = Trainer(model, stream, data.val, cfg, DEVICE, seed=0, progress=False)
+    assert _scripted_losses(trainer, [3.0 * 0.9995**i for i in range(60)]) == 2100  # last progress at step 100
+
+
 def test_the_window_grows_with_the_run():
     """max(patience_steps, patience_fraction x steps): at step 20,000 a quarter of the run, 5,000 steps."""
     _, data, stream, model = _setup()
