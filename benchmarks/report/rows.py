@@ -310,6 +310,12 @@ def family_only_keys(planned: dict[str, list[str]]) -> set[str]:
     return set(planned.get(FAMILY_PLAN, [])) - others
 
 
+def family_only_groups(planned: dict[str, list[str]], records: list[dict]) -> set[str]:
+    """The groups of those runs, so that a rate the search added past the planned grid goes with them."""
+    keys = family_only_keys(planned)
+    return {r.get("group") for r in records if r["key"] in keys}
+
+
 def coverage(planned: dict[str, list[str]], records: list[dict]) -> list[dict]:
     """Planned and finished runs per sweep that wrote a plan into the store (`plans`)."""
 
