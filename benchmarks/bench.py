@@ -46,10 +46,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from architectures import registry
 from benchmarks import analysis, leaderboard
-from benchmarks.config import ConfigError, describe, grid_runs, mixer_spec, single_run, validate
+from benchmarks.config import ConfigError, check_continuation, describe, grid_runs, mixer_spec, single_run, validate
 from benchmarks.overrides import explain, normalize, wants_help
 from benchmarks.provenance import git_state
-from benchmarks.run import group_records, run_group, run_one
+from benchmarks.run import continuation_runs, group_records, run_group, run_one
 from benchmarks.store import Store, group_key, run_key
 
 
@@ -232,8 +232,9 @@ def _group_line(records: list[dict]) -> str:
         return f"{where}: every run failed ({records[0].get('error', '?') if records else 'no records'})"
     best = max(ok, key=lambda r: r["metrics"]["val_accuracy"])
     m = best["metrics"]
+    rates = f"continued past the cap of {m['continued']['cap']}" if m.get("continued") else f"{len(records)} rates"
     return (f"{where}: best lr={best['config']['train']['lr']:g} accuracy={m['accuracy']:.3f} "
-            f"({m['stopped']} after {m['steps']} steps); {len(records)} rates, {len(records) - len(ok)} failed")  # fmt: skip
+            f"({m['stopped']} after {m['steps']} steps); {rates}, {len(records) - len(ok)} failed")  # fmt: skip
 
 
 def _started(cfg: dict, workers: int) -> None:
@@ -374,6 +375,7 @@ def plan(overrides: list[str]) -> list[dict]:
     ConfigError naming the first bad combination before anything trains."""
     configs = []
     for group in expand(overrides):
+        check_continuation(group)  # the sweep's, not one group's
         try:
             runs = grid_runs(group)
         except ConfigError as e:
@@ -460,13 +462,28 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
     """A sweep whose unit of work is a group (successive halving over its grid): each group in turn,
     or `workers` at a time, with one line per finished group and the time left at the pace so far."""
     groups = _groups(overrides)
-    todo = [g for g in groups if not any(store.exists(run_key(r)) for r in grid_runs(g))]
+    continuing = groups[0].get("continue_to") is not None
+
+    def recorded(group: dict) -> list[dict] | None:
+        if continuing:
+            runs = continuation_runs(group, store)
+            found = [rec for _, run in runs or [] if (rec := store.get(run_key(run))) is not None]
+            return found if runs is not None and len(found) == len(runs) else None
+        records, complete = group_records(grid_runs(group), store)
+        return records if complete else None
+
+    if continuing:  # a group continues once its search has ended, and only if it capped a run
+        ready = [g for g in groups if continuation_runs(g, store) is not None]
+        todo = [g for g in ready if recorded(g) is None]
+        head = (f"{len(groups)} groups, {len(ready)} of them searched, {len(todo)} with runs that ended at the cap "
+                f"to continue to {groups[0]['continue_to']} steps")  # fmt: skip
+    else:
+        todo = [g for g in groups if not any(store.exists(run_key(r)) for r in grid_runs(g))]
+        head = (f"{len(groups)} groups ({len(configs)} runs of their grids, searched by successive halving), "
+                f"{len(groups) - len(todo)} already recorded in {store.records_dir}")  # fmt: skip
     workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
     threads = max(1, torch.get_num_threads() // workers)
-    print(
-        f"{len(groups)} groups ({len(configs)} runs of their grids, searched by successive halving), "
-        f"{len(groups) - len(todo)} already recorded in {store.records_dir}; {workers} worker(s) x {threads} thread(s)"
-    )
+    print(f"{head}; {workers} worker(s) x {threads} thread(s)")
     start, failed, done_groups = time.time(), 0, 0
 
     def done(group: dict, records: list[dict]) -> None:
@@ -478,10 +495,6 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
         claimed = [r for r in records if r["status"] == "claimed"]
         line = f"skipped: {claimed[0]['error']}" if claimed else _group_line(records)
         print(f"[{done_groups}/{len(todo)}] {line}; {elapsed / 60:.0f} min so far, ~{left / 60:.0f} min left", flush=True)
-
-    def recorded(group: dict) -> list[dict] | None:
-        records, complete = group_records(grid_runs(group), store)
-        return records if complete else None
 
     _work(run_group, todo, workers, threads, "group", done, recorded)
     print(f"sweep done in {time.time() - start:.0f}s ({failed} failed)")

@@ -99,6 +99,7 @@ def single_run(cfg: dict) -> dict:
     `state` index set the state knob), and the task's parameters as its `level` sets them, so a
     record says what it trained on."""
     out = copy.deepcopy(cfg)
+    out.pop("continue_to", None)  # says what a sweep does with a finished group, not what a run is
     index = out.pop("state", None)  # recorded as the knob's value it set
     knob = state_knob(out) if index is not None else None
     if knob is not None and isinstance(index, int) and 0 <= index < len(knob[1]):
@@ -163,6 +164,20 @@ def check_store(root: str | Path) -> None:
 
 
 _CONFORMING: set[str] = set()  # mixer configs that passed, so a sweep checks each once
+
+
+def check_continuation(cfg: dict) -> None:
+    """Raise ConfigError unless `continue_to` (train a group's runs that its search ended at the cap
+    further, to this many steps) is unset or can continue them: a searched group, a larger cap."""
+    steps = cfg.get("continue_to")
+    if steps is None:
+        return
+    _positive_int("continue_to", steps)
+    if not cfg["train"].get("rungs"):
+        raise ConfigError("continue_to: continues the runs a successive-halving search capped; use a preset whose "
+                          "train sets rungs (e.g. preset=published), or drop continue_to")  # fmt: skip
+    if steps <= cfg["train"]["steps"]:
+        raise ConfigError(f"continue_to: must exceed train.steps={cfg['train']['steps']}, the cap it continues from; got {steps}")
 
 
 def _check_conformance(name: str, d_model: int, arch: dict) -> None:

@@ -81,6 +81,11 @@ class Ess(_Model):
     window: Annotated[list[Count], Field(min_length=2, max_length=2)]  # the interior splits [start, stop)
 
 
+class Continued(_Model):
+    run: Key  # the run trained further
+    cap: Count  # the steps it had ended at
+
+
 class Metrics(_Model):
     accuracy: Accuracy
     val_accuracy: Accuracy
@@ -91,6 +96,7 @@ class Metrics(_Model):
     parameters: Count
     steps: Count
     kernels: list[str]
+    continued: Continued | None = None
 
 
 class Provenance(_Model):
@@ -107,6 +113,7 @@ class RunRecord(_Model):
     wall_time_s: Measure
     metrics: Metrics | None = None
     error: str = ""
+    continues: Key | None = None  # the run this one trained further (`continue_to`): its row replaces it
 
     @model_validator(mode="after")
     def _ok_has_metrics(self):

@@ -35,6 +35,7 @@ from benchmarks.config import (
     ConfigError,
     build_model,
     build_task,
+    check_continuation,
     describe,
     grid_runs,
     has_state,
@@ -181,7 +182,11 @@ def run_group(cfg: dict, check: bool = True) -> list[dict]:
     """Train a group (one config at every rate of its grid) by successive halving
     (`benchmarks.halving.search`, `train.rungs`) unless its records exist; returns its records. The
     unit of work a sweep schedules: resumable from checkpoints `<store>/checkpoints/<key>.pt`, saved
-    after every stretch of training and removed once the group's records are written."""
+    after every stretch of training and removed once the group's records are written. With
+    `continue_to`, the group's runs that the search ended at the cap are trained further instead
+    (`continue_group`)."""
+    if cfg.get("continue_to") is not None:
+        return continue_group(cfg, check)
     runs = grid_runs(cfg)
     if not runs:
         return []
@@ -222,6 +227,28 @@ def _checkpoint_path(store: Store, key: str) -> Path:
     return store.root / "checkpoints" / f"{key}.pt"
 
 
+def _continuable_path(store: Store, key: str) -> Path:
+    """A run that ended at the cap, as it was before its cooldown: where `continue_to` resumes it."""
+    return store.root / "continuable" / f"{key}.pt"
+
+
+def _save(path: Path, trainer: Trainer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(trainer.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable checkpoint: train this run anew
+        print(f"checkpoint {path} unreadable ({type(e).__name__}); training it anew", file=sys.stderr)
+        return None
+
+
 def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
     base = runs[0]
     device = resolve_device(base.get("device", "auto"))
@@ -243,20 +270,12 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
             build_model(cfg, task), train_data, data.val, TrainConfig(**cfg["train"]), device, cfg["seed"],
             progress=cfg.get("progress", True), desc=_label(cfg, task, lr), measure=measure,
         )  # fmt: skip
-        path = _checkpoint_path(store, run_key(cfg))
-        if path.exists():
-            try:
-                trainer.load_state_dict(torch.load(path, weights_only=False))
-            except Exception as e:  # noqa: BLE001 - an unreadable checkpoint: train this run anew
-                print(f"checkpoint {path} unreadable ({type(e).__name__}); training it anew", file=sys.stderr)
+        if (state := _load(_checkpoint_path(store, run_key(cfg)))) is not None:
+            trainer.load_state_dict(state)
         return trainer
 
     def saved(lr: float, trainer: Trainer) -> None:
-        path = _checkpoint_path(store, run_key(config_at(lr)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(trainer.state_dict(), tmp)
-        os.replace(tmp, path)
+        _save(_checkpoint_path(store, run_key(config_at(lr))), trainer)
 
     rates = [r["train"]["lr"] for r in runs]
     budgets = [*train_cfg.rungs, train_cfg.steps]
@@ -286,9 +305,103 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
         record["wall_time_s"] = round(time.time() - clock, 2)  # the group's, shared by its runs
         store.write(record)
         records.append(record)
+        if record["status"] == "ok" and record["metrics"]["stopped"] == "budget":
+            _save(_continuable_path(store, record["key"]), trainers[lr])  # its state before the cooldown
     for lr in result.rates:
         _checkpoint_path(store, run_key(config_at(lr))).unlink(missing_ok=True)
     return records
+
+
+# a continued run saves its checkpoint every this many steps
+CONTINUE_STRETCH = 4000
+
+
+def continuation_runs(cfg: dict, store: Store) -> list[tuple[dict, dict]] | None:
+    """What `continue_to` trains further in `cfg`'s group: each run that its search ended at the cap
+    (`metrics.stopped` "budget": it never stopped improving for a plateau's window), as (its record, the
+    config of the run continued: the same run with `train.steps` = `continue_to` and no rungs, which
+    trains the same first steps under the WSD schedule). None while the group's search has not
+    written all its records."""
+    base = {k: v for k, v in cfg.items() if k != "continue_to"}
+    runs = {run_key(r): r for r in grid_runs(base)}
+    records, complete = group_records(list(runs.values()), Store(base["store"]))
+    if not complete:
+        return None
+    out = []
+    for record in sorted(records, key=lambda r: r["config"]["train"]["lr"]):
+        if record.get("status") != "ok" or record["metrics"]["stopped"] != "budget":
+            continue
+        run = copy.deepcopy(runs.get(record["key"]) or _at_rate(next(iter(runs.values())), record["config"]["train"]["lr"]))
+        run["train"] = {**run["train"], "steps": cfg["continue_to"], "rungs": None}
+        out.append((record, run))
+    return out
+
+
+def continue_group(cfg: dict, check: bool = True) -> list[dict]:
+    """Train further, to `continue_to` steps, each run of `cfg`'s group that its search ended at the
+    cap (`continuation_runs`), unless its continuation's record exists; returns those records (none
+    while the group's search is unfinished, or when no run reached the cap). Each continues from the
+    run's state before its cooldown (`<store>/continuable/<key>.pt`, kept when the group's records
+    were written) or, without it, trains the same run again from its first step; the record joins the
+    group (`group`) and names the run it continues (`continues`), which the page's row then replaces."""
+    check_continuation(cfg)
+    store = Store(cfg["store"])
+    out = []
+    for parent, run in continuation_runs(cfg, store) or []:
+        key = run_key(run)
+        if (record := store.get(key)) is not None:
+            out.append(record)
+            continue
+        if check:
+            validate(run)
+        with store.claim(key) as mine:
+            if not mine:
+                why = f"being trained by another process ({store.records_dir})"
+                out.append({"key": key, "config": run, "status": "claimed", "error": why})
+                continue
+            out.append(store.get(key) or _continue_and_record(parent, run, store))
+    return out
+
+
+def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
+    key = run_key(cfg)
+    device = resolve_device(cfg.get("device", "auto"))
+    record = _new_record(cfg, key, device, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    record["group"], record["continues"] = parent["group"], parent["key"]
+    clock = time.time()
+    try:
+        task = build_task(cfg["task"])
+        data, train_data = _data(cfg, task)
+        torch.manual_seed(cfg["seed"])
+        trainer = Trainer(
+            build_model(cfg, task), train_data, data.val, TrainConfig(**cfg["train"]), device, cfg["seed"],
+            progress=cfg.get("progress", True), desc=_label(cfg, task, cfg["train"]["lr"]),
+            measure=_ess_over_training(cfg, data, device),
+        )  # fmt: skip
+        own = _checkpoint_path(store, key)
+        if (state := _load(own)) is not None:
+            trainer.load_state_dict(state)
+        elif (state := _load(_continuable_path(store, parent["key"]))) is not None:
+            # the cap is lifted, and the time is this run's own from here (the parent's record holds its part)
+            trainer.load_state_dict({**state, "stopped": None, "seconds": dict.fromkeys(state["seconds"], 0.0)})
+        while trainer.advance(trainer.step + CONTINUE_STRETCH) is None:
+            _save(own, trainer)
+        metrics = measure_trained(cfg, task, data, trainer.model, trainer.finish(data.test), device)
+        at_init, search = parent["metrics"].get("ess_at_init"), parent["metrics"].get("search")
+        record["metrics"] = {**metrics, "ess_at_init": at_init, "search": search,
+                             "continued": {"run": parent["key"], "cap": parent["config"]["train"]["steps"]}}  # fmt: skip
+        record["status"] = "ok"
+    except KeyboardInterrupt:
+        raise  # no record: the resumed sweep continues it from its checkpoint
+    except Exception as e:  # noqa: BLE001 - a failed continuation is recorded; the parent's row stays
+        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
+        record["traceback"] = "".join(traceback.format_exception(e, limit=8))
+    record["wall_time_s"] = round(time.time() - clock, 2)
+    store.write(record)
+    if record["status"] == "ok" and record["metrics"]["stopped"] == "budget":
+        _save(_continuable_path(store, key), trainer)
+    _checkpoint_path(store, key).unlink(missing_ok=True)
+    return record
 
 
 def run_one(cfg: dict, force: bool = False, check: bool = True) -> dict:
@@ -345,10 +458,14 @@ def main(cfg: DictConfig) -> None:
         if not has_state(resolved):  # a sweep's state=1 for a mixer with fewer sizes (attention has none)
             print(f"[skip] {describe(resolved)}: its mixer has no state size {resolved['state']}")
             return
+        check_continuation(resolved)
         records = run_group(resolved) if resolved["train"].get("rungs") else [run_one(resolved)]
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         sys.exit(2)
+    if not records and resolved.get("continue_to") is not None:
+        print(f"[skip] {describe(resolved)}: nothing to continue (its search has not ended, or no run reached the cap)")
+        return
     for record in records:
         acc = record.get("metrics", {}).get("accuracy")
         print(f"[{record['status']}] {record['key']} accuracy={acc} -> {Store(resolved['store']).path(record['key'])}")

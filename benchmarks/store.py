@@ -29,7 +29,7 @@ from benchmarks import record as record_type
 from benchmarks.record import CorruptRecord  # noqa: F401  (raised by load_record; imported from here)
 
 # Config keys that say where or how to run, not what is measured: not part of a run's identity.
-NON_IDENTITY_KEYS = ("store", "device", "progress", "workers")
+NON_IDENTITY_KEYS = ("store", "device", "progress", "workers", "continue_to")
 
 
 def run_key(config: dict) -> str:

@@ -215,6 +215,54 @@ def test_a_group_killed_between_its_record_writes_is_completed_not_skipped(tmp_p
     assert again[lost]["metrics"]["accuracy"] == complete[lost]["metrics"]["accuracy"]
 
 
+CONTINUED = ["preset=smoke", "architecture=gla", "train.schedule=wsd", "train.rungs=[20]", "train.steps=40",
+             "train.eval_every=20", "data.num_train=null", "architecture.lr_grid=[1e-3,1e-2]", "progress=false",
+             "train.solved_accuracy=1.0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("from_its_state", [True, False], ids=["from-its-state", "retrained"])
+def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_cap(tmp_path, from_its_state):
+    """`continue_to`: the run a search ended at the cap, trained further (from its state before the
+    cooldown, or again from its first step when that state is gone), equals the same run trained alone,
+    straight through, to the longer cap; the page's row for that rate is the continued run."""
+    from benchmarks.bench import expand
+    from benchmarks.report.rows import run_rows
+    from benchmarks.run import run_group, run_one
+    from benchmarks.store import Store
+
+    (cfg,) = expand([*CONTINUED, f"store={tmp_path / 'sweep'}"])
+    searched = run_group(cfg)
+    capped = [r for r in searched if r["metrics"]["stopped"] == "budget"]
+    assert len(capped) == 1 and (tmp_path / "sweep" / "continuable" / f"{capped[0]['key']}.pt").exists()
+    if not from_its_state:
+        (tmp_path / "sweep" / "continuable" / f"{capped[0]['key']}.pt").unlink()
+    (cfg,) = expand([*CONTINUED, f"store={tmp_path / 'sweep'}", "continue_to=80"])
+    (cont,) = run_group(cfg)
+    assert cont["status"] == "ok" and cont["continues"] == capped[0]["key"] and cont["group"] == capped[0]["group"]
+    assert cont["metrics"]["continued"] == {"run": capped[0]["key"], "cap": 40} and cont["metrics"]["main_steps"] == 80
+    assert run_group(cfg) == [Store(str(tmp_path / "sweep")).get(cont["key"])]  # done: not trained again
+    assert not list((tmp_path / "sweep" / "checkpoints").glob("*.pt"))
+
+    straight = run_one({**cont["config"], "store": str(tmp_path / "straight")})
+    for key in ("accuracy", "val_accuracy", "val_loss", "best_step", "steps", "sequences", "stopped"):
+        assert cont["metrics"][key] == straight["metrics"][key], key
+    assert [(e["step"], e["val_loss"]) for e in cont["metrics"]["history"]] == [
+        (e["step"], e["val_loss"]) for e in straight["metrics"]["history"]
+    ]
+    rows = run_rows(Store(str(tmp_path / "sweep")).records())
+    assert len(rows) == 2 and sorted(rows["key"]) == sorted([cont["key"], *(r["key"] for r in searched if r is not capped[0])])
+    assert rows.set_index("key").loc[cont["key"], "steps"] == cont["metrics"]["steps"]
+
+
+def test_continue_to_is_checked_before_anything_trains(tmp_path):
+    from benchmarks.bench import main
+
+    for bad, says in (("continue_to=30", "must exceed train.steps=40"), ("continue_to=0", "positive integer")):
+        assert main([*CONTINUED, f"store={tmp_path}", bad]) == 2, says
+    assert main(["preset=smoke", f"store={tmp_path}", "continue_to=100"]) == 2  # no search to continue
+    assert not (tmp_path / "records").exists()
+
+
 def test_backfilled_ess_at_init_equals_what_a_run_records(tmp_path):
     """`benchmarks.backfill` rebuilds a record's initial model from its config and seed: what it fills in
     equals what the run itself measured before training."""

@@ -538,14 +538,17 @@ def convergence_lines(table: pd.DataFrame) -> list[str]:
 
 def cap_lines(best: pd.DataFrame) -> list[str]:
     """The best rows that reached the step cap (`best`: the groups trained to convergence), per task:
-    still improving (capped) or flat (budget), each with its accuracy, so that a reader sees what the
-    cap decides and how far those rows were from solving."""
+    still improving (capped) or flat (budget), each with its accuracy (and its steps where it was
+    trained past its search's cap), so that a reader sees what the cap decides and how far those rows
+    were from solving."""
     lines = []
     for task, g in best[best["ended"].isin(["capped", "budget"])].groupby("task"):
         g = g.sort_values("accuracy", ascending=False)
-        cells = [" ".join(filter(None, (r.mixer, r.state, f"at {r.setting}"))) + f" {r.accuracy:.3f} ({r.ended})"
-                 for r in g.itertuples()]  # fmt: skip
-        lines.append(f"{task}, best rows at the step cap ({g['steps'].max():,.0f} steps): " + "; ".join(cells) + ".")
+        cap = g.loc[g["continued"].fillna("") == "", "steps"]
+        cells = [" ".join(filter(None, (r.mixer, r.state, f"at {r.setting}"))) + f" {r.accuracy:.3f} ({r.ended}"
+                 + (f", continued to {r.steps:,.0f} steps)" if r.continued else ")") for r in g.itertuples()]  # fmt: skip
+        at = f" ({cap.max():,.0f} steps)" if len(cap) else ""
+        lines.append(f"{task}, best rows at the step cap{at}: " + "; ".join(cells) + ".")
     return lines
 
 

@@ -134,9 +134,17 @@ def _run_row(r: dict) -> dict:
     return row
 
 
+def continued(records: list[dict]) -> set[str]:
+    """The runs a successful continuation trained further (`continue_to`, its record's `continues`)."""
+    return {r["continues"] for r in records if r.get("status") == "ok" and r.get("continues")}
+
+
 def run_rows(records: list[dict]) -> pd.DataFrame:
-    """One row per successful run (every learning rate of every group)."""
-    return pd.DataFrame([_run_row(r) for r in records if r.get("status") == "ok"], columns=RUN_COLUMNS)
+    """One row per successful run (every learning rate of every group); a run trained further past its
+    cap is its continuation's row (the same run, longer)."""
+    gone = continued(records)
+    rows = [_run_row(r) for r in records if r.get("status") == "ok" and r["key"] not in gone]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 def ess_by_key(records: list[dict]) -> dict[str, dict]:
@@ -247,6 +255,8 @@ def incomplete_groups(records: list[dict]) -> list[str]:
     grid, so the leaderboard holds them back until it is."""
     tried: dict[str, tuple[str, set, set | None]] = {}
     for r in records:
+        if r.get("continues"):  # a run trained further after its group's search ended
+            continue
         cfg = r["config"]
         group = tried.setdefault(r.get("group", r["key"]), (protocol_key(cfg), set(), _searched_rates(r)))
         group[1].add(cfg["train"]["lr"])
@@ -275,9 +285,12 @@ def learning_curves(records: list[dict], keys) -> pd.DataFrame:
 
 
 def budgets(records: list[dict]) -> pd.DataFrame:
-    """Per group, the protocol's facts the findings cite: its step budget and how many rates it tried."""
+    """Per group, the protocol's facts the findings cite: its step budget (its search's cap, not a
+    continuation's) and how many rates it tried."""
     out: dict[str, dict] = {}
     for r in records:
+        if r.get("continues"):
+            continue
         g = out.setdefault(r.get("group", r["key"]), {"steps": r["config"]["train"]["steps"], "rates": set()})
         g["rates"].add(r["config"]["train"]["lr"])
     return pd.DataFrame([{"group": k, "budget": v["steps"], "rates": len(v["rates"])} for k, v in out.items()],
