@@ -477,8 +477,8 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
         todo = [g for g in ready if recorded(g) is None]
         head = (f"{len(groups)} groups, {len(ready)} of them searched, {len(todo)} with runs that ended at the cap "
                 f"to continue to {groups[0]['continue_to']} steps")  # fmt: skip
-    else:
-        todo = [g for g in groups if not any(store.exists(run_key(r)) for r in grid_runs(g))]
+    else:  # a group killed between two of its record writes is not done: its search replays to write the rest
+        todo = [g for g in groups if recorded(g) is None]
         head = (f"{len(groups)} groups ({len(configs)} runs of their grids, searched by successive halving), "
                 f"{len(groups) - len(todo)} already recorded in {store.records_dir}")  # fmt: skip
     workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))

@@ -215,6 +215,23 @@ def test_a_group_killed_between_its_record_writes_is_completed_not_skipped(tmp_p
     assert again[lost]["metrics"]["accuracy"] == complete[lost]["metrics"]["accuracy"]
 
 
+def test_a_sweep_completes_a_group_killed_between_its_record_writes(tmp_path):
+    """The sweep driver, not only `run_group`: a group with some of its records is not done; the next
+    sweep writes the missing one (it used to skip any group with a record)."""
+    from benchmarks.bench import main
+    from benchmarks.store import Store
+
+    overrides = ["preset=smoke", "architecture=attention", "train.schedule=wsd", "train.rungs=[20]", "train.steps=40",
+                 "train.eval_every=20", "data.num_train=null", "architecture.lr_grid=[1e-3,1e-2]", "progress=false",
+                 f"store={tmp_path}", "reference="]  # fmt: skip
+    assert main(overrides) == 0
+    store = Store(str(tmp_path))
+    keys = sorted(r["key"] for r in store.records())
+    store.path(keys[0]).unlink()
+    assert main(overrides) == 0
+    assert sorted(r["key"] for r in store.records()) == keys
+
+
 CONTINUED = ["preset=smoke", "architecture=gla", "train.schedule=wsd", "train.rungs=[20]", "train.steps=40",
              "train.eval_every=20", "data.num_train=null", "architecture.lr_grid=[1e-3,1e-2]", "progress=false",
              "train.solved_accuracy=1.0"]  # fmt: skip
