@@ -65,6 +65,16 @@ def score_at(run, budget: int) -> tuple[float, float]:
     return (entries[-1]["val_accuracy"], entries[-1]["val_loss"])
 
 
+def best_at(run, budget: int) -> tuple[float, float]:
+    """A run's best validation (accuracy, loss) up to `budget` steps: its first evaluation with the
+    highest accuracy, as the Trainer keeps its best checkpoint."""
+    entries = [e for e in run.history if e["step"] <= budget and e.get("phase", "train") == "train"]
+    if not entries:
+        return (-1.0, math.inf)
+    best = max(entries, key=lambda e: e["val_accuracy"])  # the first of equals
+    return (best["val_accuracy"], best["val_loss"])
+
+
 def _rank_key(score: tuple[float, float]) -> tuple[float, float]:
     return (-score[0], score[1])
 
@@ -82,12 +92,17 @@ def search(
     after each stretch of training (to checkpoint it). Returns the search and the runs by rate."""
     result = Search(rates=sorted(rates), budgets=list(budgets), promote=promote)
     runs: dict[float, object] = {}
+    # the budget each run has been advanced to so far: every decision reads a run as it stood there, so a
+    # search replayed over runs restored at a later state (a group killed while writing its records)
+    # makes the decisions the first one made
+    reached: dict[float, int] = {}
 
     def advance(lr: float, budget: int) -> None:
         if lr in result.errors:
             return
         if lr not in runs:
             runs[lr] = make(lr)
+        reached[lr] = max(reached.get(lr, 0), budget)
         try:
             runs[lr].advance(budget)
         except Exception as e:  # noqa: BLE001 - a NaN or a crash fails this run; the group goes on
@@ -96,8 +111,12 @@ def search(
         if saved is not None:
             saved(lr, runs[lr])
 
+    def stopped(lr: float) -> str | None:
+        run = runs[lr]
+        return run.stopped if run.stopped is not None and run.step <= reached[lr] else None
+
     def solved() -> bool:
-        return any(r.stopped == "solved" for lr, r in runs.items() if lr not in result.errors)
+        return any(stopped(lr) == "solved" for lr in runs if lr not in result.errors)
 
     def play() -> None:
         alive = list(result.rates)
@@ -110,7 +129,7 @@ def search(
                     return
             if solved():
                 return
-            alive = [lr for lr in alive if lr not in result.errors and runs[lr].stopped is None]
+            alive = [lr for lr in alive if lr not in result.errors and stopped(lr) is None]
             if r + 1 == len(result.budgets) or not alive:
                 return
             alive.sort(key=lambda lr, b=budget: _rank_key(score_at(runs[lr], b)))
@@ -121,7 +140,7 @@ def search(
         ok = [lr for lr in result.rates if lr not in result.errors]
         if len(ok) < 2:
             break
-        best = min(ok, key=lambda lr: _rank_key((runs[lr].best["val_accuracy"], runs[lr].best["val_loss"])))
+        best = min(ok, key=lambda lr: _rank_key(best_at(runs[lr], reached[lr])))
         lo, hi = result.rates[0], result.rates[-1]
         if best == hi:
             new = hi * hi / result.rates[-2]

@@ -168,6 +168,36 @@ def test_a_winning_edge_extends_the_grid_by_its_own_spacing():
     assert result.extended == []
 
 
+def test_a_search_replayed_over_its_runs_final_states_makes_the_same_choices():
+    """A group killed while writing its records replays its search over runs restored at their final
+    states. Here the grid's edge (1e-2) wins the first play, the extension (0.0333) changes the winner
+    (3e-3 trains to the cap in the second play and ends above 1e-2), so a replay that read the runs'
+    final bests would see a middle rate win, not extend, and leave the extended run without a record."""
+    curves = {1e-3: lambda s: 0.1, 3e-3: lambda s: 0.2 + s / 5e4, 1e-2: lambda s: min(0.35, 0.15 + s / 2e4),
+              0.0333: lambda s: 0.25}  # fmt: skip
+    grid, budgets = [1e-3, 3e-3, 1e-2], [1000, 3000, 10_000]
+    made = {}
+
+    def make(lr):
+        made[lr] = _Scripted(lr, curves[lr])
+        return made[lr]
+
+    first, _ = halving.search(grid, make, budgets, promote=2, extend=1)
+    assert first.extended == [0.0333] and first.ended == {1e-3: "pruned", 3e-3: "budget", 1e-2: "budget", 0.0333: "pruned"}
+    trained = {lr: r.trained for lr, r in made.items()}
+    replay, _ = halving.search(grid, lambda lr: made[lr], budgets, promote=2, extend=1)
+    assert (replay.rates, replay.extended, replay.rung, replay.ended) == (first.rates, first.extended, first.rung, first.ended)
+    assert {lr: r.trained for lr, r in made.items()} == trained  # the replay trained nothing more
+
+
+def test_a_replayed_search_does_not_see_a_later_solve_early():
+    """A run that solved only at the cap: replayed, the search does not end the group at the first rung."""
+    curves = {1e-3: lambda s: 0.2, 3e-3: lambda s: 1.0 if s >= 8000 else 0.5, 1e-2: lambda s: 0.4}
+    first, _, made = _search(curves)
+    replay, _ = halving.search(sorted(curves), lambda lr: made[lr], [1000, 3000, 10_000], promote=2)
+    assert (replay.rung, replay.ended) == (first.rung, first.ended) and first.rung[3e-3] == 2
+
+
 def test_rerunning_a_group_reproduces_its_choices(tmp_path):
     """Two runs of one small group (successive halving at tiny budgets, fresh batches): the same rates
     tried, the same ends, the same accuracies."""
