@@ -151,6 +151,10 @@ def test_the_within_family_test_needs_four_sizes_on_three_settings_and_costs_eve
     assert row["n"] == 12 and row["settings"] == 3 and row["sizes (TSS)"] == "4, 8, 16, 32"
     assert row["Spearman ESS/demand"] > row["Spearman TSS/demand"]
     assert row["CPU hours"] == 12 * 2 * 0.5
+    from benchmarks.report import findings
+
+    (line,) = findings.family_lines(fam)
+    assert "ESS/demand ranks accuracy better, by" in line and "point estimate" in line and "12.0 CPU hours" in line
 
 
 def test_a_groups_runs_cost_their_own_seconds_not_the_groups_wall_time_each():
