@@ -382,8 +382,9 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
         if (state := _load(own)) is not None:
             trainer.load_state_dict(state)
         elif (state := _load(_continuable_path(store, parent["key"]))) is not None:
-            # the cap is lifted, and the time is this run's own from here (the parent's record holds its part)
-            trainer.load_state_dict({**state, "stopped": None, "seconds": dict.fromkeys(state["seconds"], 0.0)})
+            # the cap is lifted; the seconds carried over make the record's time the whole run's, as if
+            # trained straight through (its row replaces the capped one's, in the cost tables too)
+            trainer.load_state_dict({**state, "stopped": None})
         while trainer.advance(trainer.step + CONTINUE_STRETCH) is None:
             _save(own, trainer)
         metrics = measure_trained(cfg, task, data, trainer.model, trainer.finish(data.test), device)
