@@ -305,8 +305,11 @@ def family_figure(rows: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     from matplotlib import ticker
 
     paths: dict[str, Path] = {}
+    import seaborn as sns
+
     for task, df in rows.groupby("task"):
-        palette, _ = style_of(df["mixer"].unique().tolist())
+        families = sorted(df["mixer"].unique())  # a few families: colours of their own, far apart
+        palette = dict(zip(families, sns.color_palette("colorblind", len(families)), strict=True))
         settings = _settings_order(df)
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
         demand = df["memory_demand"].clip(lower=1)
