@@ -309,7 +309,7 @@ def family_figure(rows: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
 
     for task, df in rows.groupby("task"):
         families = sorted(df["mixer"].unique())  # a few families: colours of their own, far apart
-        palette = dict(zip(families, sns.color_palette("colorblind", len(families)), strict=True))
+        palette = dict(zip(families, sns.color_palette("tab10", len(families)), strict=True))
         settings = _settings_order(df)
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
         demand = df["memory_demand"].clip(lower=1)
