@@ -473,8 +473,9 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
         return records if complete else None
 
     if continuing:  # a group continues once its search has ended, and only if it capped a run
-        ready = [g for g in groups if continuation_runs(g, store) is not None]
-        todo = [g for g in ready if recorded(g) is None]
+        pending = [(g, continuation_runs(g, store)) for g in groups]  # each group's records read once
+        ready = [runs for _, runs in pending if runs is not None]
+        todo = [g for g, runs in pending if runs and not all(store.exists(run_key(run)) for _, run in runs)]
         head = (f"{len(groups)} groups, {len(ready)} of them searched, {len(todo)} with runs that ended at the cap "
                 f"to continue to {groups[0]['continue_to']} steps")  # fmt: skip
     else:  # a group killed between two of its record writes is not done: its search replays to write the rest

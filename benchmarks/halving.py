@@ -56,10 +56,15 @@ class Search:
         }
 
 
+def _evaluations(run, budget: int) -> list[dict]:
+    """A run's validation evaluations up to `budget` steps, its cooldown's left out."""
+    return [e for e in run.history if e["step"] <= budget and e.get("phase", "train") == "train"]
+
+
 def score_at(run, budget: int) -> tuple[float, float]:
     """A run's validation (accuracy, loss) at its last evaluation at or before `budget` steps: the
     score it had at that rung, whatever it did later."""
-    entries = [e for e in run.history if e["step"] <= budget and e.get("phase", "train") == "train"]
+    entries = _evaluations(run, budget)
     if not entries:
         return (-1.0, math.inf)
     return (entries[-1]["val_accuracy"], entries[-1]["val_loss"])
@@ -68,7 +73,7 @@ def score_at(run, budget: int) -> tuple[float, float]:
 def best_at(run, budget: int) -> tuple[float, float]:
     """A run's best validation (accuracy, loss) up to `budget` steps: its first evaluation with the
     highest accuracy, as the Trainer keeps its best checkpoint."""
-    entries = [e for e in run.history if e["step"] <= budget and e.get("phase", "train") == "train"]
+    entries = _evaluations(run, budget)
     if not entries:
         return (-1.0, math.inf)
     best = max(entries, key=lambda e: e["val_accuracy"])  # the first of equals

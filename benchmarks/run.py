@@ -249,6 +249,22 @@ def _load(path: Path) -> dict | None:
         return None
 
 
+def _trainer(cfg: dict, task, data, train_data: TrainData, device: torch.device, measure) -> Trainer:
+    """A Trainer for the run `cfg`, its model built from the run's seed (every rate of a group, and a
+    continuation, start from one initialization)."""
+    torch.manual_seed(cfg["seed"])
+    return Trainer(
+        build_model(cfg, task), train_data, data.val, TrainConfig(**cfg["train"]), device, cfg["seed"],
+        progress=cfg.get("progress", True), desc=_label(cfg, task, cfg["train"]["lr"]), measure=measure,
+    )  # fmt: skip
+
+
+def _failed(record: dict, e: BaseException) -> None:
+    """Mark `record` failed with the error and its traceback (a run's failure is recorded; the sweep goes on)."""
+    record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
+    record["traceback"] = "".join(traceback.format_exception(e, limit=8))
+
+
 def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
     base = runs[0]
     device = resolve_device(base.get("device", "auto"))
@@ -265,11 +281,7 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
 
     def make(lr: float) -> Trainer:
         cfg = config_at(lr)
-        torch.manual_seed(cfg["seed"])
-        trainer = Trainer(
-            build_model(cfg, task), train_data, data.val, TrainConfig(**cfg["train"]), device, cfg["seed"],
-            progress=cfg.get("progress", True), desc=_label(cfg, task, lr), measure=measure,
-        )  # fmt: skip
+        trainer = _trainer(cfg, task, data, train_data, device, measure)
         if (state := _load(_checkpoint_path(store, run_key(cfg)))) is not None:
             trainer.load_state_dict(state)
         return trainer
@@ -299,8 +311,7 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the group goes on
-            record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
-            record["traceback"] = "".join(traceback.format_exception(e, limit=8))
+            _failed(record, e)
             record["search"] = result.summary(lr)
         record["wall_time_s"] = round(time.time() - clock, 2)  # the group's, shared by its runs
         store.write(record)
@@ -322,16 +333,15 @@ def continuation_runs(cfg: dict, store: Store) -> list[tuple[dict, dict]] | None
     config of the run continued: the same run with `train.steps` = `continue_to` and no rungs, which
     trains the same first steps under the WSD schedule). None while the group's search has not
     written all its records."""
-    base = {k: v for k, v in cfg.items() if k != "continue_to"}
-    runs = {run_key(r): r for r in grid_runs(base)}
-    records, complete = group_records(list(runs.values()), Store(base["store"]))
+    runs = grid_runs({k: v for k, v in cfg.items() if k != "continue_to"})
+    records, complete = group_records(runs, Store(cfg["store"]))
     if not complete:
         return None
     out = []
     for record in sorted(records, key=lambda r: r["config"]["train"]["lr"]):
         if record.get("status") != "ok" or record["metrics"]["stopped"] != "budget":
             continue
-        run = copy.deepcopy(runs.get(record["key"]) or _at_rate(next(iter(runs.values())), record["config"]["train"]["lr"]))
+        run = _at_rate(runs[0], record["config"]["train"]["lr"])  # a rate the search added included
         run["train"] = {**run["train"], "steps": cfg["continue_to"], "rungs": None}
         out.append((record, run))
     return out
@@ -372,12 +382,7 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
     try:
         task = build_task(cfg["task"])
         data, train_data = _data(cfg, task)
-        torch.manual_seed(cfg["seed"])
-        trainer = Trainer(
-            build_model(cfg, task), train_data, data.val, TrainConfig(**cfg["train"]), device, cfg["seed"],
-            progress=cfg.get("progress", True), desc=_label(cfg, task, cfg["train"]["lr"]),
-            measure=_ess_over_training(cfg, data, device),
-        )  # fmt: skip
+        trainer = _trainer(cfg, task, data, train_data, device, _ess_over_training(cfg, data, device))
         own = _checkpoint_path(store, key)
         if (state := _load(own)) is not None:
             trainer.load_state_dict(state)
@@ -395,8 +400,7 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
     except KeyboardInterrupt:
         raise  # no record: the resumed sweep continues it from its checkpoint
     except Exception as e:  # noqa: BLE001 - a failed continuation is recorded; the parent's row stays
-        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
-        record["traceback"] = "".join(traceback.format_exception(e, limit=8))
+        _failed(record, e)
     record["wall_time_s"] = round(time.time() - clock, 2)
     store.write(record)
     if record["status"] == "ok" and record["metrics"]["stopped"] == "budget":
@@ -442,9 +446,7 @@ def _train_and_record(cfg: dict, key: str, store: Store) -> dict:
     except KeyboardInterrupt:
         raise  # an interrupted run leaves no record: the resumed sweep runs it again
     except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the sweep goes on
-        record["status"] = "failed"
-        record["error"] = f"{type(e).__name__}: {e}"
-        record["traceback"] = traceback.format_exc(limit=8)
+        _failed(record, e)
     record["wall_time_s"] = round(time.time() - start, 2)
     store.write(record)
     return record
