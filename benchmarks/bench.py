@@ -417,10 +417,19 @@ def main(argv: list[str] | None = None) -> int:
         return sweep(overrides, configs, store, given)
     except Interrupted as e:
         print(e, file=sys.stderr)
-        return 130
+        return _handled_ctrl_c()
     except KeyboardInterrupt:  # after the training: every record is written
         print("interrupted before the leaderboard was rebuilt; the same command rebuilds it", file=sys.stderr)
-        return 130
+        return _handled_ctrl_c()
+
+
+def _handled_ctrl_c() -> int:
+    """Exit status 130 for a Ctrl-C the sweep handled. CPython marks a KeyboardInterrupt as unhandled when it
+    escapes code that `exec` or `eval` ran from a string (dataclasses and namedtuples build methods that way,
+    e.g. on a lazy import), even though a caller handles it, and a process run with `-m` then ends by SIGINT
+    (status -2) whatever it returned; running a string through `exec` clears that mark."""
+    exec("")  # noqa: S102 - a constant empty string
+    return 130
 
 
 def _sweep_runs(overrides: list[str], configs: list[dict], store: Store, given: str | None = None) -> int:

@@ -393,6 +393,18 @@ def _poll(until, seconds: float, every: float = 0.05) -> bool:
     return False
 
 
+def _in_a_terminal(args: list[str]) -> subprocess.Popen:
+    """`python -m benchmarks.bench ARGS` started as a terminal starts a command: in a process group of its own
+    (Ctrl-C reaches the whole group) with SIGINT at its default. A shell starts a background job with SIGINT
+    ignored, and a sweep started so rightly ignores Ctrl-C: without the reset these tests would fail whenever
+    pytest itself runs in the background."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
@@ -412,11 +424,7 @@ def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(t
         "preset=smoke", f"store={tmp_path}", "workers=2", "reference=", "train.steps=4,100000",
         "architecture=attention,lru,gla", "architecture.lr_grid=[1e-9]", "train.rungs=[2]", "train.schedule=wsd",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=ROOT, env=env, start_new_session=True,
-    )  # fmt: skip
+    sweep = _in_a_terminal(args)
     claims = lambda: {p.name for p in records.glob(".*.claim")}
     recorded = lambda: {f".{json.loads(p.read_text())['group']}.claim" for p in records.glob("*.json")}
     try:
@@ -444,6 +452,26 @@ def test_ctrl_c_with_two_workers_starts_no_queued_group_and_says_how_to_resume(t
     assert sum(line.startswith("started ") for line in out.splitlines()) == 5, out
 
 
+@pytest.mark.parametrize("handled_by", ["returning 130", "the sweep"])
+def test_a_handled_ctrl_c_exits_130_even_when_it_landed_in_code_run_by_exec(tmp_path, handled_by):
+    """Ctrl-C that lands while `exec` runs a string (a dataclass being built by a lazy import, say) and is
+    handled: CPython still ends a `-m` process by SIGINT (status -2) unless the mark it leaves is cleared,
+    which the sweep does; returning 130 alone does not (that side shows the interpreter has the flaw)."""
+    (tmp_path / "interrupted_in_exec.py").write_text(
+        "import sys\n"
+        "try:\n"
+        "    exec('raise KeyboardInterrupt')\n"
+        "except KeyboardInterrupt:\n"
+        "    if sys.argv[1] == 'the sweep':\n"
+        "        from benchmarks.bench import _handled_ctrl_c\n"
+        "        sys.exit(_handled_ctrl_c())\n"
+        "    sys.exit(130)\n"
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    ended = subprocess.run([sys.executable, "-m", "interrupted_in_exec", handled_by], cwd=tmp_path, env=env)
+    assert ended.returncode == (130 if handled_by == "the sweep" else -signal.SIGINT)
+
+
 @pytest.mark.e2e
 def test_ctrl_c_with_one_worker_stops_the_group_it_trains_and_starts_no_other(tmp_path):
     """One worker (the sweep's own process), two groups that never end: Ctrl-C while the first trains
@@ -453,10 +481,7 @@ def test_ctrl_c_with_one_worker_stops_the_group_it_trains_and_starts_no_other(tm
         "preset=smoke", f"store={tmp_path}", "workers=1", "reference=", "train.steps=100000", "architecture=attention,lru",
         "architecture.lr_grid=[1e-9]", "train.rungs=[2]", "train.schedule=wsd",
     ]  # fmt: skip
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
-    )  # fmt: skip
+    sweep = _in_a_terminal(args)
     claims = lambda: list(records.glob(".*.claim"))
     try:
         assert _poll(lambda: len(claims()) == 1, 120), "the first group never started"
