@@ -86,7 +86,7 @@ def analyse(root: Path, store: Store) -> dict:
     a["protocol_cost"] = tb.protocol_cost(runs[runs["group"].isin(searched)])
     a["convergence"] = tb.convergence(df, runs, searched)
     converged = df[df["group"].isin(searched)]
-    a["convergence_lines"] = fd.convergence_lines(a["convergence"]) + fd.cap_lines(converged)
+    a["convergence_lines"] = fd.convergence_lines(a["convergence"]) + fd.cap_lines(converged) + fd.continuation_lines(converged)
     capped = rw.by_status(Store(root / PREVIOUS_PROTOCOL).records())[1]  # the step-capped protocol's records
     a["protocol_change"] = tb.protocol_change(converged, tb.board(capped)) if capped else pd.DataFrame()
     a["protocol_change_lines"] = fd.protocol_change_lines(a["protocol_change"])

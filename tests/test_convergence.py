@@ -299,6 +299,21 @@ def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_ca
     rows = run_rows(Store(str(tmp_path / "sweep")).records())
     assert len(rows) == 2 and sorted(rows["key"]) == sorted([cont["key"], *(r["key"] for r in searched if r is not capped[0])])
     assert rows.set_index("key").loc[cont["key"], "steps"] == cont["metrics"]["steps"]
+    assert math.isnan(rows.set_index("key").loc[cont["key"], "parted_at"])  # the capped run's curve, continued
+
+
+def test_a_continuation_that_left_the_capped_runs_curve_is_named_a_new_draw():
+    """`parted_at`: the first evaluation up to the cap where a continuation's validation loss is not the
+    capped run's (retrained under other code: float rounding parts them); NaN where they agree."""
+    from benchmarks.report.rows import parted_at
+
+    curve = [{"step": s, "val_loss": 3.0 - s / 1000, "val_accuracy": 0.1} for s in range(200, 2001, 200)]
+    parent = {"metrics": {"history": curve}}
+    later = [{**h, "val_loss": h["val_loss"] - 0.5} for h in curve if h["step"] > 1000] + [{"step": 2200, "val_loss": 0.1}]
+    run = {"metrics": {"continued": {"cap": 1000, "run": "p"}, "history": [h for h in curve if h["step"] <= 1000] + later}}
+    assert math.isnan(parted_at(run, parent))  # after the cap the curves may differ: the parent's cooldown, its end
+    run["metrics"]["history"][2] = {**curve[2], "val_loss": curve[2]["val_loss"] + 1e-4}
+    assert parted_at(run, parent) == 600.0
 
 
 def test_continue_to_is_checked_before_anything_trains(tmp_path):

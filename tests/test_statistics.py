@@ -188,12 +188,19 @@ def test_the_convergence_checks_count_what_the_sweep_owes():
     (line,) = findings.convergence_lines(tables.convergence(best, runs, set("abcd")))
     assert "2 best rows (50%)" in line and "target 80%: not met" in line and "target 0.99: not met" in line
     assert tables.convergence(best, runs, {"z"}).empty  # no group of the converged protocol: no claim
-    capped = best.assign(state="", setting="L=64, kv=4", steps=[800, 6000, 17600, 4000], continued="")
+    capped = best.assign(state="", setting="L=64, kv=4", steps=[800, 6000, 17600, 4000], continued="", parted_at=float("nan"))
     (line,) = findings.cap_lines(capped)  # the one row at the cap, named with its accuracy; none other
     assert "mamba at L=64, kv=4 0.400 (capped)" in line and "17,600 steps" in line and "gla" not in line
     capped.loc[2, ["steps", "continued"]] = [52800, "past the cap of 16,000 steps"]  # trained further, still capped
     (line,) = findings.cap_lines(capped)
     assert "mamba at L=64, kv=4 0.400 (capped, continued to 52,800 steps)" in line and "17,600" not in line
+    (line,) = findings.continuation_lines(capped)
+    assert "1 best rows were trained past" in line and "1 continue their capped run's curve exactly" in line
+    capped.loc[2, "parted_at"] = 400.0  # retrained under other code: its curve left the capped run's at step 400
+    (line,) = findings.cap_lines(capped)
+    assert "mamba at L=64, kv=4 0.400 (capped, retrained to 52,800 steps)" in line
+    (line,) = findings.continuation_lines(capped)
+    assert "0 continue" in line and "mamba at L=64, kv=4, from step 400" in line and "new draws" in line
 
 
 def test_coverage_sums_each_runs_own_time(tmp_path):

@@ -116,6 +116,9 @@ COLUMNS: list[Column] = [
     _c("stopped", description="why training stopped", read=lambda r: r.m.get("stopped", ""), provenance=True),
     _c("continued", description="trained past its group's cap (`continue_to`): the cap it continued from",
        read=lambda r: f"past the cap of {r.m['continued']['cap']:,} steps" if r.m.get("continued") else "", provenance=True),
+    _c("parted_at", description="a continuation retrained from its first step: the step at which its validation curve "
+       "parts from the capped run's (a new draw of the config, not that run trained further); empty: the same curve",
+       read=lambda r: r.parted_at, provenance=True),
     _c("ended", "ended", description="solved, plateau, capped (the cap, still improving), budget (the cap, flat) or pruned",
        read=lambda r: ended(r.m)),
     _c("sequences", "sequences seen", "{:,.0f}", description="training sequences the run saw", read=sequences),
@@ -142,8 +145,8 @@ BY_KEY = {c.key: c for c in COLUMNS}
 NARROW = ["mixer", "backbone", "state", "tss", "setting", "accuracy", "no_recall", "learned", "val_accuracy", "lr",
           "sequences", "ended", "ess", "ess_total", "entropy_ess", "utilization", "state_use", "key"]  # fmt: skip
 # the record cell's lines, in their order
-PROVENANCE_ORDER = ["commit", "device", "kernels", "seed", "steps", "stopped", "continued", "memorized", "lr_grid", "grid_spread",
-                    "parameters", "cache_bytes", "forward_tokens_per_s", "wall_time_s"]  # fmt: skip
+PROVENANCE_ORDER = ["commit", "device", "kernels", "seed", "steps", "stopped", "continued", "parted_at", "memorized",
+                    "lr_grid", "grid_spread", "parameters", "cache_bytes", "forward_tokens_per_s", "wall_time_s"]  # fmt: skip
 assert set(PROVENANCE_ORDER) == {c.key for c in COLUMNS if c.provenance}
 
 RUN_COLUMNS = [c.key for c in COLUMNS if c.read is not None]  # a run row's columns

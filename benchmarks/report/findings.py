@@ -547,10 +547,37 @@ def cap_lines(best: pd.DataFrame) -> list[str]:
     for task, g in best[best["ended"].isin(["capped", "budget"])].groupby("task"):
         g = g.sort_values("accuracy", ascending=False)
         cap = g.loc[g["continued"].fillna("") == "", "steps"]
-        cells = [" ".join(filter(None, (r.mixer, r.state, f"at {r.setting}"))) + f" {r.accuracy:.3f} ({r.ended}"
-                 + (f", continued to {r.steps:,.0f} steps)" if r.continued else ")") for r in g.itertuples()]  # fmt: skip
+        cells = [_named(r) + f" {r.accuracy:.3f} ({r.ended}" + _further(r) + ")" for r in g.itertuples()]
         at = f" ({cap.max():,.0f} steps)" if len(cap) else ""
         lines.append(f"{task}, best rows at the step cap{at}: " + "; ".join(cells) + ".")
+    return lines
+
+
+def _named(r) -> str:
+    return " ".join(filter(None, (r.mixer, r.state, f"at {r.setting}")))
+
+
+def _further(r) -> str:
+    if not r.continued:
+        return ""
+    return f", {'retrained' if pd.notna(r.parted_at) else 'continued'} to {r.steps:,.0f} steps"
+
+
+def continuation_lines(best: pd.DataFrame) -> list[str]:
+    """The best rows trained past their search's cap (`continue_to`), per task: how many continue their
+    capped run's curve exactly, and which were retrained from their first step under other code and part
+    from it (`parted_at`): new draws of the same config, not the capped runs trained further."""
+    lines = []
+    for task, g in best[best["continued"].fillna("") != ""].groupby("task"):
+        drawn = g[g["parted_at"].notna()].sort_values("parted_at")
+        line = (f"{task}: {len(g)} best rows were trained past their search's cap (continue_to); "
+                f"{len(g) - len(drawn)} continue their capped run's curve exactly")  # fmt: skip
+        if len(drawn):
+            cells = "; ".join(f"{_named(r)}, from step {r.parted_at:,.0f}" for r in drawn.itertuples())
+            line += (f"; {len(drawn)} were retrained from their first step under a later commit and their validation "
+                     f"curves part from the capped runs' ({cells}): new draws of the same config, as another seed "
+                     f"would be, not those runs trained further")  # fmt: skip
+        lines.append(line + ".")
     return lines
 
 

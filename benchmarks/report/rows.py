@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +89,28 @@ def run_seconds(r: dict) -> float:
     return float(own) if own and m.get("search") else float(r["wall_time_s"])
 
 
+def parted_at(run: dict, parent: dict) -> float:
+    """The first evaluation, up to the cap it continued from, at which a continuation's validation loss
+    differs from that of the run it trains further (`continues`); NaN where the two curves agree. A
+    continuation retrained from its first step (the capped run's state was not kept) under other code
+    parts from the capped run after a few hundred steps by float rounding: a new draw of the same
+    config, not that run trained further."""
+    cap = run["metrics"]["continued"]["cap"]
+    main = lambda r: [h for h in r["metrics"].get("history", []) if h.get("phase", "train") == "train" and h["step"] <= cap]
+    before = {h["step"]: h["val_loss"] for h in main(parent)}
+    for h in main(run):
+        if h["step"] in before and not math.isclose(h["val_loss"], before[h["step"]], rel_tol=1e-6, abs_tol=1e-9):
+            return float(h["step"])
+    return float("nan")
+
+
 @dataclass
 class Run:
-    """One record, its parts named once for the registry's `read` functions."""
+    """One record, its parts named once for the registry's `read` functions; `parent`: the record of the
+    run it trains further, for a continuation."""
 
     record: dict
+    parent: dict | None = None
 
     def __post_init__(self):
         r = self.record
@@ -114,6 +132,7 @@ class Run:
         self.ess_early = _ess_at(early["ess"], HEADLINE_TOLERANCE) if early else float("nan")
         self.early_step = early["step"] if early else float("nan")
         self.seconds = run_seconds(r)
+        self.parted_at = parted_at(r, self.parent) if self.parent and self.m.get("continued") else float("nan")
 
 
 def _total_state(run: Run, summed: float) -> float:
@@ -126,8 +145,8 @@ def _total_state(run: Run, summed: float) -> float:
     return float("nan") if declares(run.mixer, "shared_state") else summed
 
 
-def _run_row(r: dict) -> dict:
-    run = Run(r)
+def _run_row(r: dict, parent: dict | None = None) -> dict:
+    run = Run(r, parent)
     row = {c.key: c.read(run) for c in COLUMNS if c.read is not None}
     if "ess_total" in row:
         row["ess_total"] = _total_state(run, row["ess_total"])
@@ -143,7 +162,8 @@ def run_rows(records: list[dict]) -> pd.DataFrame:
     """One row per successful run (every learning rate of every group); a run trained further past its
     cap is its continuation's row (the same run, longer)."""
     gone = continued(records)
-    rows = [_run_row(r) for r in records if r.get("status") == "ok" and r["key"] not in gone]
+    parents = {r["key"]: r for r in records if r["key"] in gone}
+    rows = [_run_row(r, parents.get(r.get("continues"))) for r in records if r.get("status") == "ok" and r["key"] not in gone]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
