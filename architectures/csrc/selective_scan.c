@@ -12,6 +12,10 @@
    recomputes them in fast memory, and runs the adjoint
    lambda_t = C_t gy_t + exp(dt_{t+1} A) lambda_{t+1} from the end.
 
+   With D a multiple of SHARED_BLOCK the adjoint (and, with one decay per channel, the block's forward scan)
+   runs channel blocks outermost instead, the states inside, so that the sums over the states stay in
+   registers.
+
    Further below, the rest of Mamba's and Mamba-2's blocks fused around the scan (s6_block_*) and the
    short convolution + SiLU ahead of it (conv_silu_*). */
 
@@ -50,6 +54,22 @@ static inline float fast_exp(float x) {
 /* For x <= 0 (or NaN), as the decays exp(dt A) of Mamba's blocks are (dt >= 0, A < 0): one clamp
    instead of two, a quarter of the exp's cost in the vectorized loops. */
 static inline float exp_nonpos(float x) { return exp_of_clamped(x < -87.33654f ? -87.33654f : x); }
+
+/* Sixteen floats, for the loops that keep their accumulators in registers (GCC's
+   vector extension: one AVX-512 register, or two AVX2 ones); loaded and stored unaligned. */
+typedef float vf16 __attribute__((vector_size(64)));
+static inline vf16 ld16(const float *p) {
+    vf16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void st16(float *p, vf16 v) { memcpy(p, &v, sizeof v); }
+static inline float hsum16(vf16 v) {
+    float s = 0.f;
+    for (int i = 0; i < 16; i++) s += v[i];
+    return s;
+}
+#define SHARED_BLOCK 32 /* channels per block of those loops: two vectors */
 
 #define CHUNK 16
 
@@ -139,6 +159,62 @@ static inline void prefetch(const void *p, size_t bytes, int write) {
     }
 }
 
+/* adjoint_step for D a multiple of SHARED_BLOCK: channel blocks outermost, the states inside, so that dL/d(dt u)
+   and the step sizes' gradient through the decays gather in registers over the states; gB's and gC's sums over
+   the channels gather in one vector per state, summed at the end. `shared`: one decay per channel (NA = 1), else
+   one per state (NA = N); a constant once inlined. */
+static inline void adjoint_blocked(float *restrict lam, float *restrict gdtu, float *restrict gdtacc, float *restrict gA,
+                                   float *gBt, float *gCt, const float *ht, const float *hprev, const float *restrict at,
+                                   const float *restrict A, const float *restrict dtt, const float *restrict ut,
+                                   const float *restrict gyt, const float *Bt, const float *Ct, int D, int N, int shared) {
+    vf16 pc[N], pb[N];
+    for (int n = 0; n < N; n++) pc[n] = pb[n] = (vf16){0};
+    for (int d0 = 0; d0 < D; d0 += SHARED_BLOCK) {
+        const vf16 g0 = ld16(gyt + d0), g1 = ld16(gyt + d0 + 16), t0 = ld16(dtt + d0), t1 = ld16(dtt + d0 + 16);
+        const vf16 u0 = t0 * ld16(ut + d0), u1 = t1 * ld16(ut + d0 + 16);
+        vf16 a0 = ld16(at + d0), a1 = ld16(at + d0 + 16), A0 = ld16(A + d0), A1 = ld16(A + d0 + 16);
+        vf16 gu0 = {0}, gu1 = {0}, ga0 = {0}, ga1 = {0}; /* ga: sum of l h_{t-1} (shared), else of its dL/d(dt A) A */
+        for (int n = 0; n < N; n++) {
+            const size_t o = (size_t)n * D + d0;
+            const float cn = Ct[n], bn = Bt[n];
+            const vf16 l0 = ld16(lam + o) + g0 * cn, l1 = ld16(lam + o + 16) + g1 * cn; /* lambda_t */
+            pc[n] += g0 * ld16(ht + o) + g1 * ld16(ht + o + 16);
+            pb[n] += l0 * u0 + l1 * u1;
+            gu0 += l0 * bn;
+            gu1 += l1 * bn;
+            if (shared) {
+                ga0 += l0 * ld16(hprev + o);
+                ga1 += l1 * ld16(hprev + o + 16);
+            } else {
+                a0 = ld16(at + o), a1 = ld16(at + o + 16), A0 = ld16(A + o), A1 = ld16(A + o + 16);
+                const vf16 e0 = l0 * ld16(hprev + o) * a0, e1 = l1 * ld16(hprev + o + 16) * a1; /* dL/d(dt_t A) */
+                ga0 += e0 * A0;
+                ga1 += e1 * A1;
+                st16(gA + o, ld16(gA + o) + e0 * t0);
+                st16(gA + o + 16, ld16(gA + o + 16) + e1 * t1);
+            }
+            st16(lam + o, a0 * l0);
+            st16(lam + o + 16, a1 * l1);
+        }
+        st16(gdtu + d0, gu0);
+        st16(gdtu + d0 + 16, gu1);
+        if (shared) {
+            const vf16 e0 = ga0 * a0, e1 = ga1 * a1; /* dL/d(dt_t A) */
+            st16(gdtacc + d0, e0 * A0);
+            st16(gdtacc + d0 + 16, e1 * A1);
+            st16(gA + d0, ld16(gA + d0) + e0 * t0);
+            st16(gA + d0 + 16, ld16(gA + d0 + 16) + e1 * t1);
+        } else {
+            st16(gdtacc + d0, ga0);
+            st16(gdtacc + d0 + 16, ga1);
+        }
+    }
+    for (int n = 0; n < N; n++) {
+        gCt[n] = hsum16(pc[n]);
+        gBt[n] = hsum16(pb[n]);
+    }
+}
+
 /* One step of the backward, t: lambda (N, D) holds exp(dt_{t+1} A) lambda_{t+1} and becomes
    exp(dt_t A) lambda_t; writes gB_t, gC_t, dL/d(dt_t u_t) to gdtu and the step sizes' gradient through
    the decays to gdtacc (both (D)); accumulates gA. h_t, h_{t-1} (N, D), the decays a_t (NA, D); dtu, gdecay:
@@ -149,6 +225,11 @@ static __attribute__((noinline)) void adjoint_step(float *restrict lam, float *r
                                                    const float *A, const float *restrict dtt, const float *restrict ut,
                                                    const float *restrict gyt, const float *Bt, const float *Ct, int D, int N,
                                                    int NA) {
+    if (D % SHARED_BLOCK == 0) {
+        if (NA == 1) adjoint_blocked(lam, gdtu, gdtacc, gA, gBt, gCt, ht, hprev, at, A, dtt, ut, gyt, Bt, Ct, D, N, 1);
+        else adjoint_blocked(lam, gdtu, gdtacc, gA, gBt, gCt, ht, hprev, at, A, dtt, ut, gyt, Bt, Ct, D, N, 0);
+        return;
+    }
 #pragma omp simd
     for (int d = 0; d < D; d++) {
         gdtu[d] = gdtacc[d] = gdecay[d] = 0.f;
@@ -168,7 +249,7 @@ static __attribute__((noinline)) void adjoint_step(float *restrict lam, float *r
                 gc += gyt[d] * hn[d];
                 gb += l * dtu[d];
                 gdtu[d] += l * bn;
-                gdecay[d] += l * pn[d] * an[d]; /* dL/d(dt_t A) */
+                gdecay[d] += l * pn[d]; /* times a_t below: dL/d(dt_t A) */
                 ln[d] = an[d] * l;
             }
         } else {
@@ -190,8 +271,9 @@ static __attribute__((noinline)) void adjoint_step(float *restrict lam, float *r
     if (NA == 1)
 #pragma omp simd
         for (int d = 0; d < D; d++) {
-            gdtacc[d] = gdecay[d] * A[d];
-            gA[d] += gdecay[d] * dtt[d];
+            const float g = gdecay[d] * at[d];
+            gdtacc[d] = g * A[d];
+            gA[d] += g * dtt[d];
         }
 }
 
@@ -275,21 +357,29 @@ static inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 /* dt (D) and softplus' derivative sig (D) of one step, as torch's softplus (x itself above 20). */
 static inline void step_sizes(float *restrict dt, float *restrict sig, const float *restrict dtl, const float *restrict W,
                               const float *restrict dtb, int R, int D) {
-    if (W) {
-#pragma omp simd
-        for (int d = 0; d < D; d++) dt[d] = dtb[d];
-        for (int r = 0; r < R; r++) {
-            const float *restrict Wr = W + (size_t)r * D;
-            const float x = dtl[r];
-#pragma omp simd
-            for (int d = 0; d < D; d++) dt[d] += x * Wr[d];
-        }
-    } else {
+    if (!W) { /* one step size per head of P channels: softplus once per head */
         const int P = D / R;
+        float v[R], g[R];
+#pragma omp simd
         for (int h = 0; h < R; h++) {
-            const float x = dtl[h] + dtb[h];
-            for (int j = 0; j < P; j++) dt[h * P + j] = x;
+            const float x = dtl[h] + dtb[h], e = fast_exp(x);
+            v[h] = x > 20.0f ? x : log1p_pos(e);
+            g[h] = x > 20.0f ? 1.0f : e / (1.0f + e);
         }
+        for (int h = 0; h < R; h++)
+            for (int j = 0; j < P; j++) {
+                dt[h * P + j] = v[h];
+                sig[h * P + j] = g[h];
+            }
+        return;
+    }
+#pragma omp simd
+    for (int d = 0; d < D; d++) dt[d] = dtb[d];
+    for (int r = 0; r < R; r++) {
+        const float *restrict Wr = W + (size_t)r * D;
+        const float x = dtl[r];
+#pragma omp simd
+        for (int d = 0; d < D; d++) dt[d] += x * Wr[d];
     }
 #pragma omp simd
     for (int d = 0; d < D; d++) {
@@ -356,6 +446,23 @@ int s6_block_forward(const float *u, int su, const float *dtl, int sdl, const fl
             if (NA == 1)
 #pragma omp simd
                 for (int d = 0; d < D; d++) decay[d] = exp_nonpos(dtt[d] * A[d]);
+            if (NA == 1 && D % SHARED_BLOCK == 0) { /* channel blocks outermost: the output stays in registers */
+                for (int d0 = 0; d0 < D; d0 += SHARED_BLOCK) {
+                    const vf16 a0 = ld16(decay + d0), a1 = ld16(decay + d0 + 16), u0 = ld16(dtu + d0), u1 = ld16(dtu + d0 + 16);
+                    vf16 o0 = ld16(ot + d0), o1 = ld16(ot + d0 + 16);
+                    for (int n = 0; n < N; n++) {
+                        float *hn = h + (size_t)n * D + d0;
+                        const float bn = Bt[n], cn = Ct[n];
+                        const vf16 h0 = a0 * ld16(hn) + u0 * bn, h1 = a1 * ld16(hn + 16) + u1 * bn;
+                        st16(hn, h0);
+                        st16(hn + 16, h1);
+                        o0 += cn * h0;
+                        o1 += cn * h1;
+                    }
+                    st16(ot + d0, o0);
+                    st16(ot + d0 + 16, o1);
+                }
+            } else
             for (int n = 0; n < N; n++) { /* decay, state and output in one pass over the state */
                 float *restrict hn = h + (size_t)n * D;
                 const float *restrict An = A + (size_t)(NA == 1 ? 0 : n) * D;
@@ -431,7 +538,7 @@ int s6_block_backward(const float *u, int su, const float *dtl, int sdl, const f
     float *decays = malloc(sizeof(float) * decay_size * CHUNK);
     float *gdecay = malloc(sizeof(float) * 2 * D);
     float *lam = malloc(sizeof(float) * state);
-    float *gdtu = malloc(sizeof(float) * D), *gdtacc = malloc(sizeof(float) * D), *gy = malloc(sizeof(float) * 3 * D);
+    float *gdtu = malloc(sizeof(float) * D), *gdtacc = malloc(sizeof(float) * D), *gy = malloc(sizeof(float) * 4 * D);
     int failed = !(buf && decays && gdecay && lam && gdtu && gdtacc && gy);
     for (int b = 0; b < batch && !failed; b++) {
         const size_t base = (size_t)b * L;
@@ -451,19 +558,22 @@ int s6_block_backward(const float *u, int su, const float *dtl, int sdl, const f
                 const float *restrict ut = u + row * su, *restrict dtt = dt + row * D, *restrict zt = z + row * sz;
                 const float *restrict got = gout + row * D, *restrict ydt = yd + row * D;
                 float *restrict gzt = gz + row * sgz;
+                float *restrict sz_t = gy + 3 * D; /* sigmoid(z) */
+#pragma omp simd
+                for (int d = 0; d < D; d++) sz_t[d] = sigmoid(zt[d]);
                 if (normw) { /* back through the norm first: got becomes the gated output's gradient */
                     float *restrict gg = gy + D, *restrict x = gy + 2 * D;
 #pragma omp simd
                     for (int d = 0; d < D; d++) {
                         gg[d] = got[d];
-                        x[d] = ydt[d] * zt[d] * sigmoid(zt[d]);
+                        x[d] = ydt[d] * zt[d] * sz_t[d];
                     }
                     rms_backward(gg, x, normw, rstd[row], gnormw, D);
                     got = gg;
                 }
 #pragma omp simd
                 for (int d = 0; d < D; d++) { /* through the gate: out = yd * silu(z) */
-                    const float s = sigmoid(zt[d]);
+                    const float s = sz_t[d];
                     gy[d] = got[d] * zt[d] * s;
                     gzt[d] = got[d] * ydt[d] * s * (1.0f + zt[d] * (1.0f - s));
                     gDskip[d] += gy[d] * ut[d];
