@@ -3,10 +3,15 @@ reference paths: Mamba's and Mamba-2's block around the scan (`selective_scan._C
 Hyena's operator (`hyena._CompiledHyena`) and H3's mixing (`h3._CompiledH3Mix`). Values and every
 gradient, against the reference in float32 and in float64, and a NaN stays NaN."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from architectures import cpu_kernels, registry
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FUSED = {
     "mamba": "_CompiledScanBlockBackward",
@@ -96,3 +101,25 @@ def test_fused_block_keeps_a_nan(name):
     assert not gx[1].isnan().any()
     (gx,) = torch.autograd.grad(y[0, -1].sum(), [x])
     assert gx[0].isnan().any()
+
+
+@pytest.mark.skipif(not _built("mamba"), reason="no C compiler, or the kernel did not build")
+def test_comparing_two_kernel_builds_refuses_a_build_whose_gradients_differ(tmp_path, capsys):
+    """benchmarks/perf/compare_kernel_builds.py times a kernel's two builds only where they agree: a build
+    with a broken adjoint (one gradient term dropped) is reported as different (exit 1), a missing
+    source exits 2, before anything is timed."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "benchmarks" / "perf"))
+    from compare_kernel_builds import main
+
+    csrc = ROOT / "architectures" / "csrc"
+    for header in csrc.glob("*.h"):
+        shutil.copy(header, tmp_path)
+    source = (csrc / "selective_scan.c").read_text()
+    broken = source.replace("st16(gA + o, ld16(gA + o) + e0 * t0);", "st16(gA + o, ld16(gA + o) + e0);")
+    assert broken != source
+    (tmp_path / "broken.c").write_text(broken)
+    assert main([str(tmp_path / "missing.c"), "--mixers", "mamba"]) == 2
+    assert main([str(tmp_path / "broken.c"), "--mixers", "mamba", "--rounds", "1", "--seconds", "0.01"]) == 1
+    assert "the builds differ" in capsys.readouterr().out
