@@ -38,9 +38,9 @@ def _graph_has(y: torch.Tensor, node: str) -> bool:
     return False
 
 
-def _build(name: str, d_model: int, length: int, large_dt: bool = False):
+def _build(name: str, d_model: int, length: int, large_dt: bool = False, **kw):
     torch.manual_seed(0)
-    mixer = registry.build(name, d_model=d_model, **({"max_len": length} if name == "hyena" else {}))
+    mixer = registry.build(name, d_model=d_model, **({"max_len": length} if name == "hyena" else {}), **kw)
     with torch.no_grad():
         if large_dt and name == "mamba":  # step sizes past softplus's threshold (20), where it is the identity
             mixer.dt_proj.bias[:3] = 25.0
@@ -65,7 +65,18 @@ def test_fused_block_matches_the_reference_in_values_and_gradients(name, d_model
     several checkpoint chunks and L = 1; the reference in float32 (tight) and in float64 (the fp32 error)."""
     if not _built(name):
         pytest.skip("no C compiler: the kernel is not built")
-    mixer = _build(name, d_model, length, large_dt)
+    _matches_the_reference(name, _build(name, d_model, length, large_dt), d_model, length)
+
+
+@pytest.mark.parametrize("d_state", [5, 6, 7])
+def test_fused_mamba_block_with_states_not_a_multiple_of_four_matches_the_reference(d_state):
+    """Mamba's forward scan takes its states four at a time; the one to three left over take a loop of their own."""
+    if not _built("mamba"):
+        pytest.skip("no C compiler: the kernel is not built")
+    _matches_the_reference("mamba", _build("mamba", 32, 40, d_state=d_state), 32, 40)
+
+
+def _matches_the_reference(name: str, mixer, d_model: int, length: int) -> None:
     x = torch.randn(3, length, d_model, requires_grad=True)
     y = mixer(x)
     assert _graph_has(y, FUSED[name])
