@@ -473,23 +473,6 @@ int s6_block_forward(const float *u, int su, const float *dtl, int sdl, const fl
                         hn[d] = decay[d] * hn[d] + dtu[d] * bn;
                         ot[d] += cn * hn[d];
                     }
-                } else if (n + 4 <= N) { /* four states a pass: the output read and written once for them */
-                    float *restrict h1 = hn + D, *restrict h2 = hn + 2 * D, *restrict h3 = hn + 3 * D;
-                    const float *restrict A1 = An + D, *restrict A2 = An + 2 * D, *restrict A3 = An + 3 * D;
-                    const float b1 = Bt[n + 1], b2 = Bt[n + 2], b3 = Bt[n + 3], c1 = Ct[n + 1], c2 = Ct[n + 2], c3 = Ct[n + 3];
-#pragma omp simd
-                    for (int d = 0; d < D; d++) {
-                        const float x0 = exp_nonpos(dtt[d] * An[d]) * hn[d] + dtu[d] * bn;
-                        const float x1 = exp_nonpos(dtt[d] * A1[d]) * h1[d] + dtu[d] * b1;
-                        const float x2 = exp_nonpos(dtt[d] * A2[d]) * h2[d] + dtu[d] * b2;
-                        const float x3 = exp_nonpos(dtt[d] * A3[d]) * h3[d] + dtu[d] * b3;
-                        hn[d] = x0;
-                        h1[d] = x1;
-                        h2[d] = x2;
-                        h3[d] = x3;
-                        ot[d] += cn * x0 + c1 * x1 + c2 * x2 + c3 * x3;
-                    }
-                    n += 3;
                 } else {
 #pragma omp simd
                     for (int d = 0; d < D; d++) {
