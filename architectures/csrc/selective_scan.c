@@ -12,7 +12,7 @@
    recomputes them in fast memory, and runs the adjoint
    lambda_t = C_t gy_t + exp(dt_{t+1} A) lambda_{t+1} from the end.
 
-   With D a multiple of SHARED_BLOCK the adjoint (and, with one decay per channel, the block's forward scan)
+   With D a multiple of CHANNEL_BLOCK the adjoint (and, with one decay per channel, the block's forward scan)
    runs channel blocks outermost instead, the states inside, so that the sums over the states stay in
    registers.
 
@@ -69,7 +69,7 @@ static inline float hsum16(vf16 v) {
     for (int i = 0; i < 16; i++) s += v[i];
     return s;
 }
-#define SHARED_BLOCK 32 /* channels per block of those loops: two vectors */
+#define CHANNEL_BLOCK 32 /* channels per block of those loops: two vectors */
 
 #define CHUNK 16
 
@@ -159,7 +159,7 @@ static inline void prefetch(const void *p, size_t bytes, int write) {
     }
 }
 
-/* adjoint_step for D a multiple of SHARED_BLOCK: channel blocks outermost, the states inside, so that dL/d(dt u)
+/* adjoint_step for D a multiple of CHANNEL_BLOCK: channel blocks outermost, the states inside, so that dL/d(dt u)
    and the step sizes' gradient through the decays gather in registers over the states; gB's and gC's sums over
    the channels gather in one vector per state, summed at the end. `shared`: one decay per channel (NA = 1), else
    one per state (NA = N); a constant once inlined. */
@@ -169,7 +169,7 @@ static inline void adjoint_blocked(float *restrict lam, float *restrict gdtu, fl
                                    const float *restrict gyt, const float *Bt, const float *Ct, int D, int N, int shared) {
     vf16 pc[N], pb[N];
     for (int n = 0; n < N; n++) pc[n] = pb[n] = (vf16){0};
-    for (int d0 = 0; d0 < D; d0 += SHARED_BLOCK) {
+    for (int d0 = 0; d0 < D; d0 += CHANNEL_BLOCK) {
         const vf16 g0 = ld16(gyt + d0), g1 = ld16(gyt + d0 + 16), t0 = ld16(dtt + d0), t1 = ld16(dtt + d0 + 16);
         const vf16 u0 = t0 * ld16(ut + d0), u1 = t1 * ld16(ut + d0 + 16);
         vf16 a0 = ld16(at + d0), a1 = ld16(at + d0 + 16), A0 = ld16(A + d0), A1 = ld16(A + d0 + 16);
@@ -225,7 +225,7 @@ static __attribute__((noinline)) void adjoint_step(float *restrict lam, float *r
                                                    const float *A, const float *restrict dtt, const float *restrict ut,
                                                    const float *restrict gyt, const float *Bt, const float *Ct, int D, int N,
                                                    int NA) {
-    if (D % SHARED_BLOCK == 0) {
+    if (D % CHANNEL_BLOCK == 0) {
         if (NA == 1) adjoint_blocked(lam, gdtu, gdtacc, gA, gBt, gCt, ht, hprev, at, A, dtt, ut, gyt, Bt, Ct, D, N, 1);
         else adjoint_blocked(lam, gdtu, gdtacc, gA, gBt, gCt, ht, hprev, at, A, dtt, ut, gyt, Bt, Ct, D, N, 0);
         return;
@@ -446,8 +446,8 @@ int s6_block_forward(const float *u, int su, const float *dtl, int sdl, const fl
             if (NA == 1)
 #pragma omp simd
                 for (int d = 0; d < D; d++) decay[d] = exp_nonpos(dtt[d] * A[d]);
-            if (NA == 1 && D % SHARED_BLOCK == 0) { /* channel blocks outermost: the output stays in registers */
-                for (int d0 = 0; d0 < D; d0 += SHARED_BLOCK) {
+            if (NA == 1 && D % CHANNEL_BLOCK == 0) { /* channel blocks outermost: the output stays in registers */
+                for (int d0 = 0; d0 < D; d0 += CHANNEL_BLOCK) {
                     const vf16 a0 = ld16(decay + d0), a1 = ld16(decay + d0 + 16), u0 = ld16(dtu + d0), u1 = ld16(dtu + d0 + 16);
                     vf16 o0 = ld16(ot + d0), o1 = ld16(ot + d0 + 16);
                     for (int n = 0; n < N; n++) {

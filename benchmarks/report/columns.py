@@ -32,9 +32,14 @@ IMPROVING_DELTA = 0.01
 MEMORIZED_GAP = 0.3
 
 
+def main_evaluations(history: list[dict]) -> list[dict]:
+    """A run's evaluations while it trained, those of its final cooldown left out."""
+    return [h for h in history if h.get("phase", "train") == "train"]
+
+
 def still_improving(history: list[dict]) -> bool:
     """Whether a run's validation curve was still improving over the last quarter of its training steps."""
-    main = [h for h in history if h.get("phase", "train") == "train"]
+    main = main_evaluations(history)
     if len(main) < 4:
         return True  # too short a curve to call it flat
     cut = main[-1]["step"] * 3 / 4

@@ -16,7 +16,7 @@ import yaml
 
 from benchmarks.config import mixer_spec, state_knob
 from benchmarks.ess import ess_bound
-from benchmarks.report.columns import COLUMNS, RUN_COLUMNS
+from benchmarks.report.columns import COLUMNS, RUN_COLUMNS, main_evaluations
 from benchmarks.store import design_key, protocol_key
 
 # The headline tolerance ESS: singular values of a split's block above 1% of the largest singular
@@ -96,7 +96,7 @@ def parted_at(run: dict, parent: dict) -> float:
     parts from the capped run after a few hundred steps by float rounding: a new draw of the same
     config, not that run trained further."""
     cap = run["metrics"]["continued"]["cap"]
-    main = lambda r: [h for h in r["metrics"].get("history", []) if h.get("phase", "train") == "train" and h["step"] <= cap]
+    main = lambda r: [h for h in main_evaluations(r["metrics"].get("history", [])) if h["step"] <= cap]
     before = {h["step"]: h["val_loss"] for h in main(parent)}
     for h in main(run):
         if h["step"] in before and not math.isclose(h["val_loss"], before[h["step"]], rel_tol=1e-6, abs_tol=1e-9):
