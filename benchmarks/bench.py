@@ -49,7 +49,7 @@ from benchmarks import analysis, leaderboard
 from benchmarks.config import ConfigError, check_continuation, describe, grid_runs, mixer_spec, single_run, validate
 from benchmarks.overrides import explain, normalize, wants_help
 from benchmarks.provenance import git_state
-from benchmarks.run import continuation_runs, group_records, run_group, run_one
+from benchmarks.run import continuation_runs, continuations, group_records, run_group, run_one
 from benchmarks.store import Store, group_key, run_key
 
 
@@ -472,17 +472,18 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
     or `workers` at a time, with one line per finished group and the time left at the pace so far."""
     groups = _groups(overrides)
     continuing = groups[0].get("continue_to") is not None
+    by_run = continuations(store) if continuing else {}  # read once: the chains stay as they were at the start
 
     def recorded(group: dict) -> list[dict] | None:
         if continuing:
-            runs = continuation_runs(group, store)
+            runs = continuation_runs(group, store, by_run)
             found = [rec for _, run in runs or [] if (rec := store.get(run_key(run))) is not None]
             return found if runs is not None and len(found) == len(runs) else None
         records, complete = group_records(grid_runs(group), store)
         return records if complete else None
 
     if continuing:  # a group continues once its search has ended, and only if it capped a run
-        pending = [(g, continuation_runs(g, store)) for g in groups]  # each group's records read once
+        pending = [(g, continuation_runs(g, store, by_run)) for g in groups]  # each group's records read once
         ready = [runs for _, runs in pending if runs is not None]
         todo = [g for g, runs in pending if runs and not all(store.exists(run_key(run)) for _, run in runs)]
         head = (f"{len(groups)} groups, {len(ready)} of them searched, {len(todo)} with runs that ended at the cap "

@@ -327,23 +327,46 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
 CONTINUE_STRETCH = 4000
 
 
-def continuation_runs(cfg: dict, store: Store) -> list[tuple[dict, dict]] | None:
-    """What `continue_to` trains further in `cfg`'s group: each run that its search ended at the cap
-    (`metrics.stopped` "budget": it never stopped improving for a plateau's window), as (its record, the
-    config of the run continued: the same run with `train.steps` = `continue_to` and no rungs, which
-    trains the same first steps under the WSD schedule). None while the group's search has not
-    written all its records."""
+def continuations(store: Store) -> dict[str, list[dict]]:
+    """Every successful continuation in `store`, by the key of the run it trains further (`continues`):
+    read once, for every group a sweep continues."""
+    out: dict[str, list[dict]] = {}
+    for r in store.records():
+        if r.get("status") == "ok" and r.get("continues"):
+            out.setdefault(r["continues"], []).append(r)
+    return out
+
+
+def _furthest_before(record: dict, steps: int, by_run: dict[str, list[dict]]) -> dict:
+    """The last link of `record`'s chain of continuations (`continues`) whose cap lies below `steps`: the
+    run that a continuation to `steps` trains further (a cap raised twice resumes from the second)."""
+    while later := [c for c in by_run.get(record["key"], []) if c["config"]["train"]["steps"] < steps]:
+        record = max(later, key=lambda c: c["config"]["train"]["steps"])
+    return record
+
+
+def continuation_runs(cfg: dict, store: Store, by_run: dict[str, list[dict]] | None = None) -> list[tuple[dict, dict]] | None:
+    """What `continue_to` trains further in `cfg`'s group: each run that ended at the cap (`metrics.stopped`
+    "budget": it never stopped improving for a plateau's window), its search's or, where an earlier
+    `continue_to` below this one trained it further, that continuation's; as (that record, the config of
+    the run continued: the searched run with `train.steps` = `continue_to` and no rungs, which trains the
+    same first steps under the WSD schedule). None while the group's search has not written all its
+    records. `by_run`: the store's `continuations`, where the caller has read them already."""
     runs = grid_runs({k: v for k, v in cfg.items() if k != "continue_to"})
     records, complete = group_records(runs, Store(cfg["store"]))
     if not complete:
         return None
+    by_run = continuations(store) if by_run is None else by_run
     out = []
     for record in sorted(records, key=lambda r: r["config"]["train"]["lr"]):
         if record.get("status") != "ok" or record["metrics"]["stopped"] != "budget":
             continue
+        parent = _furthest_before(record, cfg["continue_to"], by_run)
+        if parent["metrics"]["stopped"] != "budget":  # an earlier continuation solved it or found its plateau
+            continue
         run = _at_rate(runs[0], record["config"]["train"]["lr"])  # a rate the search added included
         run["train"] = {**run["train"], "steps": cfg["continue_to"], "rungs": None}
-        out.append((record, run))
+        out.append((parent, run))
     return out
 
 
@@ -373,6 +396,17 @@ def continue_group(cfg: dict, check: bool = True) -> list[dict]:
     return out
 
 
+def _resumable_state(parent: dict, store: Store) -> dict | None:
+    """The kept state (before its cooldown) of `parent` or, where it is gone, of the nearest run before it
+    in its chain of continuations; None where none was kept (the run is then trained from its first step)."""
+    key = parent["key"]
+    while key is not None:
+        if (state := _load(_continuable_path(store, key))) is not None:
+            return state
+        key = (store.get(key) or {}).get("continues")
+    return None
+
+
 def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
     key = run_key(cfg)
     device = resolve_device(cfg.get("device", "auto"))
@@ -386,7 +420,7 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
         own = _checkpoint_path(store, key)
         if (state := _load(own)) is not None:
             trainer.load_state_dict(state)
-        elif (state := _load(_continuable_path(store, parent["key"]))) is not None:
+        elif (state := _resumable_state(parent, store)) is not None:
             # the cap is lifted; the seconds carried over make the record's time the whole run's, as if
             # trained straight through (its row replaces the capped one's, in the cost tables too)
             trainer.load_state_dict({**state, "stopped": None})

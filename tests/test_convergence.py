@@ -302,6 +302,42 @@ def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_ca
     assert math.isnan(rows.set_index("key").loc[cont["key"], "parted_at"])  # the capped run's curve, continued
 
 
+@pytest.mark.parametrize("kept", ["its-state", "the-searched-runs-state"])
+def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
+    """`continue_to` above an earlier `continue_to`: the run continues from where the first continuation
+    ended (or, its kept state gone, from the searched run's), equals the run trained straight to the
+    higher cap, names the first continuation as the run it trains further, and alone is the page's row;
+    a continuation that stopped on a plateau is not trained further."""
+    from benchmarks.bench import expand, main
+    from benchmarks.report.rows import run_rows
+    from benchmarks.run import continuation_runs, run_group, run_one
+    from benchmarks.store import Store
+
+    sweep = tmp_path / "sweep"
+    (cfg,) = expand([*CONTINUED, f"store={sweep}"])
+    searched = run_group(cfg)
+    (first,) = run_group(expand([*CONTINUED, f"store={sweep}", "continue_to=80"])[0])
+    assert first["metrics"]["stopped"] == "budget" and (sweep / "continuable" / f"{first['key']}.pt").exists()
+    if kept == "the-searched-runs-state":
+        (sweep / "continuable" / f"{first['key']}.pt").unlink()
+    assert main([*CONTINUED, f"store={sweep}", "continue_to=120"]) == 0  # the sweep, as a user raises the cap
+    (second,) = [r for r in Store(str(sweep)).records() if r["config"]["train"]["steps"] == 120]
+    assert second["continues"] == first["key"] and second["metrics"]["continued"] == {"run": first["key"], "cap": 80}
+    straight = run_one({**second["config"], "store": str(tmp_path / "straight")})
+    for key in ("accuracy", "val_loss", "best_step", "steps", "sequences", "stopped"):
+        assert second["metrics"][key] == straight["metrics"][key], key
+    assert [(e["step"], e["val_loss"]) for e in second["metrics"]["history"]] == [
+        (e["step"], e["val_loss"]) for e in straight["metrics"]["history"]
+    ]
+    store = Store(str(sweep))
+    assert run_group(expand([*CONTINUED, f"store={sweep}", "continue_to=80"])[0]) == [first]  # not trained again
+    rows = run_rows(store.records()).set_index("key")
+    assert second["key"] in rows.index and first["key"] not in rows.index and len(rows) == len(searched)
+    assert math.isnan(rows.loc[second["key"], "parted_at"])
+    store.write({**second, "metrics": {**second["metrics"], "stopped": "plateau"}})  # as if it had stopped there
+    assert continuation_runs(expand([*CONTINUED, f"store={sweep}", "continue_to=160"])[0], store) == []
+
+
 def test_a_continuation_that_left_the_capped_runs_curve_is_named_a_new_draw():
     """`parted_at`: the first evaluation up to the cap where a continuation's validation loss is not the
     capped run's (retrained under other code: float rounding parts them); NaN where they agree."""
