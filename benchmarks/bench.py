@@ -49,6 +49,7 @@ from benchmarks import analysis, leaderboard
 from benchmarks.config import ConfigError, check_continuation, describe, grid_runs, mixer_spec, single_run, validate
 from benchmarks.overrides import explain, normalize, wants_help
 from benchmarks.provenance import git_state
+from benchmarks.report.columns import continued_from
 from benchmarks.run import continuation_runs, continuations, group_records, run_group, run_one
 from benchmarks.store import Store, group_key, run_key
 
@@ -232,7 +233,7 @@ def _group_line(records: list[dict]) -> str:
         return f"{where}: every run failed ({records[0].get('error', '?') if records else 'no records'})"
     best = max(ok, key=lambda r: r["metrics"]["val_accuracy"])
     m = best["metrics"]
-    rates = f"continued past the cap of {m['continued']['cap']}" if m.get("continued") else f"{len(records)} rates"
+    rates = f"continued: {continued_from(m['continued'])}" if m.get("continued") else f"{len(records)} rates"
     return (f"{where}: best lr={best['config']['train']['lr']:g} accuracy={m['accuracy']:.3f} "
             f"({m['stopped']} after {m['steps']} steps); {rates}, {len(records) - len(ok)} failed")  # fmt: skip
 

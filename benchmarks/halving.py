@@ -80,6 +80,25 @@ def best_at(run, budget: int) -> tuple[float, float]:
     return (best["val_accuracy"], best["val_loss"])
 
 
+# how far apart two validation accuracies must lie, in standard errors of their difference, for a rung's
+# ranking to rest on them rather than on sampling noise
+TIE_STANDARD_ERRORS = 2.0
+
+
+def tied(pruned, promoted, budget: int, scored: int) -> bool:
+    """Whether a rate pruned at a rung (`budget` steps) could not be told from one promoted there: their
+    validation accuracies within `TIE_STANDARD_ERRORS` standard errors of their difference (binomial, over
+    the `scored` positions validation scores), and the pruned run's validation loss the lower. The rung's
+    ranking (accuracy, then loss) then rested on noise, against the loss. Before MQAR's phase transition
+    every rate sits near the no-recall accuracy and the transition comes late for some mixers (Mamba at
+    L 64, kv 8: after ~15,000 steps), so such a tie can prune the rate that would have solved the task."""
+    (a, loss_a), (b, loss_b) = score_at(pruned, budget), score_at(promoted, budget)
+    if a < 0 or b < 0:
+        return False
+    se = math.sqrt((a * (1 - a) + b * (1 - b)) / scored)
+    return abs(a - b) <= TIE_STANDARD_ERRORS * se and loss_a < loss_b
+
+
 def _rank_key(score: tuple[float, float]) -> tuple[float, float]:
     return (-score[0], score[1])
 

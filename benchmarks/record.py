@@ -81,9 +81,13 @@ class Ess(_Model):
     window: Annotated[list[Count], Field(min_length=2, max_length=2)]  # the interior splits [start, stop)
 
 
+PRUNED_IN_A_TIE = "pruned in a tie"  # a continuation's `why` for a rate the search pruned in a tie (benchmarks.halving.tied)
+
+
 class Continued(_Model):
     run: Key  # the run trained further
-    cap: Count  # the steps it had ended at
+    cap: Count  # the steps it had trained before its cooldown: its cap, or the rung a tie pruned it at
+    why: Literal["cap", "pruned in a tie"] = "cap"  # records before ties were continued: the cap
 
 
 class Metrics(_Model):

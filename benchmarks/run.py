@@ -15,12 +15,14 @@ error, and the caller (a sweep) goes on.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import sys
 import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import torch
@@ -45,9 +47,10 @@ from benchmarks.config import (
 )
 from benchmarks.overrides import explain, normalize
 from benchmarks.provenance import provenance
+from benchmarks.record import PRUNED_IN_A_TIE
 from benchmarks.store import Store, group_key, run_key
 from benchmarks.train import TrainConfig, TrainData, Trainer, train
-from tasks.base import row_hashes
+from tasks.base import IGNORE, row_hashes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -337,6 +340,14 @@ def continuations(store: Store) -> dict[str, list[dict]]:
     return out
 
 
+def _chain(record: dict, by_run: dict[str, list[dict]]) -> list[dict]:
+    """Every continuation that trains `record` further, and theirs."""
+    out = []
+    for c in by_run.get(record["key"], []):
+        out += [c, *_chain(c, by_run)]
+    return out
+
+
 def _furthest_before(record: dict, steps: int, by_run: dict[str, list[dict]]) -> dict:
     """The last link of `record`'s chain of continuations (`continues`) whose cap lies below `steps`: the
     run that a continuation to `steps` trains further (a cap raised twice resumes from the second)."""
@@ -345,24 +356,50 @@ def _furthest_before(record: dict, steps: int, by_run: dict[str, list[dict]]) ->
     return record
 
 
+def _scored_in_validation(cfg: dict) -> int:
+    """How many positions the run's validation split scores: the n of its validation accuracy."""
+    d = cfg["data"]
+    val = build_task(cfg["task"]).splits(d["num_train"], d["num_val"], d["num_test"], cfg["seed"]).val
+    return int((val[1] != IGNORE).sum())
+
+
+def _pruned_in_a_tie(record: dict, records: list[dict], scored) -> bool:
+    """Whether the search pruned `record` at a rung in a tie with a rate it promoted there
+    (`halving.tied`); `scored()`: the validation split's scored positions."""
+    search, m = record["metrics"].get("search") or {}, record["metrics"]
+    rung = search.get("rung", -1)
+    if m["stopped"] != "pruned" or not 0 <= rung < len(search.get("rungs", [])) - 1:
+        return False
+    curve = lambda r: SimpleNamespace(history=r["metrics"].get("history", []))  # noqa: E731
+    promoted = [r for r in records if r.get("status") == "ok" and (r["metrics"].get("search") or {}).get("rung", -1) > rung]
+    return any(halving.tied(curve(record), curve(r), search["rungs"][rung], scored()) for r in promoted)
+
+
 def continuation_runs(cfg: dict, store: Store, by_run: dict[str, list[dict]] | None = None) -> list[tuple[dict, dict]] | None:
     """What `continue_to` trains further in `cfg`'s group: each run that ended at the cap (`metrics.stopped`
-    "budget": it never stopped improving for a plateau's window), its search's or, where an earlier
-    `continue_to` below this one trained it further, that continuation's; as (that record, the config of
-    the run continued: the searched run with `train.steps` = `continue_to` and no rungs, which trains the
-    same first steps under the WSD schedule). None while the group's search has not written all its
-    records. `by_run`: the store's `continuations`, where the caller has read them already."""
+    "budget": it never stopped improving for a plateau's window) and, where no run of the group solved the
+    task, each rate the search pruned in a tie with one it promoted (`halving.tied`: their validation
+    accuracies within sampling noise, the pruned run's loss the lower); or, where an earlier `continue_to`
+    below this one trained such a run further, that continuation. As (that record, the config of the run
+    continued: the searched run with `train.steps` = `continue_to` and no rungs, which trains the same
+    first steps under the WSD schedule). None while the group's search has not written all its records.
+    `by_run`: the store's `continuations`, where the caller has read them already."""
     runs = grid_runs({k: v for k, v in cfg.items() if k != "continue_to"})
     records, complete = group_records(runs, Store(cfg["store"]))
     if not complete:
         return None
     by_run = continuations(store) if by_run is None else by_run
+    chains = [r for root in records for r in [root, *_chain(root, by_run)]]
+    solved = any(r.get("status") == "ok" and r["metrics"]["stopped"] == "solved" for r in chains)
+    scored = functools.cache(lambda: _scored_in_validation(runs[0]))
     out = []
     for record in sorted(records, key=lambda r: r["config"]["train"]["lr"]):
-        if record.get("status") != "ok" or record["metrics"]["stopped"] != "budget":
+        if record.get("status") != "ok":
+            continue
+        if record["metrics"]["stopped"] != "budget" and (solved or not _pruned_in_a_tie(record, records, scored)):
             continue
         parent = _furthest_before(record, cfg["continue_to"], by_run)
-        if parent["metrics"]["stopped"] != "budget":  # an earlier continuation solved it or found its plateau
+        if parent is not record and parent["metrics"]["stopped"] != "budget":  # a continuation solved it or found its plateau
             continue
         run = _at_rate(runs[0], record["config"]["train"]["lr"])  # a rate the search added included
         run["train"] = {**run["train"], "steps": cfg["continue_to"], "rungs": None}
@@ -394,6 +431,14 @@ def continue_group(cfg: dict, check: bool = True) -> list[dict]:
                 continue
             out.append(store.get(key) or _continue_and_record(parent, run, store))
     return out
+
+
+def _continued(parent: dict) -> dict:
+    """What a continuation's record says of the run it trains further: its key, the steps that run had
+    trained before its cooldown (`cap`: its cap, or the rung a tie pruned it at) and `why`."""
+    m = parent["metrics"]
+    why = PRUNED_IN_A_TIE if m["stopped"] == "pruned" else "cap"
+    return {"run": parent["key"], "cap": m.get("main_steps", parent["config"]["train"]["steps"]), "why": why}
 
 
 def _resumable_state(parent: dict, store: Store) -> dict | None:
@@ -429,7 +474,7 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
         metrics = measure_trained(cfg, task, data, trainer.model, trainer.finish(data.test), device)
         at_init, search = parent["metrics"].get("ess_at_init"), parent["metrics"].get("search")
         record["metrics"] = {**metrics, "ess_at_init": at_init, "search": search,
-                             "continued": {"run": parent["key"], "cap": parent["config"]["train"]["steps"]}}  # fmt: skip
+                             "continued": _continued(parent)}  # fmt: skip
         record["status"] = "ok"
     except KeyboardInterrupt:
         raise  # no record: the resumed sweep continues it from its checkpoint

@@ -286,7 +286,7 @@ def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_ca
     (cfg,) = expand([*CONTINUED, f"store={tmp_path / 'sweep'}", "continue_to=80"])
     (cont,) = run_group(cfg)
     assert cont["status"] == "ok" and cont["continues"] == capped[0]["key"] and cont["group"] == capped[0]["group"]
-    assert cont["metrics"]["continued"] == {"run": capped[0]["key"], "cap": 40} and cont["metrics"]["main_steps"] == 80
+    assert cont["metrics"]["continued"] == {"run": capped[0]["key"], "cap": 40, "why": "cap"} and cont["metrics"]["main_steps"] == 80
     assert run_group(cfg) == [Store(str(tmp_path / "sweep")).get(cont["key"])]  # done: not trained again
     assert not list((tmp_path / "sweep" / "checkpoints").glob("*.pt"))
 
@@ -322,7 +322,7 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
         (sweep / "continuable" / f"{first['key']}.pt").unlink()
     assert main([*CONTINUED, f"store={sweep}", "continue_to=120"]) == 0  # the sweep, as a user raises the cap
     (second,) = [r for r in Store(str(sweep)).records() if r["config"]["train"]["steps"] == 120]
-    assert second["continues"] == first["key"] and second["metrics"]["continued"] == {"run": first["key"], "cap": 80}
+    assert second["continues"] == first["key"] and second["metrics"]["continued"] == {"run": first["key"], "cap": 80, "why": "cap"}
     straight = run_one({**second["config"], "store": str(tmp_path / "straight")})
     for key in ("accuracy", "val_loss", "best_step", "steps", "sequences", "stopped"):
         assert second["metrics"][key] == straight["metrics"][key], key
@@ -336,6 +336,59 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
     assert math.isnan(rows.loc[second["key"], "parted_at"])
     store.write({**second, "metrics": {**second["metrics"], "stopped": "plateau"}})  # as if it had stopped there
     assert continuation_runs(expand([*CONTINUED, f"store={sweep}", "continue_to=160"])[0], store) == []
+
+
+def test_a_rate_pruned_in_a_tie_is_trained_on_and_one_pruned_on_its_merits_is_not(tmp_path):
+    """`continue_to` also trains further a rate the search pruned at a rung where its validation accuracy lay
+    within sampling noise of the promoted rate's and its loss was lower (`halving.tied`), from its first
+    step (no state is kept for a pruned run): it equals that rate trained straight to the cap. A pruned
+    rate whose loss was higher, or any pruned rate of a group that solved the task, is left as it is."""
+    from benchmarks.bench import expand
+    from benchmarks.report.rows import run_rows
+    from benchmarks.run import _scored_in_validation, continuation_runs, run_group, run_one
+    from benchmarks.store import Store
+
+    sweep = tmp_path / "sweep"
+    (cfg,) = expand([*CONTINUED, f"store={sweep}"])
+    searched = {r["metrics"]["stopped"]: r for r in run_group(cfg)}
+    pruned, promoted = searched["pruned"], searched["budget"]
+    store = Store(str(sweep))
+    n = _scored_in_validation(cfg)
+
+    def rescored(record: dict, accuracy: float, loss: float) -> None:  # its score at the rung (step 20)
+        history = [{**h, "val_accuracy": accuracy, "val_loss": loss} if h["step"] == 20 else h for h in record["metrics"]["history"]]
+        store.write({**record, "metrics": {**record["metrics"], "history": history}})
+
+    a, loss = 0.5, 2.0
+    rescored(promoted, a, loss)
+    (continued,) = expand([*CONTINUED, f"store={sweep}", "continue_to=80"])
+    rescored(pruned, a, loss + 0.01)  # the same accuracy, a higher loss: pruned on its merits
+    assert [p["key"] for p, _ in continuation_runs(continued, store)] == [promoted["key"]]
+    noise = 2 * math.sqrt(2 * a * (1 - a) / n)  # two standard errors of the difference of two such accuracies
+    rescored(pruned, a - 1.5 * noise, loss - 0.01)  # the loss lower, but the accuracy well below: no tie
+    assert len(continuation_runs(continued, store)) == 1
+    rescored(pruned, a - 0.5 * noise, loss - 0.01)  # within noise, the loss lower: a tie
+    ties = [p for p, _ in continuation_runs(continued, store) if p["key"] == pruned["key"]]
+    assert len(ties) == 1
+    records = {r["continues"]: r for r in run_group(continued)}
+    tie = records[pruned["key"]]
+    assert tie["metrics"]["continued"] == {"run": pruned["key"], "cap": 20, "why": "pruned in a tie"}
+    straight = run_one({**tie["config"], "store": str(tmp_path / "straight")})
+    assert [(e["step"], e["val_loss"]) for e in tie["metrics"]["history"]] == [
+        (e["step"], e["val_loss"]) for e in straight["metrics"]["history"]
+    ]
+    row = run_rows(store.records()).set_index("key").loc[tie["key"]]
+    assert row["continued"] == "pruned in a tie at 20 steps, trained on"
+    store.write({**promoted, "metrics": {**promoted["metrics"], "stopped": "solved"}})  # as if the group had solved
+    assert all(p["key"] != pruned["key"] for p, _ in continuation_runs(continued, store) or [])
+
+
+def test_the_tie_uses_the_validation_splits_scored_positions():
+    from benchmarks.bench import expand
+    from benchmarks.run import _scored_in_validation
+
+    (cfg,) = expand([*CONTINUED, "store=/nonexistent"])
+    assert _scored_in_validation(cfg) == cfg["data"]["num_val"] * cfg["task"]["num_kv_pairs"]  # MQAR: every query
 
 
 def test_a_continuation_that_left_the_capped_runs_curve_is_named_a_new_draw():

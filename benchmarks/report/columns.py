@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.record import PRUNED_IN_A_TIE
+
 
 @dataclass(frozen=True)
 class Column:
@@ -30,6 +32,15 @@ IMPROVING_DELTA = 0.01
 # a run on a fixed training set "memorized" it when its final validation loss exceeds its training loss
 # by this many nats (fresh sequences every step cannot be memorized)
 MEMORIZED_GAP = 0.3
+
+
+def continued_from(continued: dict | None) -> str:
+    """Where a continuation took its run from, in words: past the cap, or past the rung a tie pruned it at."""
+    if not continued:
+        return ""
+    if continued.get("why") == PRUNED_IN_A_TIE:
+        return f"{PRUNED_IN_A_TIE} at {continued['cap']:,} steps, trained on"
+    return f"past the cap of {continued['cap']:,} steps"
 
 
 def main_evaluations(history: list[dict]) -> list[dict]:
@@ -119,8 +130,9 @@ COLUMNS: list[Column] = [
     _c("parameters", read=lambda r: r.m["parameters"], provenance=True),
     _c("steps", read=lambda r: r.m["steps"], provenance=True),
     _c("stopped", description="why training stopped", read=lambda r: r.m.get("stopped", ""), provenance=True),
-    _c("continued", description="trained past its group's cap (`continue_to`): the cap it continued from",
-       read=lambda r: f"past the cap of {r.m['continued']['cap']:,} steps" if r.m.get("continued") else "", provenance=True),
+    _c("continued", description="trained further (`continue_to`): past its group's cap, or a rate the search pruned in "
+       "a tie with one it promoted (their validation accuracies within sampling noise, its loss the lower)",
+       read=lambda r: continued_from(r.m.get("continued")), provenance=True),
     _c("parted_at", description="a continuation retrained from its first step: the step at which its validation curve "
        "parts from the capped run's (a new draw of the config, not that run trained further); empty: the same curve",
        read=lambda r: r.parted_at, provenance=True),

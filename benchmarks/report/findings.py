@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from benchmarks.record import PRUNED_IN_A_TIE
 from benchmarks.report.rows import FAMILIES, declares, own_conv
 from benchmarks.report.stats import (
     ACCURACY_SHIFT,
@@ -564,11 +565,14 @@ def _further(r) -> str:
 
 
 def continuation_lines(best: pd.DataFrame) -> list[str]:
-    """The best rows trained past their search's cap (`continue_to`), per task: how many continue their
-    capped run's curve exactly, and which were retrained from their first step under other code and part
-    from it (`parted_at`): new draws of the same config, not the capped runs trained further."""
+    """The best rows trained further (`continue_to`), per task: how many continue their capped run's curve
+    exactly, which were retrained from their first step under other code and part from it (`parted_at`):
+    new draws of the same config, not the capped runs trained further; and which are rates the search
+    pruned in a tie (`benchmarks.halving.tied`), where its own pick was not the best rate."""
     lines = []
     for task, g in best[best["continued"].fillna("") != ""].groupby("task"):
+        tied = g[g["continued"].str.startswith(PRUNED_IN_A_TIE)]
+        g = g.drop(tied.index)
         drawn = g[g["parted_at"].notna()].sort_values("parted_at")
         line = (f"{task}: {len(g)} best rows were trained past their search's cap (continue_to); "
                 f"{len(g) - len(drawn)} continue their capped run's curve exactly")  # fmt: skip
@@ -577,6 +581,11 @@ def continuation_lines(best: pd.DataFrame) -> list[str]:
             line += (f"; {len(drawn)} were retrained from their first step under a later commit and their validation "
                      f"curves part from the capped runs' ({cells}): new draws of the same config, as another seed "
                      f"would be, not those runs trained further")  # fmt: skip
+        if len(tied):
+            cells = "; ".join(f"{_named(r)} at lr {r.lr:g}, {r.accuracy:.3f} after {r.steps:,.0f} steps" for r in tied.itertuples())
+            line += (f". {len(tied)} best rows are rates the search pruned at a rung in a tie with the rate it promoted "
+                     f"(validation accuracies within two standard errors, the pruned run's loss lower), trained on to the "
+                     f"same cap: {cells}; the search's own pick there was not the best rate")  # fmt: skip
         lines.append(line + ".")
     return lines
 
