@@ -46,11 +46,13 @@ class Sin(nn.Module):
 class ImplicitFilter(nn.Module):
     """h(t) = MLP(pos(t)) * exp(-|delta| t): one filter per channel, defined on [0, max_len)."""
 
-    def __init__(self, channels: int, max_len: int, order: int = 64, emb_dim: int = 3):
+    def __init__(self, channels: int, max_len: int, order: int = 64, emb_dim: int = 3, train_positions: bool = False):
         super().__init__()
         if emb_dim < 3 or emb_dim % 2 == 0:
             raise config_error("hyena", "emb_dim", f"must be odd and >= 3, got {emb_dim}")
         self.max_len, self.emb_dim = max_len, emb_dim
+        # Zoology's filter trains its positional encoding (a parameter, initialised to the fixed one)
+        self.z = nn.Parameter(self._encoding(max_len, None)[0]) if train_positions else None
         self.mlp = nn.Sequential(
             nn.Linear(emb_dim, order),
             Sin(order),
@@ -66,6 +68,10 @@ class ImplicitFilter(nn.Module):
         )
 
     def positions(self, length: int, device) -> tuple[Tensor, Tensor]:
+        z, t = self._encoding(length, device)
+        return (z if self.z is None else self.z[:length]), t
+
+    def _encoding(self, length: int, device) -> tuple[Tensor, Tensor]:
         t = torch.linspace(0, 1, self.max_len, device=device)[:length, None]
         bands = (self.emb_dim - 1) // 2
         w = 2 * math.pi * torch.arange(length, device=device)[:, None] / self.max_len
@@ -152,7 +158,8 @@ class Hyena(Mixer):
     length_param = "max_len"
 
     def __init__(
-        self, d_model: int, max_len: int = 4096, filter_order: int = 64, short_filter_order: int = 3, kernel: str = "auto"
+        self, d_model: int, max_len: int = 4096, filter_order: int = 64, short_filter_order: int = 3, kernel: str = "auto",
+        train_positions: bool = False,
     ):
         # filter_order 64 and short_filter_order 3: safari's HyenaOperator defaults (Poli et al. 2023)
         super().__init__(d_model, kernel)
@@ -162,7 +169,7 @@ class Hyena(Mixer):
         self.short_filter = nn.Conv1d(
             3 * d_model, 3 * d_model, short_filter_order, groups=3 * d_model, padding=short_filter_order - 1
         )
-        self.filter = ImplicitFilter(d_model, max_len, order=filter_order)
+        self.filter = ImplicitFilter(d_model, max_len, order=filter_order, train_positions=train_positions)
         self.bias = nn.Parameter(torch.randn(d_model))
         self.out_proj = nn.Linear(d_model, d_model)
 

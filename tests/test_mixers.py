@@ -217,6 +217,31 @@ def test_hyena_long_conv_direct_equals_fft(length, dtype):
         torch.testing.assert_close(a, b)
 
 
+def test_hyena_trained_positions_start_at_the_fixed_encoding_and_train():
+    """`train_positions=True` (Zoology's filter: its positional encoding is a parameter): at
+    initialisation the same mixer as with the fixed encoding, output for output; the encoding then
+    gets a gradient and changes what the mixer computes, and its decoding step still equals its forward."""
+    from architectures.hyena import Hyena
+
+    torch.manual_seed(0)
+    fixed = Hyena(16, max_len=12, filter_order=8)
+    trained = Hyena(16, max_len=12, filter_order=8, train_positions=True)
+    missing, unexpected = trained.load_state_dict(fixed.state_dict(), strict=False)
+    assert missing == ["filter.z"] and not unexpected
+    x = torch.randn(2, 10, 16)
+    torch.testing.assert_close(trained(x), fixed(x))
+    trained(x).pow(2).sum().backward()
+    assert trained.filter.z.grad is not None and trained.filter.z.grad.abs().sum() > 0
+    with torch.no_grad():
+        trained.filter.z.add_(0.1 * torch.randn_like(trained.filter.z))
+    assert not torch.allclose(trained(x), fixed(x))
+    state, steps = trained.init_state(2), []
+    for t in range(x.shape[1]):
+        y_t, state = trained.step(x[:, t], state)
+        steps.append(y_t)
+    torch.testing.assert_close(torch.stack(steps, 1), trained(x), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["mamba", "mamba2"])
 def test_compiled_cpu_scan_equals_the_reference_path_in_the_mixer(name):
     """Mamba's and Mamba-2's training path on a CPU (the compiled scan, kernel "s6-cpu") against their
