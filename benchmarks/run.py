@@ -358,9 +358,8 @@ def _furthest_before(record: dict, steps: int, by_run: dict[str, list[dict]]) ->
 
 def _scored_in_validation(cfg: dict) -> int:
     """How many positions the run's validation split scores: the n of its validation accuracy."""
-    d = cfg["data"]
-    val = build_task(cfg["task"]).splits(d["num_train"], d["num_val"], d["num_test"], cfg["seed"]).val
-    return int((val[1] != IGNORE).sum())
+    data, _ = _data(cfg, build_task(cfg["task"]))
+    return int((data.val[1] != IGNORE).sum())
 
 
 def _pruned_in_a_tie(record: dict, records: list[dict], scored) -> bool:

@@ -575,7 +575,8 @@ def continuation_lines(best: pd.DataFrame) -> list[str]:
         g = g.drop(tied.index)
         drawn = g[g["parted_at"].notna()].sort_values("parted_at")
         line = (f"{task}: {len(g)} best rows were trained past their search's cap (continue_to); "
-                f"{len(g) - len(drawn)} continue their capped run's curve exactly")  # fmt: skip
+                f"{len(g) - len(drawn)} continue their capped run's curve exactly" if len(g) else f"{task}: no best row was "
+                f"trained past its search's cap")  # fmt: skip
         if len(drawn):
             cells = "; ".join(f"{_named(r)}, from step {r.parted_at:,.0f}" for r in drawn.itertuples())
             line += (f"; {len(drawn)} were retrained from their first step under a later commit and their validation "
