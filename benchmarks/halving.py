@@ -103,6 +103,16 @@ def _rank_key(score: tuple[float, float]) -> tuple[float, float]:
     return (-score[0], score[1])
 
 
+def _stretches(run, budget: int, stretch: int | None):
+    """The steps to advance `run` to on its way to `budget`: `budget`, or with `stretch` first each
+    multiple of `stretch` past the run's step (the same steps however often the run was resumed)."""
+    while True:
+        until = budget if not stretch else min(budget, (run.step // stretch + 1) * stretch)
+        yield until
+        if until >= budget or run.stopped is not None:
+            return
+
+
 def search(
     rates: list[float],
     make: Callable[[float], object],
@@ -110,10 +120,13 @@ def search(
     promote: int,
     extend: int = 0,
     saved: Callable[[float, object], None] | None = None,
+    stretch: int | None = None,
 ) -> tuple[Search, dict[float, object]]:
     """Search the grid `rates` by successive halving over the step `budgets` (the rungs, then the cap);
     `make(lr)` builds a run (a Trainer, possibly restored from a checkpoint), `saved(lr, run)` is called
-    after each stretch of training (to checkpoint it). Returns the search and the runs by rate."""
+    after each stretch of training (to checkpoint it): each advance to a budget, or with `stretch` each
+    multiple of `stretch` steps on the way, so that a killed search loses at most that many steps of a
+    run. Returns the search and the runs by rate."""
     result = Search(rates=sorted(rates), budgets=list(budgets), promote=promote)
     runs: dict[float, object] = {}
     # the budget each run has been advanced to so far: every decision reads a run as it stood there, so a
@@ -127,13 +140,14 @@ def search(
         if lr not in runs:
             runs[lr] = make(lr)
         reached[lr] = max(reached.get(lr, 0), budget)
-        try:
-            runs[lr].advance(budget)
-        except Exception as e:  # noqa: BLE001 - a NaN or a crash fails this run; the group goes on
-            result.errors[lr] = e
-            return
-        if saved is not None:
-            saved(lr, runs[lr])
+        for until in _stretches(runs[lr], budget, stretch):
+            try:
+                runs[lr].advance(until)
+            except Exception as e:  # noqa: BLE001 - a NaN or a crash fails this run; the group goes on
+                result.errors[lr] = e
+                return
+            if saved is not None:
+                saved(lr, runs[lr])
 
     def stopped(lr: float) -> str | None:
         run = runs[lr]

@@ -294,7 +294,8 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
 
     rates = [r["train"]["lr"] for r in runs]
     budgets = [*train_cfg.rungs, train_cfg.steps]
-    result, trainers = halving.search(rates, make, budgets, train_cfg.promote, base["train"].get("extend", 0), saved)
+    extend = base["train"].get("extend", 0)
+    result, trainers = halving.search(rates, make, budgets, train_cfg.promote, extend, saved, _stretch(train_cfg))
     records = []
     for lr in result.rates:
         if lr not in trainers and lr not in result.errors:
@@ -326,8 +327,15 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
     return records
 
 
-# a continued run saves its checkpoint every this many steps
-CONTINUE_STRETCH = 4000
+# a run saves its checkpoint every this many steps (a killed sweep loses at most that much of a run)
+CHECKPOINT_STEPS = 4000
+
+
+def _stretch(train: TrainConfig) -> int:
+    """CHECKPOINT_STEPS rounded up to a multiple of the evaluation interval: a pause between stretches
+    then falls on an evaluation step, so it adds none (the Trainer evaluates wherever it pauses) and the
+    run equals the one trained without pauses."""
+    return -(-CHECKPOINT_STEPS // train.eval_every) * train.eval_every
 
 
 def continuations(store: Store) -> dict[str, list[dict]]:
@@ -468,7 +476,8 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
             # the cap is lifted; the seconds carried over make the record's time the whole run's, as if
             # trained straight through (its row replaces the capped one's, in the cost tables too)
             trainer.load_state_dict({**state, "stopped": None})
-        while trainer.advance(trainer.step + CONTINUE_STRETCH) is None:
+        stretch = _stretch(trainer.cfg)
+        while trainer.advance(trainer.step + stretch) is None:
             _save(own, trainer)
         metrics = measure_trained(cfg, task, data, trainer.model, trainer.finish(data.test), device)
         at_init, search = parent["metrics"].get("ess_at_init"), parent["metrics"].get("search")

@@ -160,6 +160,24 @@ def test_a_solve_ends_the_group_after_the_first_rung():
     assert runs[1e-2].trained == 1000  # promoted beside it, but ranked second: the solve came first
 
 
+def test_a_search_checkpointed_in_stretches_makes_the_same_choices_and_saves_at_each_multiple():
+    """With `stretch`, each advance to a budget pauses (and saves) at every multiple of the stretch on the
+    way; the runs train exactly as without it."""
+    curves = {1e-3: lambda s: 0.1 + s / 1e5, 3e-3: lambda s: 0.3 + s / 1e5, 1e-2: lambda s: 0.2 + s / 1e5}
+    plain, _, plain_runs = _search(curves)
+    made, saves = {}, []
+
+    def make(lr):
+        made[lr] = _Scripted(lr, curves[lr])
+        return made[lr]
+
+    stretched, _ = halving.search(sorted(curves), make, [1000, 3000, 10_000], promote=2,
+                                  saved=lambda lr, run: saves.append((lr, run.step)), stretch=4000)  # fmt: skip
+    assert (stretched.ended, stretched.rung) == (plain.ended, plain.rung)
+    assert {lr: r.history for lr, r in made.items()} == {lr: r.history for lr, r in plain_runs.items()}
+    assert [step for lr, step in saves if lr == 3e-3] == [1000, 3000, 4000, 8000, 10_000]
+
+
 def test_a_winning_edge_extends_the_grid_by_its_own_spacing():
     curves = {1e-3: lambda s: 0.1, 3e-3: lambda s: 0.2, 1e-2: lambda s: 0.3 + s / 1e5}
     result, runs, _ = _search({**curves, 3e-2: lambda s: 0.5 + s / 1e5}, extend=1)
@@ -260,6 +278,42 @@ def test_a_sweep_completes_a_group_killed_between_its_record_writes(tmp_path):
     store.path(keys[0]).unlink()
     assert main(overrides) == 0
     assert sorted(r["key"] for r in store.records()) == keys
+
+
+def test_a_group_killed_inside_a_stretch_resumes_from_its_last_checkpoint_and_ends_as_if_unbroken(tmp_path, monkeypatch):
+    """A run saves its checkpoint every `CHECKPOINT_STEPS` inside a rung, not only at the rung's end: a
+    sweep killed there resumes from that step, and the group's records equal those of the group trained
+    without a break."""
+    from benchmarks import run as run_module
+    from benchmarks.bench import expand
+    from benchmarks.run import run_group
+
+    monkeypatch.setattr(run_module, "CHECKPOINT_STEPS", 20)
+    overrides = ["preset=smoke", "architecture=gla", "train.schedule=wsd", "train.rungs=[20]", "train.steps=80",
+                 "train.eval_every=20", "data.num_train=null", "architecture.lr_grid=[1e-3,1e-2]", "progress=false",
+                 "train.solved_accuracy=1.0"]  # fmt: skip
+
+    def outcome(records):
+        return sorted((r["config"]["train"]["lr"], r["metrics"]["stopped"], r["metrics"]["accuracy"],
+                       [(h["step"], h["val_loss"]) for h in r["metrics"]["history"]]) for r in records)  # fmt: skip
+
+    (unbroken,) = expand([*overrides, f"store={tmp_path / 'unbroken'}"])
+    expected = outcome(run_group(unbroken))
+    (cfg,) = expand([*overrides, f"store={tmp_path / 'killed'}"])
+    save = run_module._save
+
+    def save_then_die_at_step_60(path, trainer):
+        save(path, trainer)
+        if trainer.step == 60:  # inside the stretch from the rung (20) to the cap (80)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_save", save_then_die_at_step_60)
+    with pytest.raises(KeyboardInterrupt):
+        run_group(cfg)
+    kept = [torch.load(p, weights_only=False)["step"] for p in (tmp_path / "killed" / "checkpoints").glob("*.pt")]
+    assert sorted(kept) == [20, 60]  # the pruned rate at its rung, the promoted one where it was killed
+    monkeypatch.setattr(run_module, "_save", save)
+    assert outcome(run_group(cfg)) == expected
 
 
 CONTINUED = ["preset=smoke", "architecture=gla", "train.schedule=wsd", "train.rungs=[20]", "train.steps=40",
