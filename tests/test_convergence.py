@@ -445,6 +445,29 @@ def test_the_tie_uses_the_validation_splits_scored_positions():
     assert _scored_in_validation(cfg) == cfg["data"]["num_val"] * cfg["task"]["num_kv_pairs"]  # MQAR: every query
 
 
+def test_a_continued_row_and_a_seed_of_its_design_are_replicates_of_one_design(tmp_path):
+    """The page keeps each design's lowest seed. A seed-0 run trained past its cap (its config has the
+    raised cap and no rungs) and the seed-1 run of the same design share the design, so only seed 0 is a
+    leaderboard row; the continuation's config made the seed-1 row a design of its own (10 rows at L 64)."""
+    from benchmarks.bench import expand
+    from benchmarks.report.rows import run_rows
+    from benchmarks.report.stats import first_seed
+    from benchmarks.run import run_group
+
+    store = tmp_path / "sweep"
+    (searched,) = expand([*CONTINUED, f"store={store}"])
+    records = run_group(searched)
+    assert any(r["metrics"]["stopped"] == "budget" for r in records)
+    (further,) = expand([*CONTINUED, f"store={store}", "continue_to=80"])
+    records += run_group(further)
+    (replicate,) = expand([*CONTINUED, f"store={store}", "seed=1"])
+    records += run_group(replicate)
+    rows = run_rows(records)
+    assert rows["design"].nunique() == 1 and sorted(rows["seed"]) == [0, 0, 1, 1]
+    kept = first_seed(rows)
+    assert set(kept["seed"]) == {0} and kept["group"].nunique() == 1
+
+
 def test_a_continuation_that_left_the_capped_runs_curve_is_named_a_new_draw():
     """`parted_at`: the first evaluation up to the cap where a continuation's validation loss is not the
     capped run's (retrained under other code: float rounding parts them); NaN where they agree."""

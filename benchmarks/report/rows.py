@@ -104,6 +104,18 @@ def parted_at(run: dict, parent: dict) -> float:
     return float("nan")
 
 
+def searched_config(record: dict) -> dict:
+    """The config of the search a run belongs to. A continuation's own config has the cap it was raised
+    to and no rungs (`benchmarks.run.continuation_runs`); its search's were the budgets it keeps in
+    `metrics.search.rungs` (the rungs, then the cap). Its design and protocol are its search's, so a
+    seed-0 row trained past the cap and a seed-1 row of the same design are seeds of one design."""
+    cfg, m = record["config"], record.get("metrics") or {}
+    budgets = (m.get("search") or {}).get("rungs")
+    if not (record.get("continues") and budgets):
+        return cfg
+    return {**cfg, "train": {**cfg["train"], "steps": budgets[-1], "rungs": budgets[:-1]}}
+
+
 @dataclass
 class Run:
     """One record, its parts named once for the registry's `read` functions; `parent`: the record of the
@@ -120,7 +132,8 @@ class Run:
         self.task = self.m["task"]
         self.setting = _setting({**self.cfg["task"], **self.task})
         self.level = self.task.get("level", self.cfg["task"].get("level"))
-        self.group, self.design, self.protocol = r.get("group", r["key"]), design_key(self.cfg), protocol_key(self.cfg)
+        searched = searched_config(r)
+        self.group, self.design, self.protocol = r.get("group", r["key"]), design_key(searched), protocol_key(searched)
         self.backbone = backbone_of(self.cfg)
         self.state = f"{knob}={'default' if arch[knob] is None else arch[knob]}" if knob and knob in arch else ""
         self.ess = _ess_at(self.m["ess"], HEADLINE_TOLERANCE)
