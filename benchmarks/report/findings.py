@@ -16,6 +16,7 @@ from benchmarks.report.stats import (
     INSIDE_GRID_SHARE,
     INTERVAL_METHOD,
     LEARNED_MARGIN,
+    MEDIAN_SEEDS,
     SOLVED,
     _demand_alone,
     best_per_setting,
@@ -258,10 +259,12 @@ def seed_summary(spread: pd.DataFrame, verdicts: pd.DataFrame, wide: float = ACC
     moved = spread[spread["accuracy range"] > wide]
     for _, r in moved.iterrows():
         state = f" ({r['state']})" if r["state"] else ""
+        seeds = r["seeds"].split(", ")
+        shown = (f"the median of its {len(seeds)} seeds" if len(seeds) >= MEDIAN_SEEDS
+                 else f"seed {seeds[0]}, one draw of that spread")  # fmt: skip
         out.append(
             f"{r['task']} {r['setting']}: {r['mixer']}{state} scores {r['accuracy']} at seeds {r['seeds']} "
-            f"(a range of {r['accuracy range']:.2f}): its rows elsewhere on this page are seed {r['seeds'].split(',')[0]}, "
-            "one draw of that spread."
+            f"(a range of {r['accuracy range']:.2f}): its rows elsewhere on this page are {shown}."
         )
     if not spread.empty and moved.empty:
         out.append(f"No replicated design's best accuracy moves by more than {wide} with the seed.")
