@@ -180,6 +180,19 @@ def check_continuation(cfg: dict) -> None:
         raise ConfigError(f"continue_to: must exceed train.steps={cfg['train']['steps']}, the cap it continues from; got {steps}")
 
 
+def continued_config(searched: dict, steps: int) -> dict:
+    """The config of the searched run `searched` trained further, to `steps`: the same run with its cap
+    raised and no rungs (under the WSD schedule its first steps are the searched run's). Its inverse is
+    `searched_config`; the two are the one place this rule is written."""
+    return {**searched, "train": {**searched["train"], "steps": steps, "rungs": None}}
+
+
+def searched_config(continued: dict, budgets: list[int]) -> dict:
+    """The config of the search that a continuation (`continued_config`) trains a run of further, from
+    the search's `budgets` (its rungs, then its cap; a record keeps them in `metrics.search.rungs`)."""
+    return {**continued, "train": {**continued["train"], "steps": budgets[-1], "rungs": list(budgets[:-1])}}
+
+
 def _check_conformance(name: str, d_model: int, arch: dict) -> None:
     from benchmarks.conformance import check_mixer
 

@@ -103,7 +103,7 @@ def _rank_key(score: tuple[float, float]) -> tuple[float, float]:
     return (-score[0], score[1])
 
 
-def _stretches(run, budget: int, stretch: int | None):
+def stretches(run, budget: int, stretch: int | None):
     """The steps to advance `run` to on its way to `budget`: `budget`, or with `stretch` first each
     multiple of `stretch` past the run's step (the same steps however often the run was resumed)."""
     while True:
@@ -140,7 +140,7 @@ def search(
         if lr not in runs:
             runs[lr] = make(lr)
         reached[lr] = max(reached.get(lr, 0), budget)
-        for until in _stretches(runs[lr], budget, stretch):
+        for until in stretches(runs[lr], budget, stretch):
             try:
                 runs[lr].advance(until)
             except Exception as e:  # noqa: BLE001 - a NaN or a crash fails this run; the group goes on

@@ -38,6 +38,7 @@ from benchmarks.config import (
     build_model,
     build_task,
     check_continuation,
+    continued_config,
     describe,
     grid_runs,
     has_state,
@@ -408,9 +409,8 @@ def continuation_runs(cfg: dict, store: Store, by_run: dict[str, list[dict]] | N
         parent = _furthest_before(record, cfg["continue_to"], by_run)
         if parent is not record and parent["metrics"]["stopped"] != "budget":  # a continuation solved it or found its plateau
             continue
-        run = _at_rate(runs[0], record["config"]["train"]["lr"])  # a rate the search added included
-        run["train"] = {**run["train"], "steps": cfg["continue_to"], "rungs": None}
-        out.append((parent, run))
+        searched = _at_rate(runs[0], record["config"]["train"]["lr"])  # a rate the search added included
+        out.append((parent, continued_config(searched, cfg["continue_to"])))
     return out
 
 
@@ -476,9 +476,9 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
             # the cap is lifted; the seconds carried over make the record's time the whole run's, as if
             # trained straight through (its row replaces the capped one's, in the cost tables too)
             trainer.load_state_dict({**state, "stopped": None})
-        stretch = _stretch(trainer.cfg)
-        while trainer.advance(trainer.step + stretch) is None:
-            _save(own, trainer)
+        for until in halving.stretches(trainer, trainer.cfg.steps, _stretch(trainer.cfg)):
+            if trainer.advance(until) is None:
+                _save(own, trainer)
         metrics = measure_trained(cfg, task, data, trainer.model, trainer.finish(data.test), device)
         at_init, search = parent["metrics"].get("ess_at_init"), parent["metrics"].get("search")
         record["metrics"] = {**metrics, "ess_at_init": at_init, "search": search,

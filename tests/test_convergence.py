@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -176,6 +177,34 @@ def test_a_search_checkpointed_in_stretches_makes_the_same_choices_and_saves_at_
     assert (stretched.ended, stretched.rung) == (plain.ended, plain.rung)
     assert {lr: r.history for lr, r in made.items()} == {lr: r.history for lr, r in plain_runs.items()}
     assert [step for lr, step in saves if lr == 3e-3] == [1000, 3000, 4000, 8000, 10_000]
+
+
+def test_stretches_pause_at_multiples_of_the_stretch_from_whatever_step_a_run_resumes_at():
+    """A continuation resumes at a cap that need not be a multiple of the stretch (a cap of 16,000 under
+    a stretch of 4,200, say): its pauses still fall on the multiples, so a killed and resumed run pauses
+    where the unbroken one did; a run that stops early ends its stretches."""
+    run = SimpleNamespace(step=16_000, stopped=None)
+    pauses = []
+    for until in halving.stretches(run, 30_000, 4200):
+        pauses.append(until)
+        run.step = until
+    assert pauses == [16_800, 21_000, 25_200, 29_400, 30_000]
+    run = SimpleNamespace(step=0, stopped=None)
+    for until in halving.stretches(run, 30_000, 4200):
+        run.step, run.stopped = until, "plateau"
+    assert run.step == 4200
+
+
+def test_a_continuations_config_is_its_searched_runs_with_the_cap_raised_and_maps_back():
+    """`continued_config` and `searched_config` are inverses: a continuation's design and protocol are
+    read from the search it came from (the budgets its record keeps)."""
+    from benchmarks.config import continued_config, searched_config
+
+    searched = {"seed": 1, "task": {"seq_len": 64}, "train": {"lr": 1e-3, "steps": 16_000, "rungs": [1000, 4000]}}
+    continued = continued_config(searched, 48_000)
+    assert continued["train"] == {"lr": 1e-3, "steps": 48_000, "rungs": None} and continued["task"] == searched["task"]
+    assert searched_config(continued, [1000, 4000, 16_000]) == searched
+    assert searched["train"]["steps"] == 16_000  # the searched config is left as it was
 
 
 def test_a_winning_edge_extends_the_grid_by_its_own_spacing():

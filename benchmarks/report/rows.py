@@ -15,6 +15,7 @@ import pandas as pd
 import yaml
 
 from benchmarks.config import mixer_spec, state_knob
+from benchmarks.config import searched_config as config_searched
 from benchmarks.ess import ess_bound
 from benchmarks.report.columns import COLUMNS, RUN_COLUMNS, main_evaluations
 from benchmarks.store import design_key, protocol_key
@@ -105,15 +106,13 @@ def parted_at(run: dict, parent: dict) -> float:
 
 
 def searched_config(record: dict) -> dict:
-    """The config of the search a run belongs to. A continuation's own config has the cap it was raised
-    to and no rungs (`benchmarks.run.continuation_runs`); its search's were the budgets it keeps in
-    `metrics.search.rungs` (the rungs, then the cap). Its design and protocol are its search's, so a
-    seed-0 row trained past the cap and a seed-1 row of the same design are seeds of one design."""
-    cfg, m = record["config"], record.get("metrics") or {}
-    budgets = (m.get("search") or {}).get("rungs")
+    """The config of the search a run belongs to: a continuation's own config has the cap it was raised
+    to and no rungs (`benchmarks.config.continued_config`), its design and protocol are its search's, so
+    a seed-0 row trained past the cap and a seed-1 row of the same design are seeds of one design."""
+    budgets = ((record.get("metrics") or {}).get("search") or {}).get("rungs")
     if not (record.get("continues") and budgets):
-        return cfg
-    return {**cfg, "train": {**cfg["train"], "steps": budgets[-1], "rungs": budgets[:-1]}}
+        return record["config"]
+    return config_searched(record["config"], budgets)
 
 
 @dataclass
