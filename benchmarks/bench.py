@@ -46,7 +46,16 @@ from omegaconf.errors import OmegaConfBaseException
 
 from architectures import registry
 from benchmarks import analysis, leaderboard
-from benchmarks.config import ConfigError, check_continuation, describe, grid_runs, mixer_spec, single_run, validate
+from benchmarks.config import (
+    ConfigError,
+    check_continuation,
+    continuation_caps,
+    describe,
+    grid_runs,
+    mixer_spec,
+    single_run,
+    validate,
+)
 from benchmarks.overrides import explain, normalize, wants_help
 from benchmarks.provenance import git_state
 from benchmarks.report.columns import continued_from
@@ -227,15 +236,17 @@ def _groups(overrides: list[str]) -> list[dict]:
 
 def _group_line(records: list[dict]) -> str:
     """One line for a finished group: mixer, setting, its best rate on validation and how it ended."""
-    ok = [r for r in records if r["status"] == "ok"]
+    trained_further = {r.get("continues") for r in records}
+    ok = [r for r in records if r["status"] == "ok" and r["key"] not in trained_further]  # the group's rows
     where = _coordinates(records[0]["config"], lr=False) if records else "?"
     if not ok:
         return f"{where}: every run failed ({records[0].get('error', '?') if records else 'no records'})"
     best = max(ok, key=lambda r: r["metrics"]["val_accuracy"])
     m = best["metrics"]
-    rates = f"continued: {continued_from(m['continued'])}" if m.get("continued") else f"{len(records)} rates"
+    searched, failed = sum(not r.get("continues") for r in records), sum(r["status"] == "failed" for r in records)
+    rates = f"continued: {continued_from(m['continued'])}" if m.get("continued") else f"{searched} rates"
     return (f"{where}: best lr={best['config']['train']['lr']:g} accuracy={m['accuracy']:.3f} "
-            f"({m['stopped']} after {m['steps']} steps); {rates}, {len(records) - len(ok)} failed")  # fmt: skip
+            f"({m['stopped']} after {m['steps']} steps); {rates}, {failed} failed")  # fmt: skip
 
 
 def _started(cfg: dict, workers: int) -> None:
@@ -472,27 +483,27 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
     """A sweep whose unit of work is a group (successive halving over its grid): each group in turn,
     or `workers` at a time, with one line per finished group and the time left at the pace so far."""
     groups = _groups(overrides)
-    continuing = groups[0].get("continue_to") is not None
-    by_run = continuations(store) if continuing else {}  # read once: the chains stay as they were at the start
+    caps = continuation_caps(groups[0])
+    by_run = continuations(store) if caps else {}  # read once: the chains stay as they were at the start
 
     def recorded(group: dict) -> list[dict] | None:
-        if continuing:
-            runs = continuation_runs(group, store, by_run)
+        """The group's records if its job is done: its search, then its continuation to each cap."""
+        records, complete = group_records(grid_runs({**group, "continue_to": None}), store)
+        if not complete:
+            return None
+        for cap in caps:
+            runs = continuation_runs({**group, "continue_to": cap}, store, by_run)
             found = [rec for _, run in runs or [] if (rec := store.get(run_key(run))) is not None]
-            return found if runs is not None and len(found) == len(runs) else None
-        records, complete = group_records(grid_runs(group), store)
-        return records if complete else None
+            if runs is None or len(found) != len(runs):
+                return None
+            records += found
+        return records
 
-    if continuing:  # a group continues once its search has ended, and only if it capped a run
-        pending = [(g, continuation_runs(g, store, by_run)) for g in groups]  # each group's records read once
-        ready = [runs for _, runs in pending if runs is not None]
-        todo = [g for g, runs in pending if runs and not all(store.exists(run_key(run)) for _, run in runs)]
-        head = (f"{len(groups)} groups, {len(ready)} of them searched, {len(todo)} with runs that ended at the cap "
-                f"to continue to {groups[0]['continue_to']} steps")  # fmt: skip
-    else:  # a group killed between two of its record writes is not done: its search replays to write the rest
-        todo = [g for g in groups if recorded(g) is None]
-        head = (f"{len(groups)} groups ({len(configs)} runs of their grids, searched by successive halving), "
-                f"{len(groups) - len(todo)} already recorded in {store.records_dir}")  # fmt: skip
+    # a group killed between two of its record writes is not done: its search replays to write the rest
+    todo = [g for g in groups if recorded(g) is None]
+    then = f", each then trained on to {' and '.join(f'{c:,}' for c in caps)} steps where its search capped a run" if caps else ""
+    head = (f"{len(groups)} groups ({len(configs)} runs of their grids, searched by successive halving{then}), "
+            f"{len(groups) - len(todo)} already recorded in {store.records_dir}")  # fmt: skip
     workers = max(1, min(int(configs[0].get("workers", 1)), len(todo) or 1))
     threads = max(1, torch.get_num_threads() // workers)
     print(f"{head}; {workers} worker(s) x {threads} thread(s)")

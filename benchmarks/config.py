@@ -12,6 +12,7 @@ fails in seconds with one line naming the field and the fix, and writes nothing.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import tempfile
 from pathlib import Path
@@ -166,18 +167,28 @@ def check_store(root: str | Path) -> None:
 _CONFORMING: set[str] = set()  # mixer configs that passed, so a sweep checks each once
 
 
+def continuation_caps(cfg: dict) -> list[int]:
+    """The caps `continue_to` raises a searched group's capped runs to, in turn: none, one, or a list."""
+    caps = cfg.get("continue_to")
+    return [] if caps is None else list(caps) if isinstance(caps, (list, tuple)) else [caps]
+
+
 def check_continuation(cfg: dict) -> None:
     """Raise ConfigError unless `continue_to` (train a group's runs that its search ended at the cap
-    further, to this many steps) is unset or can continue them: a searched group, a larger cap."""
-    steps = cfg.get("continue_to")
-    if steps is None:
+    further, to this many steps, or to each of a rising list of caps in turn) is unset or can continue
+    them: a searched group, caps above its cap."""
+    caps = continuation_caps(cfg)
+    if not caps:
         return
-    _positive_int("continue_to", steps)
+    for steps in caps:
+        _positive_int("continue_to", steps)
     if not cfg["train"].get("rungs"):
         raise ConfigError("continue_to: continues the runs a successive-halving search capped; use a preset whose "
                           "train sets rungs (e.g. preset=published), or drop continue_to")  # fmt: skip
-    if steps <= cfg["train"]["steps"]:
-        raise ConfigError(f"continue_to: must exceed train.steps={cfg['train']['steps']}, the cap it continues from; got {steps}")
+    if caps[0] <= (cap := cfg["train"]["steps"]):
+        raise ConfigError(f"continue_to: must exceed train.steps={cap}, the cap it continues from; got {caps[0]}")
+    if any(a >= b for a, b in itertools.pairwise(caps)):
+        raise ConfigError(f"continue_to: list the caps in rising order, each once (e.g. [48000,96000]); got {caps}")
 
 
 def continued_config(searched: dict, steps: int) -> dict:

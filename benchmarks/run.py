@@ -38,6 +38,7 @@ from benchmarks.config import (
     build_model,
     build_task,
     check_continuation,
+    continuation_caps,
     continued_config,
     describe,
     grid_runs,
@@ -187,10 +188,16 @@ def run_group(cfg: dict, check: bool = True) -> list[dict]:
     (`benchmarks.halving.search`, `train.rungs`) unless its records exist; returns its records. The
     unit of work a sweep schedules: resumable from checkpoints `<store>/checkpoints/<key>.pt`, saved
     after every stretch of training and removed once the group's records are written. With
-    `continue_to`, the group's runs that the search ended at the cap are trained further instead
-    (`continue_group`)."""
-    if cfg.get("continue_to") is not None:
-        return continue_group(cfg, check)
+    `continue_to` (a cap, or rising caps), the group is searched first where it has not been, then the
+    runs its search ended at the cap are trained further to each cap in turn (`continue_group`), so a
+    group's job ends with the group converged or at the last cap, and each continuation resumes from
+    the state its run left on this machine while the job runs; returns the search's records and the
+    continuations'."""
+    if caps := continuation_caps(cfg):
+        searched = run_group({**cfg, "continue_to": None}, check)
+        if any(r["status"] == "claimed" for r in searched):
+            return searched
+        return searched + [r for cap in caps for r in continue_group({**cfg, "continue_to": cap}, check)]
     runs = grid_runs(cfg)
     if not runs:
         return []
@@ -553,9 +560,6 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as e:
         print(f"configuration error: {e}", file=sys.stderr)
         sys.exit(2)
-    if not records and resolved.get("continue_to") is not None:
-        print(f"[skip] {describe(resolved)}: nothing to continue (its search has not ended, or no run reached the cap)")
-        return
     for record in records:
         acc = record.get("metrics", {}).get("accuracy")
         print(f"[{record['status']}] {record['key']} accuracy={acc} -> {Store(resolved['store']).path(record['key'])}")

@@ -357,7 +357,7 @@ def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_ca
     straight through, to the longer cap; the page's row for that rate is the continued run."""
     from benchmarks.bench import expand
     from benchmarks.report.rows import run_rows
-    from benchmarks.run import run_group, run_one
+    from benchmarks.run import continue_group, run_group, run_one
     from benchmarks.store import Store
 
     (cfg,) = expand([*CONTINUED, f"store={tmp_path / 'sweep'}"])
@@ -367,10 +367,10 @@ def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_ca
     if not from_its_state:
         (tmp_path / "sweep" / "continuable" / f"{capped[0]['key']}.pt").unlink()
     (cfg,) = expand([*CONTINUED, f"store={tmp_path / 'sweep'}", "continue_to=80"])
-    (cont,) = run_group(cfg)
+    (cont,) = continue_group(cfg)  # what run_group(cfg) trains after the search (recorded)
     assert cont["status"] == "ok" and cont["continues"] == capped[0]["key"] and cont["group"] == capped[0]["group"]
     assert cont["metrics"]["continued"] == {"run": capped[0]["key"], "cap": 40, "why": "cap"} and cont["metrics"]["main_steps"] == 80
-    assert run_group(cfg) == [Store(str(tmp_path / "sweep")).get(cont["key"])]  # done: not trained again
+    assert continue_group(cfg) == [Store(str(tmp_path / "sweep")).get(cont["key"])]  # done: not trained again
     assert not list((tmp_path / "sweep" / "checkpoints").glob("*.pt"))
 
     straight = run_one({**cont["config"], "store": str(tmp_path / "straight")})
@@ -393,13 +393,13 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
     a continuation that stopped on a plateau is not trained further."""
     from benchmarks.bench import expand, main
     from benchmarks.report.rows import run_rows
-    from benchmarks.run import continuation_runs, run_group, run_one
+    from benchmarks.run import continuation_runs, continue_group, run_group, run_one
     from benchmarks.store import Store
 
     sweep = tmp_path / "sweep"
     (cfg,) = expand([*CONTINUED, f"store={sweep}"])
     searched = run_group(cfg)
-    (first,) = run_group(expand([*CONTINUED, f"store={sweep}", "continue_to=80"])[0])
+    (first,) = continue_group(expand([*CONTINUED, f"store={sweep}", "continue_to=80"])[0])
     assert first["metrics"]["stopped"] == "budget" and (sweep / "continuable" / f"{first['key']}.pt").exists()
     if kept == "the-searched-runs-state":
         (sweep / "continuable" / f"{first['key']}.pt").unlink()
@@ -413,7 +413,7 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
         (e["step"], e["val_loss"]) for e in straight["metrics"]["history"]
     ]
     store = Store(str(sweep))
-    assert run_group(expand([*CONTINUED, f"store={sweep}", "continue_to=80"])[0]) == [first]  # not trained again
+    assert continue_group(expand([*CONTINUED, f"store={sweep}", "continue_to=80"])[0]) == [first]  # not trained again
     rows = run_rows(store.records()).set_index("key")
     assert second["key"] in rows.index and first["key"] not in rows.index and len(rows) == len(searched)
     assert math.isnan(rows.loc[second["key"], "parted_at"])
@@ -428,7 +428,7 @@ def test_a_rate_pruned_in_a_tie_is_trained_on_and_one_pruned_on_its_merits_is_no
     rate whose loss was higher, or any pruned rate of a group that solved the task, is left as it is."""
     from benchmarks.bench import expand
     from benchmarks.report.rows import run_rows
-    from benchmarks.run import _scored_in_validation, continuation_runs, run_group, run_one
+    from benchmarks.run import _scored_in_validation, continuation_runs, continue_group, run_group, run_one
     from benchmarks.store import Store
 
     sweep = tmp_path / "sweep"
@@ -453,7 +453,7 @@ def test_a_rate_pruned_in_a_tie_is_trained_on_and_one_pruned_on_its_merits_is_no
     rescored(pruned, a - 0.5 * noise, loss - 0.01)  # within noise, the loss lower: a tie
     ties = [p for p, _ in continuation_runs(continued, store) if p["key"] == pruned["key"]]
     assert len(ties) == 1
-    records = {r["continues"]: r for r in run_group(continued)}
+    records = {r["continues"]: r for r in continue_group(continued)}
     tie = records[pruned["key"]]
     assert tie["metrics"]["continued"] == {"run": pruned["key"], "cap": 20, "why": "pruned in a tie"}
     straight = run_one({**tie["config"], "store": str(tmp_path / "straight")})
@@ -481,14 +481,14 @@ def test_a_continued_row_and_a_seed_of_its_design_are_replicates_of_one_design(t
     from benchmarks.bench import expand
     from benchmarks.report.rows import run_rows
     from benchmarks.report.stats import first_seed
-    from benchmarks.run import run_group
+    from benchmarks.run import continue_group, run_group
 
     store = tmp_path / "sweep"
     (searched,) = expand([*CONTINUED, f"store={store}"])
     records = run_group(searched)
     assert any(r["metrics"]["stopped"] == "budget" for r in records)
     (further,) = expand([*CONTINUED, f"store={store}", "continue_to=80"])
-    records += run_group(further)
+    records += continue_group(further)
     (replicate,) = expand([*CONTINUED, f"store={store}", "seed=1"])
     records += run_group(replicate)
     rows = run_rows(records)
@@ -511,11 +511,39 @@ def test_a_continuation_that_left_the_capped_runs_curve_is_named_a_new_draw():
     assert parted_at(run, parent) == 600.0
 
 
-def test_continue_to_is_checked_before_anything_trains(tmp_path):
+def test_caps_in_one_job_train_the_group_as_the_sweeps_one_cap_at_a_time_do(tmp_path):
+    """`continue_to=[80,120]`: one job per group searches it, then trains its capped run on to each cap in
+    turn (resuming from the state it left on this machine), and writes the records that a search and
+    two `continue_to` sweeps write one after another; a second call finds the job done."""
+    from benchmarks.bench import expand, main
+    from benchmarks.run import run_group
+    from benchmarks.store import Store
+
+    staged = tmp_path / "staged"
+    for caps in ([], ["continue_to=80"], ["continue_to=120"]):
+        run_group(expand([*CONTINUED, f"store={staged}", *caps])[0])
+    assert main([*CONTINUED, f"store={tmp_path / 'job'}", "continue_to=[80,120]"]) == 0
+    assert not list((tmp_path / "job" / "checkpoints").glob("*.pt"))
+
+    def outcome(root):
+        return sorted((r["key"], r.get("continues"), r["metrics"]["stopped"], r["metrics"]["accuracy"],
+                       [(h["step"], h["val_loss"]) for h in r["metrics"]["history"]]) for r in Store(str(root)).records())  # fmt: skip
+
+    assert outcome(tmp_path / "job") == outcome(staged)
+    assert {r["config"]["train"]["steps"] for r in Store(str(staged)).records()} == {40, 80, 120}
+    (job,) = expand([*CONTINUED, f"store={tmp_path / 'job'}", "continue_to=[80,120]"])
+    assert sorted(r["key"] for r in run_group(job)) == sorted(r[0] for r in outcome(staged))  # done: nothing trains
+
+
+def test_continue_to_is_checked_before_anything_trains(tmp_path, capsys):
     from benchmarks.bench import main
 
-    for bad, says in (("continue_to=30", "must exceed train.steps=40"), ("continue_to=0", "positive integer")):
-        assert main([*CONTINUED, f"store={tmp_path}", bad]) == 2, says
+    for bad, says in (("continue_to=30", "must exceed train.steps=40"), ("continue_to=0", "positive integer"),
+                      ("continue_to=[120,80]", "rising order"), ("continue_to=[80,80]", "rising order"),
+                      ("continue_to=[30,80]", "must exceed train.steps=40")):  # fmt: skip
+        assert main([*CONTINUED, f"store={tmp_path}", bad]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("configuration error: continue_to:") and says in line, line
     assert main(["preset=smoke", f"store={tmp_path}", "continue_to=100"]) == 2  # no search to continue
     assert not (tmp_path / "records").exists()
 

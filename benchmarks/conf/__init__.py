@@ -58,7 +58,7 @@ class Schema:
     progress: bool = MISSING
     workers: int = MISSING
     preset: str | None = None  # the preset's name, set by each preset
-    continue_to: int | None = None
+    continue_to: Any = None  # a cap or a rising list of caps (benchmarks.config.check_continuation)
     model: ModelSchema = field(default_factory=ModelSchema)
     data: DataSchema = field(default_factory=DataSchema)
     ess: EssSchema = field(default_factory=EssSchema)
