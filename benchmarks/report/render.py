@@ -94,6 +94,12 @@ def markdown_table(df: pd.DataFrame, formats: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+def _sort_key(v) -> str:
+    """A cell's value for the page's sorting: floats to 12 significant digits, so that a page rebuilt on
+    another CPU, whose sums round differently in the last bit, is the same page."""
+    return f"{v:.12g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
 def html_table(df: pd.DataFrame, table_id: str, row_class=None, details=None, formats: dict | None = None) -> str:
     """A sortable table; `row_class(row)` styles a row, `details(row)` fills the last cell's
     collapsed provenance."""
@@ -113,7 +119,7 @@ def html_table(df: pd.DataFrame, table_id: str, row_class=None, details=None, fo
             shown = html.escape(_cell(str(c), v, formats))
             if c == "record" and details is not None:
                 shown = f"<details><summary>{shown}</summary>{details(i)}</details>"
-            cells.append(f'<td class="{cls.strip()}" data-value="{html.escape(str(v))}">{shown}</td>')
+            cells.append(f'<td class="{cls.strip()}" data-value="{html.escape(_sort_key(v))}">{shown}</td>')
         klass = row_class(i) if row_class else ""
         body.append(f'<tr class="{klass}">{"".join(cells)}</tr>')
     table_id = html.escape(table_id)
