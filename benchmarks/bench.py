@@ -488,7 +488,7 @@ def _sweep_groups(overrides: list[str], configs: list[dict], store: Store, given
 
     def recorded(group: dict) -> list[dict] | None:
         """The group's records if its job is done: its search, then its continuation to each cap."""
-        records, complete = group_records(grid_runs({**group, "continue_to": None}), store)
+        records, complete = group_records(grid_runs(group), store)  # a run has no continue_to
         if not complete:
             return None
         for cap in caps:

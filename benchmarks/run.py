@@ -399,7 +399,7 @@ def continuation_runs(cfg: dict, store: Store, by_run: dict[str, list[dict]] | N
     continued: the searched run with `train.steps` = `continue_to` and no rungs, which trains the same
     first steps under the WSD schedule). None while the group's search has not written all its records.
     `by_run`: the store's `continuations`, where the caller has read them already."""
-    runs = grid_runs({k: v for k, v in cfg.items() if k != "continue_to"})
+    runs = grid_runs(cfg)  # the searched runs: a run has no continue_to (single_run)
     records, complete = group_records(runs, Store(cfg["store"]))
     if not complete:
         return None
