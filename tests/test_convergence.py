@@ -392,7 +392,7 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
     higher cap, names the first continuation as the run it trains further, and alone is the page's row;
     a continuation that stopped on a plateau is not trained further."""
     from benchmarks.bench import expand, main
-    from benchmarks.report.rows import run_rows
+    from benchmarks.report.rows import run_rows, run_seconds
     from benchmarks.run import continuation_runs, continue_group, run_group, run_one
     from benchmarks.store import Store
 
@@ -417,6 +417,9 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
     rows = run_rows(store.records()).set_index("key")
     assert second["key"] in rows.index and first["key"] not in rows.index and len(rows) == len(searched)
     assert math.isnan(rows.loc[second["key"], "parted_at"])
+    (capped,) = [r for r in searched if r["key"] == first["continues"]]
+    spent = sum(run_seconds(r) for r in (capped, first, second))  # the row's cost: all three trainings
+    assert rows.loc[second["key"], "run_seconds"] == pytest.approx(spent) and spent > run_seconds(second)
     store.write({**second, "metrics": {**second["metrics"], "stopped": "plateau"}})  # as if it had stopped there
     assert continuation_runs(expand([*CONTINUED, f"store={sweep}", "continue_to=160"])[0], store) == []
 

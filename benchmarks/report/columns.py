@@ -146,8 +146,8 @@ COLUMNS: list[Column] = [
     _c("device", read=lambda r: r.prov["device"], provenance=True),
     _c("kernels", read=lambda r: ",".join(r.m["kernels"]), provenance=True),
     _c("wall_time_s", read=lambda r: r.record["wall_time_s"], provenance=True),
-    _c("run_seconds", "run (s)", "{:,.0f}", description="the run's own training and measuring time (a group's runs share "
-       "wall_time_s)", read=lambda r: r.seconds),
+    _c("run_seconds", "run (s)", "{:,.0f}", description="the run's own training and measuring time, with that of the "
+       "capped runs it trains further (a group's runs share wall_time_s)", read=lambda r: r.seconds),
     _c("key", "record", description="the record's file name", read=lambda r: r.record["key"]),
     # computed from the rows by later stages
     _c("lr_grid", description="the learning rates of the group", provenance=True),

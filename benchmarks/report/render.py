@@ -163,8 +163,8 @@ FAMILY_NOTE = (
 )
 COST_NOTE = (
     "Per mixer, the groups trained under the converged protocol so far, their runs (every rate the search trained) and "
-    "the CPU hours they took (each run's own training and measuring time, at one thread), from the records' "
-    "metrics.seconds."
+    "the CPU hours they took (each run's own training and measuring time, at one thread, a run trained past its cap "
+    "counted with the capped runs it continues), from the records' metrics.seconds."
 )
 
 

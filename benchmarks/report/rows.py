@@ -122,6 +122,7 @@ class Run:
 
     record: dict
     parent: dict | None = None
+    earlier_seconds: float = 0.0  # the runs it trains further, each its own time: what its row cost in all
 
     def __post_init__(self):
         r = self.record
@@ -143,7 +144,7 @@ class Run:
         early = next((h for h in self.m.get("history", []) if "ess" in h), None)
         self.ess_early = _ess_at(early["ess"], HEADLINE_TOLERANCE) if early else float("nan")
         self.early_step = early["step"] if early else float("nan")
-        self.seconds = run_seconds(r)
+        self.seconds = run_seconds(r) + self.earlier_seconds
         self.parted_at = parted_at(r, self.parent) if self.parent and self.m.get("continued") else float("nan")
 
 
@@ -157,8 +158,8 @@ def _total_state(run: Run, summed: float) -> float:
     return float("nan") if declares(run.mixer, "shared_state") else summed
 
 
-def _run_row(r: dict, parent: dict | None = None) -> dict:
-    run = Run(r, parent)
+def _run_row(r: dict, parent: dict | None = None, earlier_seconds: float = 0.0) -> dict:
+    run = Run(r, parent, earlier_seconds)
     row = {c.key: c.read(run) for c in COLUMNS if c.read is not None}
     if "ess_total" in row:
         row["ess_total"] = _total_state(run, row["ess_total"])
@@ -175,8 +176,21 @@ def run_rows(records: list[dict]) -> pd.DataFrame:
     cap is its continuation's row (the same run, longer)."""
     gone = continued(records)
     parents = {r["key"]: r for r in records if r["key"] in gone}
-    rows = [_run_row(r, parents.get(r.get("continues"))) for r in records if r.get("status") == "ok" and r["key"] not in gone]
+    rows = [
+        _run_row(r, parents.get(r.get("continues")), sum(map(run_seconds, _trained_further(r, parents))))
+        for r in records
+        if r.get("status") == "ok" and r["key"] not in gone
+    ]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _trained_further(run: dict, parents: dict[str, dict]) -> list[dict]:
+    """The runs a continuation trains further, nearest first (a cap raised twice continues a continuation)."""
+    chain = []
+    while (parent := parents.get(run.get("continues"))) is not None and parent not in chain:
+        chain.append(parent)
+        run = parent
+    return chain
 
 
 def ess_by_key(records: list[dict]) -> dict[str, dict]:
