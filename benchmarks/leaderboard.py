@@ -84,6 +84,7 @@ def analyse(root: Path, store: Store) -> dict:
     a["family_lines"] = fd.family_lines(a["family"])
     searched = rw.searched_groups(ok)
     a["protocol_cost"] = tb.protocol_cost(runs[runs["group"].isin(searched)])
+    a["protocol_cost_by_setting"] = tb.protocol_cost(runs[runs["group"].isin(searched)], by="setting")
     a["convergence"] = tb.convergence(df, runs, searched)
     converged = df[df["group"].isin(searched)]
     a["convergence_lines"] = fd.convergence_lines(a["convergence"]) + fd.cap_lines(converged) + fd.continuation_lines(converged)

@@ -166,6 +166,24 @@ def test_a_groups_runs_cost_their_own_seconds_not_the_groups_wall_time_each():
     assert run_seconds({"wall_time_s": 500.0, "metrics": {"seconds": parts}}) == 500.0  # a lone run: its wall time
 
 
+def test_the_protocols_cost_adds_up_per_mixer_and_per_setting_shortest_first():
+    from benchmarks.report import tables
+
+    runs = pd.DataFrame(
+        [{"task": "mqar", "mixer": m, "group": f"{m}{L}{kv}", "setting": f"L={L}, kv={kv}", "seq_len": L,
+          "memory_demand": kv, "run_seconds": seconds}
+         for m, seconds in (("gla", 3600.0), ("mamba", 7200.0))
+         for L, kv in ((128, 4), (64, 16), (64, 4))
+         for _rate in range(2)]
+    )  # fmt: skip
+    by_mixer = tables.protocol_cost(runs).set_index("mixer")
+    assert by_mixer.loc["gla", "CPU hours"] == 6 and by_mixer.loc["mamba", "hours per group"] == 4
+    assert by_mixer.loc["all", "groups"] == 6 and by_mixer.loc["all", "CPU hours"] == 18
+    by_setting = tables.protocol_cost(runs, by="setting")
+    assert by_setting["setting"].tolist() == ["L=64, kv=4", "L=64, kv=16", "L=128, kv=4", "all"]
+    assert by_setting["CPU hours"].tolist() == [6, 6, 6, 18] and by_setting["runs"].tolist() == [4, 4, 4, 12]
+
+
 def test_the_convergence_checks_count_what_the_sweep_owes():
     """Four groups: one solved at the grid's edge (counts as inside: it solved), one on a plateau inside
     the grid, one capped at its lowest rate (neither), one whose best row was pruned but inside, and

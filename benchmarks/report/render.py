@@ -166,6 +166,10 @@ COST_NOTE = (
     "the CPU hours they took (each run's own training and measuring time, at one thread, a run trained past its cap "
     "counted with the capped runs it continues), from the records' metrics.seconds."
 )
+COST_BY_SETTING_NOTE = (
+    "The same hours per task setting, every group there counted (all seeds, and the within-family test's extra "
+    "state sizes)."
+)
 
 
 def _definitions() -> str:
@@ -359,8 +363,8 @@ def _summary_and_throughput(
 
 
 def _convergence_and_state(
-    ht, *, timing, timing_lines, family, family_lines, family_fig, protocol_cost, convergence_lines, protocol_change,
-    protocol_change_lines, **_,
+    ht, *, timing, timing_lines, family, family_lines, family_fig, protocol_cost, protocol_cost_by_setting,
+    convergence_lines, protocol_change, protocol_change_lines, **_,
 ) -> dict:  # fmt: skip
     """The page's sections on convergence, ESS over time and state size within a family."""
     from markupsafe import Markup
@@ -375,6 +379,8 @@ def _convergence_and_state(
         "convergence_note": CONVERGENCE_NOTE, "convergence_lines": convergence_lines,
         "protocol_change_lines": protocol_change_lines, "protocol_change": table(protocol_change, "protocol-change"),
         "cost_note": COST_NOTE, "protocol_cost": table(protocol_cost, "protocol-cost"),
+        "cost_by_setting_note": COST_BY_SETTING_NOTE,
+        "protocol_cost_by_setting": table(protocol_cost_by_setting, "protocol-cost-by-setting"),
     }  # fmt: skip
 
 
@@ -573,7 +579,8 @@ def _markdown_state(md, *, timing, timing_lines, family, family_lines, family_fi
 
 
 def _markdown_rest(
-    extra: dict, tol_note: str, *, failed, tp, mad, lr, seeds, seed_verdicts, seed_lines, tol, shares, protocol_cost, fmt, **_
+    extra: dict, tol_note: str, *, failed, tp, mad, lr, seeds, seed_verdicts, seed_lines, tol, shares, protocol_cost,
+    protocol_cost_by_setting, fmt, **_
 ) -> list[str]:
     """leaderboard.md from the MAD score on: the other analyses, throughput and failed runs."""
     md = functools.partial(markdown_table, formats=fmt)
@@ -610,6 +617,7 @@ def _markdown_rest(
         "",
         md(protocol_cost),
         "",
+        *([COST_BY_SETTING_NOTE, "", md(protocol_cost_by_setting), ""] if not protocol_cost_by_setting.empty else []),
         "## Tolerance sensitivity",
         "",
         tol_note,
