@@ -87,7 +87,10 @@ def analyse(root: Path, store: Store) -> dict:
     a["protocol_cost_by_setting"] = tb.protocol_cost(runs[runs["group"].isin(searched)], by="setting")
     a["convergence"] = tb.convergence(df, runs, searched)
     converged = df[df["group"].isin(searched)]
-    a["convergence_lines"] = fd.convergence_lines(a["convergence"]) + fd.cap_lines(converged) + fd.continuation_lines(converged)
+    a["convergence_lines"] = (
+        fd.convergence_lines(a["convergence"]) + fd.cost_lines(a["protocol_cost"]) + fd.cap_lines(converged)
+        + fd.continuation_lines(converged)
+    )  # fmt: skip
     capped = rw.by_status(Store(root / PREVIOUS_PROTOCOL).records())[1]  # the step-capped protocol's records
     a["protocol_change"] = tb.protocol_change(converged, tb.board(capped)) if capped else pd.DataFrame()
     a["protocol_change_lines"] = fd.protocol_change_lines(a["protocol_change"])

@@ -182,6 +182,14 @@ def test_the_protocols_cost_adds_up_per_mixer_and_per_setting_shortest_first():
     by_setting = tables.protocol_cost(runs, by="setting")
     assert by_setting["setting"].tolist() == ["L=64, kv=4", "L=64, kv=16", "L=128, kv=4", "all"]
     assert by_setting["CPU hours"].tolist() == [6, 6, 6, 18] and by_setting["runs"].tolist() == [4, 4, 4, 12]
+    from benchmarks.report import findings
+
+    (line,) = findings.cost_lines(tables.protocol_cost(runs))
+    assert "6 groups" in line and "took 18.0 CPU hours (3.00 a group)" in line and "is 40: within it so far" in line
+    runs["run_seconds"] *= 3  # 54 CPU hours
+    (line,) = findings.cost_lines(tables.protocol_cost(runs))
+    assert "took 54.0 CPU hours" in line and "exceeded already" in line
+    assert findings.cost_lines(tables.protocol_cost(runs.iloc[:0])) == []  # nothing trained: no claim
 
 
 def test_the_convergence_checks_count_what_the_sweep_owes():

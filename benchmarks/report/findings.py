@@ -17,6 +17,7 @@ from benchmarks.report.stats import (
     INTERVAL_METHOD,
     LEARNED_MARGIN,
     MEDIAN_SEEDS,
+    MQAR_CPU_HOURS_AIM,
     SOLVED,
     _demand_alone,
     best_per_setting,
@@ -538,6 +539,21 @@ def convergence_lines(table: pd.DataFrame) -> list[str]:
             f"{_met(ended >= CONVERGED_SHARE * n)}); in {inside} ({inside / n:.0%}) "
             f"the chosen rate lies inside the rates tried or the task was solved (target {INSIDE_GRID_SHARE:.0%}: "
             f"{_met(inside >= INSIDE_GRID_SHARE * n)}){attention}."
+        )
+    return lines
+
+
+def cost_lines(cost: pd.DataFrame) -> list[str]:
+    """MQAR's CPU hours under the converged protocol so far (`tables.protocol_cost`) against the aim for
+    the whole published MQAR sweep: a reader sees what converging costs before the sweep ends."""
+    lines = []
+    for row in cost[(cost["task"] == "mqar") & (cost.iloc[:, 1] == "all")].itertuples(index=False):
+        hours, groups = row[4], row[2]
+        verdict = "exceeded already" if hours > MQAR_CPU_HOURS_AIM else "within it so far"
+        lines.append(
+            f"mqar: the {groups} groups trained under the converged protocol so far (the within-family test's extra "
+            f"sizes and the seeds included) took {hours:.1f} CPU hours ({hours / groups:.2f} a group); the aim for the "
+            f"whole published MQAR sweep (both lengths, the ladder and the seeds) is {MQAR_CPU_HOURS_AIM}: {verdict}."
         )
     return lines
 

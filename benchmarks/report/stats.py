@@ -31,6 +31,9 @@ SOLVED = 0.9  # an accuracy at or above this solves the task (a collapsed row, a
 CONVERGED_SHARE = 0.8
 INSIDE_GRID_SHARE = 0.9
 ATTENTION_FLOOR = 0.99
+# and the aim for its cost: the whole published MQAR sweep (both lengths, the ladder, the seeds) in at most
+# this many CPU-hours
+MQAR_CPU_HOURS_AIM = 40
 
 
 def best_of_sweep(runs: pd.DataFrame, by) -> pd.DataFrame:
