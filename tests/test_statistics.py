@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmarks.report import stats
 
@@ -96,13 +97,20 @@ def test_a_sliding_window_as_long_as_the_sequence_is_attention_and_counts_once()
     assert "sliding_window (window_size=32) at L=32 is attention" in line and "counts once" in line
 
 
-def test_three_seeds_show_their_median_and_range_two_their_lowest_seed():
-    mamba2 = [("mqar", "kv=8", 64, "mamba2", "", "m", s, a, e) for s, a, e in ((0, 0.244, 3.0), (1, 0.942, 5.0), (2, 0.808, 4.0))]
+def test_three_seeds_show_their_median_seeds_row_and_range_two_their_lowest_seed():
+    # the median seed by accuracy (seed 2) has neither the median ESS (5.0, seed 0's) nor the lowest val
+    # accuracy: its row is one model's, every column from seed 2
+    mamba2 = [("mqar", "kv=8", 64, "mamba2", "", "m", s, a, e) for s, a, e in ((0, 0.244, 5.0), (1, 0.942, 6.0), (2, 0.808, 3.0))]
     df = _best(mamba2 + [("mqar", "kv=8", 64, "gla", "", "g", s, a, 2.0) for s, a in ((0, 0.5), (1, 0.9))])
+    df["val_accuracy"] = df["accuracy"] + 0.01
     out = stats.seed_medians(df).set_index("mixer")
-    assert out.loc["mamba2", "accuracy"] == 0.808 and out.loc["mamba2", "ess"] == 4.0 and out.loc["mamba2", "seeds"] == 3
+    assert out.loc["mamba2", "accuracy"] == 0.808 and out.loc["mamba2", "ess"] == 3.0 and out.loc["mamba2", "seed"] == 2
+    assert out.loc["mamba2", "val_accuracy"] == pytest.approx(0.818) and out.loc["mamba2", "seeds"] == 3
     assert (out.loc["mamba2", "accuracy_low"], out.loc["mamba2", "accuracy_high"]) == (0.244, 0.942)
-    assert out.loc["gla", "accuracy"] == 0.5 and np.isnan(out.loc["gla", "accuracy_low"])
+    assert out.loc["gla", "accuracy"] == 0.5 and out.loc["gla", "seed"] == 0 and np.isnan(out.loc["gla", "accuracy_low"])
+    assert list(out.index) == ["mamba2", "gla"]  # one row per design, in the order they came
+    four = _best([("mqar", "kv=8", 64, "lru", "", "l", s, a, 1.0) for s, a in ((0, 0.4), (1, 0.1), (2, 0.3), (3, 0.2))])
+    assert stats.seed_medians(four)["seed"].tolist() == [3]  # 0.1, 0.2, 0.3, 0.4: the lower middle, 0.2 (seed 3)
 
 
 def _timed_rows(init_follows_final: bool, seed: int = 0) -> pd.DataFrame:

@@ -58,8 +58,8 @@ CHANGE_NOTE = (
 SEEDS_NOTE = (
     "Groups trained at more than one seed (the `published_seeds` preset replicates the published MQAR sweep at "
     "seeds 1 and 2): each seed's best test accuracy and headline ESS, and the within-setting comparison at each "
-    "seed. The tables above use each design's lowest seed only, so a replicate neither repeats a row nor weighs "
-    "twice in a correlation."
+    "seed. The tables above show one row per design, so that a replicate neither repeats a row nor weighs twice in a "
+    "correlation: the run of its median seed by test accuracy where it has 3 or more seeds, else its lowest seed."
 )
 
 
@@ -182,10 +182,10 @@ def _definitions() -> str:
         f"copying: the tokens to copy; compression: L - 1 tokens). Saturated: ESS >= {SATURATION} bound. Collapsed: ESS below "
         f"the memory demand although the bound is at least the demand, and ESS < {COLLAPSE} bound. Not learned: test "
         f"accuracy within {LEARNED_MARGIN} of the no-recall baseline or below it. Each row is its group's best learning "
-        "rate, chosen on validation accuracy; test accuracy is reported. A design trained at 3 or more seeds shows the "
-        "median over its seeds (the ladder adds the range); with fewer, its lowest seed: how much a row moves with the "
-        "seed is in the Seeds section. The headline averages accuracy, accuracy above the baseline ((acc - base) / "
-        "(1 - base)), ESS and TSS alike over the settings every mixer has."
+        "rate, chosen on validation accuracy; test accuracy is reported. A design trained at 3 or more seeds shows its "
+        "median seed's run, by test accuracy (the ladder adds the range); with fewer, its lowest seed: how much a row "
+        "moves with the seed is in the Seeds section. The headline averages accuracy, accuracy above the baseline "
+        "((acc - base) / (1 - base)), ESS and TSS alike over the settings every mixer has."
     )
 
 
