@@ -261,7 +261,7 @@ def seed_summary(spread: pd.DataFrame, verdicts: pd.DataFrame, wide: float = ACC
     for _, r in moved.iterrows():
         state = f" ({r['state']})" if r["state"] else ""
         seeds = r["seeds"].split(", ")
-        shown = (f"its median seed's of {len(seeds)}" if len(seeds) >= MEDIAN_SEEDS
+        shown = (f"the run of its median seed (of {len(seeds)})" if len(seeds) >= MEDIAN_SEEDS
                  else f"seed {seeds[0]}, one draw of that spread")  # fmt: skip
         out.append(
             f"{r['task']} {r['setting']}: {r['mixer']}{state} scores {r['accuracy']} at seeds {r['seeds']} "
