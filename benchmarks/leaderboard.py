@@ -83,8 +83,9 @@ def analyse(root: Path, store: Store) -> dict:
     a["family"], a["family_rows"] = tb.state_family(df, runs), tb.family_rows(df)
     a["family_lines"] = fd.family_lines(a["family"])
     searched = rw.searched_groups(ok)
-    a["protocol_cost"] = tb.protocol_cost(runs[runs["group"].isin(searched)])
-    a["protocol_cost_by_setting"] = tb.protocol_cost(runs[runs["group"].isin(searched)], by="setting")
+    searched_runs = runs[runs["group"].isin(searched)]
+    a["protocol_cost"] = tb.protocol_cost(searched_runs)
+    a["protocol_cost_by_setting"] = tb.protocol_cost(searched_runs, by="setting")
     a["convergence"] = tb.convergence(df, runs, searched)
     converged = df[df["group"].isin(searched)]
     a["convergence_lines"] = (

@@ -547,8 +547,8 @@ def cost_lines(cost: pd.DataFrame) -> list[str]:
     """MQAR's CPU hours under the converged protocol so far (`tables.protocol_cost`) against the aim for
     the whole published MQAR sweep: a reader sees what converging costs before the sweep ends."""
     lines = []
-    for row in cost[(cost["task"] == "mqar") & (cost.iloc[:, 1] == "all")].itertuples(index=False):
-        hours, groups = row[4], row[2]
+    for row in cost[(cost["task"] == "mqar") & (cost[cost.columns[1]] == "all")].to_dict("records"):
+        hours, groups = row["CPU hours"], row["groups"]
         verdict = "exceeded already" if hours > MQAR_CPU_HOURS_AIM else "within it so far"
         lines.append(
             f"mqar: the {groups} groups trained under the converged protocol so far (the within-family test's extra "

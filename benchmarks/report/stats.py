@@ -93,8 +93,11 @@ def first_seed(df: pd.DataFrame) -> pd.DataFrame:
     that seed replicates neither repeat rows nor weigh twice in a correlation (`seed_spread` has them)."""
     if df.empty:
         return df
-    lowest = df.groupby("design")["seed"].transform("min")
-    return df[df["seed"] == lowest].reset_index(drop=True)
+    return df[_is_lowest_seed(df)].reset_index(drop=True)
+
+
+def _is_lowest_seed(df: pd.DataFrame) -> pd.Series:
+    return df["seed"] == df.groupby("design")["seed"].transform("min")
 
 
 # Two mixers that are one model at a setting: (mixer, its state knob, the mixer it equals when the
@@ -139,11 +142,8 @@ def seed_medians(df: pd.DataFrame) -> pd.DataFrame:
         return df.assign(seeds=pd.Series(dtype=int), accuracy_low=pd.Series(dtype=float), accuracy_high=pd.Series(dtype=float))
     by = df.groupby("design")
     seeds = by["seed"].transform("nunique")
-    many = df[seeds >= MEDIAN_SEEDS].sort_values(["design", "accuracy", "seed"], kind="stable")
-    middle = many.groupby("design").cumcount() == (many.groupby("design")["seed"].transform("size") - 1) // 2
-    few = df[seeds < MEDIAN_SEEDS]
-    lowest = few[few["seed"] == few.groupby("design")["seed"].transform("min")]
-    out = pd.concat([many[middle], lowest]).sort_index()  # the rows keep their order in `df`
+    rank = df.sort_values(["accuracy", "seed"], kind="stable").groupby("design").cumcount().reindex(df.index)
+    out = df[(rank == (seeds - 1) // 2).where(seeds >= MEDIAN_SEEDS, _is_lowest_seed(df))].copy()
     out["seeds"] = seeds.loc[out.index].astype(int)
     out["accuracy_low"] = by["accuracy"].transform("min").loc[out.index]
     out["accuracy_high"] = by["accuracy"].transform("max").loc[out.index]
