@@ -131,7 +131,7 @@ def test_seed_replicates_stay_out_of_the_leaderboard_rows_and_show_their_spread(
     df.loc[(df["mixer"] == "b") & (df["seed"] == 1), "accuracy"] = 0.95
     lines = analysis.seed_summary(analysis.seed_spread(df), analysis.seed_verdicts(df))
     assert lines[0].startswith("mqar L=64, kv=8: b scores 0.400 / 0.950 / 0.420 at seeds 0, 1, 2 (a range of 0.55)")
-    assert lines[0].endswith("its rows elsewhere on this page are the run of its median seed (of 3).")  # seed_medians
+    assert lines[0].endswith("its rows elsewhere on this page are the run of its median seed (of 3).")  # median_seed_rows
     assert "2.00 / 1.00 / 2.00 at seeds 0, 1, 2: the same sign" in lines[1]
     two = df[df["seed"] < 2]  # two seeds have no middle: the rows elsewhere are the lowest seed's
     lines = analysis.seed_summary(analysis.seed_spread(two), analysis.seed_verdicts(two))

@@ -103,14 +103,14 @@ def test_three_seeds_show_their_median_seeds_row_and_range_two_their_lowest_seed
     mamba2 = [("mqar", "kv=8", 64, "mamba2", "", "m", s, a, e) for s, a, e in ((0, 0.244, 5.0), (1, 0.942, 6.0), (2, 0.808, 3.0))]
     df = _best(mamba2 + [("mqar", "kv=8", 64, "gla", "", "g", s, a, 2.0) for s, a in ((0, 0.5), (1, 0.9))])
     df["val_accuracy"] = df["accuracy"] + 0.01
-    out = stats.seed_medians(df).set_index("mixer")
+    out = stats.median_seed_rows(df).set_index("mixer")
     assert out.loc["mamba2", "accuracy"] == 0.808 and out.loc["mamba2", "ess"] == 3.0 and out.loc["mamba2", "seed"] == 2
     assert out.loc["mamba2", "val_accuracy"] == pytest.approx(0.818) and out.loc["mamba2", "seeds"] == 3
     assert (out.loc["mamba2", "accuracy_low"], out.loc["mamba2", "accuracy_high"]) == (0.244, 0.942)
     assert out.loc["gla", "accuracy"] == 0.5 and out.loc["gla", "seed"] == 0 and np.isnan(out.loc["gla", "accuracy_low"])
     assert list(out.index) == ["mamba2", "gla"]  # one row per design, in the order they came
     four = _best([("mqar", "kv=8", 64, "lru", "", "l", s, a, 1.0) for s, a in ((0, 0.4), (1, 0.1), (2, 0.3), (3, 0.2))])
-    assert stats.seed_medians(four)["seed"].tolist() == [3]  # 0.1, 0.2, 0.3, 0.4: the lower middle, 0.2 (seed 3)
+    assert stats.median_seed_rows(four)["seed"].tolist() == [3]  # 0.1, 0.2, 0.3, 0.4: the lower middle, 0.2 (seed 3)
 
 
 def _timed_rows(init_follows_final: bool, seed: int = 0) -> pd.DataFrame:

@@ -131,7 +131,7 @@ def distinct(df: pd.DataFrame) -> pd.DataFrame:
 MEDIAN_SEEDS = 3
 
 
-def seed_medians(df: pd.DataFrame) -> pd.DataFrame:
+def median_seed_rows(df: pd.DataFrame) -> pd.DataFrame:
     """One row per design: its lowest seed's row, and where it has MEDIAN_SEEDS or more seeds the row of
     its median seed by test accuracy (with an even count the lower middle one), with `seeds` (how many)
     and `accuracy_low`/`accuracy_high` (the range). A whole run's row, not medians taken column by

@@ -36,7 +36,7 @@ from benchmarks.report.stats import (
     first_seed,
     learned,
     same_model,
-    seed_medians,
+    median_seed_rows,
     select_best,
     shared_settings,
     stratified_advantage,
@@ -395,7 +395,7 @@ def board(records: list[dict], tp: pd.DataFrame | None = None, best: pd.DataFram
     tp = throughput_rows([]) if tp is None else tp
     if best is None:
         best = best_rows(run_rows(records), incomplete_groups(records))
-    df = seed_medians(best)  # a design at 3 or more seeds: its median seed's row, with the range
+    df = median_seed_rows(best)  # a design at 3 or more seeds: its median seed's row, with the range
     if not df.empty:
         df["learned"] = np.where(learned(df), "yes", "not learned")
         df["same_as"] = same_model(df)
