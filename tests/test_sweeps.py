@@ -204,6 +204,17 @@ def test_published_presets_plan_what_the_readme_says():
     assert {c["architecture"]["name"] for c in ablation} == set(registry.names()) - own
 
 
+def test_the_gpu_preset_trains_every_mixer_under_the_converged_protocol():
+    """`full`, the Zoology-scale sweep for GPUs: every registered mixer (not a list of its own), the whole
+    ladder, four widths, three seeds, each group's rate searched by successive halving on fresh data."""
+    configs = bench.plan(["preset=full"])
+    assert {c["architecture"]["name"] for c in configs} == set(registry.reference_names())
+    assert len(configs) == len(registry.reference_names()) * 6 * 4 * 3 * 4
+    assert {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"]) for c in configs} == {("wsd", (1000, 4000), None)}
+    assert {c["train"]["lr"] for c in configs} == {1e-4, 4.6e-4, 2.2e-3, 1e-2}  # Zoology's logspace(-4, -2, 4)
+    assert len({(c["task"]["seq_len"], c["task"]["num_kv_pairs"]) for c in configs}) == 6
+
+
 def test_a_narrowed_sweep_plans_a_disjoint_part_of_its_preset_under_the_same_keys():
     """Two processes sharing a preset by task (the README's way) must plan the preset's own runs, with
     its record keys, and between them all of it: else one would redo or miss the other's records."""
