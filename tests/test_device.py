@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from architectures import registry
 from benchmarks import device
 from benchmarks.store import load_record
 
@@ -43,13 +44,18 @@ def test_dry_run_returns_ceilings_throughput_and_training_records_in_at_most_8_f
     assert ok, [r.get("error") for r in records["throughput"]]
     assert all(r["metrics"]["ceilings_key"] == ceilings["key"] for r in ok)
     assert all(0 < r["metrics"]["forward_fraction_of_copy_ceiling"] for r in ok)
-    assert {r["metrics"]["mixer"] for r in ok} >= {"attention", "mamba"}
+    # the clock decides how far down the mixers a loaded CPU gets (each mixer's throughput: test_throughput.py);
+    # the first is always measured, and every mixer at the first length is measured or listed as not measured
+    assert "attention" in {r["metrics"]["mixer"] for r in ok}
     trained = [r for r in records["train"] if r["status"] == "ok"]
     assert trained, [r.get("error") for r in records["train"]]
     assert all(r["config"]["device"] == "cpu" and r["provenance"]["device_type"] == "cpu" for r in trained)
     assert {r["config"]["train"]["batch_size"] for r in trained} == {16}  # the dry run's overrides reached run_one
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["throughput"]["failed"] == []
+    accounted = summary["throughput"]["ok"] + summary["throughput"]["not_measured"]
+    assert {what.split()[0] for what in accounted if what.endswith("L=32")} == set(registry.names())
     assert summary["imports_missing_on_gpu"] == []  # else: add their wheels to device.WHEELS
     assert summary["records_packed"] == sum(len(v) for v in records.values())
     assert summary["job"]["elapsed_s"] < 120
