@@ -210,7 +210,8 @@ def test_the_gpu_preset_trains_every_mixer_under_the_converged_protocol():
     configs = bench.plan(["preset=full"])
     assert {c["architecture"]["name"] for c in configs} == set(registry.reference_names())
     assert len(configs) == len(registry.reference_names()) * 6 * 4 * 3 * 4
-    assert {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"]) for c in configs} == {("wsd", (1000, 4000), None)}
+    protocol = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"]) for c in configs}
+    assert protocol == {("wsd", (1000, 4000), None)}
     assert {c["train"]["lr"] for c in configs} == {1e-4, 4.6e-4, 2.2e-3, 1e-2}  # Zoology's logspace(-4, -2, 4)
     assert len({(c["task"]["seq_len"], c["task"]["num_kv_pairs"]) for c in configs}) == 6
 
