@@ -197,6 +197,7 @@ def test_the_protocols_cost_adds_up_per_mixer_and_per_setting_shortest_first():
     runs["run_seconds"] *= 3  # 54 CPU hours
     (line,) = findings.cost_lines(tables.protocol_cost(runs))
     assert "took 54.0 CPU hours" in line and "exceeded already" in line
+    assert findings.cost_lines(tables.protocol_cost(runs, by="setting"), by="setting") == [line]  # the same total
     assert findings.cost_lines(tables.protocol_cost(runs.iloc[:0])) == []  # nothing trained: no claim
 
 

@@ -24,7 +24,7 @@ from benchmarks.report.stats import (
     pooled_advantage,
     stratified_advantage,
 )  # fmt: skip
-from benchmarks.report.tables import BACKBONE_ORDER
+from benchmarks.report.tables import BACKBONE_ORDER, COST_TOTAL
 
 BACKBONE_LABELS = {
     "zoology": "Zoology's model",
@@ -543,11 +543,11 @@ def convergence_lines(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def cost_lines(cost: pd.DataFrame) -> list[str]:
-    """MQAR's CPU hours under the converged protocol so far (`tables.protocol_cost`) against the aim for
-    the whole published MQAR sweep: a reader sees what converging costs before the sweep ends."""
+def cost_lines(cost: pd.DataFrame, by: str = "mixer") -> list[str]:
+    """MQAR's CPU hours under the converged protocol so far (`tables.protocol_cost`, grouped `by`) against
+    the aim for the whole published MQAR sweep: a reader sees what converging costs before the sweep ends."""
     lines = []
-    for row in cost[(cost["task"] == "mqar") & (cost[cost.columns[1]] == "all")].to_dict("records"):
+    for row in cost[(cost["task"] == "mqar") & (cost[by] == COST_TOTAL)].to_dict("records"):
         hours, groups = row["CPU hours"], row["groups"]
         verdict = "exceeded already" if hours > MQAR_CPU_HOURS_AIM else "within it so far"
         lines.append(

@@ -465,9 +465,12 @@ def state_family(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=FAMILY_COLUMNS)
 
 
+COST_TOTAL = "all"  # protocol_cost's row that sums a task's groups
+
+
 def protocol_cost(runs: pd.DataFrame, by: str = "mixer") -> pd.DataFrame:
     """What the converged protocol costs, per task and mixer (or setting, `by="setting"`, shortest and
-    least demanding first) and in all: groups, runs (every rate the search trained) and CPU hours (each
+    least demanding first) and in all (`COST_TOTAL`): groups, runs (every rate the search trained) and CPU hours (each
     run's own seconds, one thread per run), from the records."""
     cols = ["task", by, "groups", "runs", "CPU hours", "hours per group"]
     if runs.empty:
@@ -476,7 +479,7 @@ def protocol_cost(runs: pd.DataFrame, by: str = "mixer") -> pd.DataFrame:
     for task, t in runs.groupby("task"):
         if by == "setting":
             t = t.sort_values(["seq_len", "memory_demand"], kind="stable")
-        for name, g in [*t.groupby(by, sort=by != "setting"), ("all", t)]:
+        for name, g in [*t.groupby(by, sort=by != "setting"), (COST_TOTAL, t)]:
             hours = g["run_seconds"].sum() / 3600
             out.append({"task": task, by: name, "groups": g["group"].nunique(), "runs": len(g), "CPU hours": hours,
                         "hours per group": hours / g["group"].nunique()})  # fmt: skip
