@@ -88,6 +88,9 @@ class Continued(_Model):
     run: Key  # the run trained further
     cap: Count  # the steps it had trained before its cooldown: its cap, or the rung a tie pruned it at
     why: Literal["cap", "pruned in a tie"] = "cap"  # records before ties were continued: the cap
+    # the seconds of the kept state it resumed from, which earlier records spent (0 if trained from its first
+    # step): its `seconds` are the whole run's; None before it was recorded (`benchmarks.backfill --carried`)
+    seconds_carried: float | None = None
 
 
 class Metrics(_Model):

@@ -243,10 +243,10 @@ def _continuable_path(store: Store, key: str) -> Path:
     return store.root / "continuable" / f"{key}.pt"
 
 
-def _save(path: Path, trainer: Trainer) -> None:
+def _save(path: Path, trainer: Trainer, **extra) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(trainer.state_dict(), tmp)
+    torch.save({**trainer.state_dict(), **extra}, tmp)
     os.replace(tmp, path)
 
 
@@ -466,6 +466,12 @@ def _resumable_state(parent: dict, store: Store) -> dict | None:
     return None
 
 
+def _seconds_of(state: dict | None) -> float:
+    """The time a kept trainer state had spent (training, evaluating, measuring): what a run resumed from
+    it carries over."""
+    return float(sum(state["seconds"].values())) if state is not None else 0.0
+
+
 def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
     key = run_key(cfg)
     device = resolve_device(cfg.get("device", "auto"))
@@ -479,17 +485,21 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
         own = _checkpoint_path(store, key)
         if (state := _load(own)) is not None:
             trainer.load_state_dict(state)
+            carried = state.get("seconds_carried", _seconds_of(_resumable_state(parent, store)))
         elif (state := _resumable_state(parent, store)) is not None:
             # the cap is lifted; the seconds carried over make the record's time the whole run's, as if
-            # trained straight through (its row replaces the capped one's, in the cost tables too)
+            # trained straight through, and `seconds_carried` says how many an earlier record spent
             trainer.load_state_dict({**state, "stopped": None})
+            carried = _seconds_of(state)
+        else:
+            carried = 0.0  # trained from its first step
         for until in halving.stretches(trainer, trainer.cfg.steps, _stretch(trainer.cfg)):
             if trainer.advance(until) is None:
-                _save(own, trainer)
+                _save(own, trainer, seconds_carried=carried)
         metrics = measure_trained(cfg, task, data, trainer.model, trainer.finish(data.test), device)
         at_init, search = parent["metrics"].get("ess_at_init"), parent["metrics"].get("search")
-        record["metrics"] = {**metrics, "ess_at_init": at_init, "search": search,
-                             "continued": _continued(parent)}  # fmt: skip
+        continued = {**_continued(parent), "seconds_carried": round(carried, 2)}
+        record["metrics"] = {**metrics, "ess_at_init": at_init, "search": search, "continued": continued}
         record["status"] = "ok"
     except KeyboardInterrupt:
         raise  # no record: the resumed sweep continues it from its checkpoint

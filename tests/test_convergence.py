@@ -355,8 +355,9 @@ def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_ca
     """`continue_to`: the run a search ended at the cap, trained further (from its state before the
     cooldown, or again from its first step when that state is gone), equals the same run trained alone,
     straight through, to the longer cap; the page's row for that rate is the continued run."""
+    from benchmarks.backfill import trainer_seconds
     from benchmarks.bench import expand
-    from benchmarks.report.rows import run_rows
+    from benchmarks.report.rows import run_rows, run_seconds
     from benchmarks.run import continue_group, run_group, run_one
     from benchmarks.store import Store
 
@@ -369,7 +370,12 @@ def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_ca
     (cfg,) = expand([*CONTINUED, f"store={tmp_path / 'sweep'}", "continue_to=80"])
     (cont,) = continue_group(cfg)  # what run_group(cfg) trains after the search (recorded)
     assert cont["status"] == "ok" and cont["continues"] == capped[0]["key"] and cont["group"] == capped[0]["group"]
+    carried = cont["metrics"]["continued"].pop("seconds_carried")
     assert cont["metrics"]["continued"] == {"run": capped[0]["key"], "cap": 40, "why": "cap"} and cont["metrics"]["main_steps"] == 80
+    # what it carried is the time the capped run's trainer spent (its record's, less the final ESS, measured
+    # outside it), or nothing where it was trained again from its first step; its own time fits its wall clock
+    assert carried == pytest.approx(trainer_seconds(capped[0]) if from_its_state else 0.0, abs=0.02)
+    assert run_seconds(Store(str(tmp_path / "sweep")).get(cont["key"])) <= cont["wall_time_s"]
     assert continue_group(cfg) == [Store(str(tmp_path / "sweep")).get(cont["key"])]  # done: not trained again
     assert not list((tmp_path / "sweep" / "checkpoints").glob("*.pt"))
 
@@ -391,6 +397,7 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
     ended (or, its kept state gone, from the searched run's), equals the run trained straight to the
     higher cap, names the first continuation as the run it trains further, and alone is the page's row;
     a continuation that stopped on a plateau is not trained further."""
+    from benchmarks.backfill import trainer_seconds
     from benchmarks.bench import expand, main
     from benchmarks.report.rows import run_rows, run_seconds
     from benchmarks.run import continuation_runs, continue_group, run_group, run_one
@@ -405,6 +412,7 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
         (sweep / "continuable" / f"{first['key']}.pt").unlink()
     assert main([*CONTINUED, f"store={sweep}", "continue_to=120"]) == 0  # the sweep, as a user raises the cap
     (second,) = [r for r in Store(str(sweep)).records() if r["config"]["train"]["steps"] == 120]
+    carried = second["metrics"]["continued"].pop("seconds_carried")
     assert second["continues"] == first["key"] and second["metrics"]["continued"] == {"run": first["key"], "cap": 80, "why": "cap"}
     straight = run_one({**second["config"], "store": str(tmp_path / "straight")})
     for key in ("accuracy", "val_loss", "best_step", "steps", "sequences", "stopped"):
@@ -418,8 +426,13 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
     assert second["key"] in rows.index and first["key"] not in rows.index and len(rows) == len(searched)
     assert math.isnan(rows.loc[second["key"], "parted_at"])
     (capped,) = [r for r in searched if r["key"] == first["continues"]]
+    resumed_from = first if kept == "its-state" else capped  # the kept state the second continuation took
+    assert carried == pytest.approx(trainer_seconds(resumed_from), abs=0.02)
+    second = store.get(second["key"])
+    for r in (first, second):  # a continuation's own time fits its process's wall clock: nothing counted twice
+        assert 0 < run_seconds(r) <= r["wall_time_s"]
     spent = sum(run_seconds(r) for r in (capped, first, second))  # the row's cost: all three trainings
-    assert rows.loc[second["key"], "run_seconds"] == pytest.approx(spent) and spent > run_seconds(second)
+    assert rows.loc[second["key"], "run_seconds"] == pytest.approx(spent)
     store.write({**second, "metrics": {**second["metrics"], "stopped": "plateau"}})  # as if it had stopped there
     assert continuation_runs(expand([*CONTINUED, f"store={sweep}", "continue_to=160"])[0], store) == []
 
@@ -458,7 +471,7 @@ def test_a_rate_pruned_in_a_tie_is_trained_on_and_one_pruned_on_its_merits_is_no
     assert len(ties) == 1
     records = {r["continues"]: r for r in continue_group(continued)}
     tie = records[pruned["key"]]
-    assert tie["metrics"]["continued"] == {"run": pruned["key"], "cap": 20, "why": "pruned in a tie"}
+    assert tie["metrics"]["continued"] == {"run": pruned["key"], "cap": 20, "why": "pruned in a tie", "seconds_carried": 0.0}
     straight = run_one({**tie["config"], "store": str(tmp_path / "straight")})
     assert [(e["step"], e["val_loss"]) for e in tie["metrics"]["history"]] == [
         (e["step"], e["val_loss"]) for e in straight["metrics"]["history"]
@@ -576,6 +589,46 @@ def test_backfilled_ess_at_init_equals_what_a_run_records(tmp_path):
     for key, ess in measured.items():
         filled = store.get(key)["metrics"]["ess_at_init"]
         assert filled.pop("backfilled") and filled == ess
+
+
+@pytest.mark.parametrize("kept", ["on-disk", "lost-after-it-started", "lost-before-it-started"])
+def test_backfilled_seconds_carried_equal_what_a_continuation_records(tmp_path, monkeypatch, kept):
+    """`benchmarks.backfill --carried` infers from the kept states and the records what a continuation
+    carried over: it equals what the continuation itself recorded, resumed from its run's kept state (still
+    on disk, or lost after it started) or trained from its first step (the state lost before)."""
+    import json as json_
+    from datetime import datetime, timezone
+
+    from benchmarks import backfill as bf
+    from benchmarks.bench import expand
+    from benchmarks.run import continue_group, run_group
+    from benchmarks.store import Store
+
+    assert bf._descends(bf.CARRIED_SINCE, bf.KEPT_SINCE) and not bf._descends(bf.KEPT_SINCE, bf.CARRIED_SINCE)
+    monkeypatch.setattr(bf, "_descends", lambda commit, since: True)  # this test's records come from code that has both
+    sweep = tmp_path / "sweep"
+    (capped,) = [r for r in run_group(expand([*CONTINUED, f"store={sweep}"])[0]) if r["metrics"]["stopped"] == "budget"]
+    state, lost = sweep / "continuable" / f"{capped['key']}.pt", None
+    if kept == "lost-before-it-started":  # a record's start is kept to the second
+        state.unlink()
+        lost = datetime.now(timezone.utc).replace(microsecond=0)
+    (cont,) = continue_group(expand([*CONTINUED, f"store={sweep}", "continue_to=80"])[0])
+    recorded = cont["metrics"]["continued"]["seconds_carried"]
+    assert (recorded > 0) == (kept != "lost-before-it-started")
+    if kept == "lost-after-it-started":
+        state.unlink()
+        lost = datetime.now(timezone.utc)
+    store = Store(str(sweep))
+    record = json_.loads(store.path(cont["key"]).read_text())
+    del record["metrics"]["continued"]["seconds_carried"]
+    store.write(record)
+    assert [r["key"] for r in bf.uncarried(store)] == [cont["key"]]
+    assert bf.backfill_carried(store, lost) == 1 and not bf.uncarried(store)
+    filled = store.get(cont["key"])["metrics"]["continued"]
+    assert filled.pop("carried_backfilled") and filled["seconds_carried"] == pytest.approx(recorded, abs=0.02)
+    with pytest.raises(SystemExit) as exit_:  # a time without its zone: exit 2 naming the option
+        bf.main([str(sweep), "--carried", "--kept-states-lost-before", "2026-12-05T21:00"])
+    assert exit_.value.code == 2
 
 
 def test_fresh_batches_are_a_function_of_the_step_and_never_validation_or_test():

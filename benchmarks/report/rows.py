@@ -84,10 +84,17 @@ def _ess_at(ess: dict, tolerance: str) -> float:
 
 def run_seconds(r: dict) -> float:
     """A run's own time: a group's runs (successive halving) share one wall_time_s, the group's, so theirs
-    is the sum of the parts each recorded (training steps, evaluations, ESS); a lone run's is its wall time."""
+    is the sum of the parts each recorded (training steps, evaluations, ESS), less what a continuation
+    carried over from the state it resumed from (`metrics.continued.seconds_carried`: the run it trains
+    further spent those); a lone run's is its wall time."""
     m = r.get("metrics", {})
     own = sum(v for v in (m.get("seconds") or {}).values() if isinstance(v, (int, float)))
-    return float(own) if own and m.get("search") else float(r["wall_time_s"])
+    return float(own) - seconds_carried(r) if own and m.get("search") else float(r["wall_time_s"])
+
+
+def seconds_carried(r: dict) -> float:
+    """The seconds a continuation took over from the kept state it resumed from (0 for any other run)."""
+    return float((r.get("metrics", {}).get("continued") or {}).get("seconds_carried") or 0.0)
 
 
 def parted_at(run: dict, parent: dict) -> float:
@@ -234,7 +241,8 @@ def time_rows(records: list[dict]) -> pd.DataFrame:
     for r in records:
         parts = r.get("metrics", {}).get("seconds") if r.get("status") == "ok" else None
         if parts:
-            rows.append({"mixer": mixer_spec(r["config"]["architecture"])[0], "wall": run_seconds(r), **parts})
+            whole = run_seconds(r) + seconds_carried(r)  # the whole run's, as its parts are
+            rows.append({"mixer": mixer_spec(r["config"]["architecture"])[0], "wall": whole, **parts})
     return pd.DataFrame(rows)
 
 
