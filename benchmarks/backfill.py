@@ -31,7 +31,7 @@ import functools
 import subprocess
 import sys
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import torch
@@ -108,12 +108,13 @@ def carried_seconds(record: dict, store: Store, lost_before: datetime | None) ->
     if not _descends(record["provenance"]["commit"], CARRIED_SINCE):
         return 0.0
     started, key = _started(record), record.get("continues")
+    began_by = started + timedelta(seconds=1)  # `started` is kept to the second
     while key is not None and (run := store.get(key)) is not None:
         keeps = run["metrics"]["stopped"] == "budget" and _descends(run["provenance"]["commit"], KEPT_SINCE)
         if run.get("status") == "ok" and keeps:
             kept = store.root / "continuable" / f"{key}.pt"
             if kept.exists():
-                if datetime.fromtimestamp(kept.stat().st_mtime, timezone.utc) <= started:
+                if datetime.fromtimestamp(kept.stat().st_mtime, timezone.utc) < began_by:
                     state = torch.load(kept, weights_only=False)
                     return float(sum(state["seconds"].values()))
             elif lost_before is not None and _started(run) < lost_before and started < lost_before:
