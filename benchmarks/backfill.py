@@ -38,7 +38,7 @@ import torch
 
 from benchmarks.config import build_task
 from benchmarks.provenance import git_state
-from benchmarks.run import _data, _ess_at_init
+from benchmarks.run import _continuable_path, _data, _ess_at_init, _seconds_of
 from benchmarks.store import Store, group_key
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -112,11 +112,10 @@ def carried_seconds(record: dict, store: Store, lost_before: datetime | None) ->
     while key is not None and (run := store.get(key)) is not None:
         keeps = run["metrics"]["stopped"] == "budget" and _descends(run["provenance"]["commit"], KEPT_SINCE)
         if run.get("status") == "ok" and keeps:
-            kept = store.root / "continuable" / f"{key}.pt"
+            kept = _continuable_path(store, key)
             if kept.exists():
                 if datetime.fromtimestamp(kept.stat().st_mtime, timezone.utc) < began_by:
-                    state = torch.load(kept, weights_only=False)
-                    return float(sum(state["seconds"].values()))
+                    return _seconds_of(torch.load(kept, weights_only=False))
             elif lost_before is not None and _started(run) < lost_before and started < lost_before:
                 return trainer_seconds(run)
         key = run.get("continues")

@@ -485,7 +485,7 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
         own = _checkpoint_path(store, key)
         if (state := _load(own)) is not None:
             trainer.load_state_dict(state)
-            carried = state.get("seconds_carried", _seconds_of(_resumable_state(parent, store)))
+            carried = state["seconds_carried"] if "seconds_carried" in state else _seconds_of(_resumable_state(parent, store))
         elif (state := _resumable_state(parent, store)) is not None:
             # the cap is lifted; the seconds carried over make the record's time the whole run's, as if
             # trained straight through, and `seconds_carried` says how many an earlier record spent
