@@ -42,7 +42,7 @@ def ladder_note(root) -> str:
     """The ladder's caption, naming where its rows come from: the published presets for the published
     store, the store itself for any other (the default preset's, a user's)."""
     where = (
-        "the published protocol (preset=published, published_ladder and published_ladder_top)."
+        "the published protocol (preset=published, published_ladder, published_ladder_l256 and published_ladder_top)."
         if Path(root).name == PUBLISHED_STORE and Path(root).parent.name != PUBLISHED_STORE
         else "the records of this store."
     )
