@@ -106,7 +106,7 @@ def analyse(root: Path, store: Store) -> dict:
     side = [r for rs in beside.values() for r in rw.by_status(rs)[1]]
     long = tb.backbone_ablation(ok + side)
     a["ablation"], a["findings"], a["cost"] = tb.ablation_table(long), fd.ablation_findings(long), tb.backbone_cost(ok + side)
-    a["unlearned"] = fd.never_learned(df, long)
+    a["unlearned"] = fd.never_learned(df, long) + fd.below_baseline_lines(df)
     a["ladder"] = tb.ladder(ranked)
     a["ladder_lines"] = fd.ladder_lines(a["ladder"])
     before = rw.measured(beside[ABLATION_STORES[0]])

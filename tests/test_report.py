@@ -56,3 +56,23 @@ def test_report_stages_import_only_the_stages_below_them():
         imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         above = {f"benchmarks.report.{s}" for s in STAGES[i + 1 :]} | {"benchmarks.leaderboard", "benchmarks.analysis"}
         assert not imported & above, f"report/{stage}.py imports {sorted(imported & above)}"
+
+
+def test_a_row_under_its_baseline_by_more_than_sampling_noise_is_flagged_and_named():
+    from benchmarks.report import findings
+
+    runs = pd.DataFrame(
+        {"group": ["sw8", "sw32", "lru", "hy", "old"], "task": "mqar", "mixer": ["sliding_window", "sliding_window", "lru", "hyena", "lru"],
+         "state": ["window_size=8", "window_size=32", "state_dim=16", "filter_order=64", ""], "setting": "L=128, kv=8",
+         "seq_len": 128, "memory_demand": 8, "tss": 8, "lr": 1e-3, "val_accuracy": 0.5, "val_loss": 1.0,
+         # 0.125 - 2.58 * sqrt(0.125 * 0.875 / 1000) = 0.098: 0.084 is under it, 0.110 is noise
+         "accuracy": [0.084, 0.650, 0.110, 0.180, 0.050], "no_recall": 0.125, "test_sequences": [1000, 1000, 1000, 1000, float("nan")]}
+    )  # fmt: skip
+    best = stats.best_rows(runs).set_index("group")
+    assert best["learned"].to_dict() == {"sw8": "below baseline", "sw32": "yes", "lru": "not learned", "hy": "yes",
+                                         "old": "not learned"}  # fmt: skip
+    assert stats.below_baseline(runs.assign(test_sequences=100_000)).tolist() == [True, False, True, False, True]
+    lines = findings.below_baseline_lines(best.reset_index())
+    assert len(lines) == 1 and lines[0].startswith("mqar: below the no-recall baseline")
+    assert "sliding_window window_size=8 at L=128, kv=8 0.084 (baseline 0.125)" in lines[0] and "lru" not in lines[0]
+    assert findings.below_baseline_lines(best.reset_index().assign(learned="not learned")) == []

@@ -109,6 +109,8 @@ COLUMNS: list[Column] = [
     _c("accuracy", "accuracy", "{:.3f}", True, "test accuracy of the best run on validation", lambda r: r.m["accuracy"]),
     _c("no_recall", "no-recall baseline", "{:.3f}", None, "accuracy without recall",
        lambda r: r.task.get("no_recall_accuracy", float("nan"))),
+    _c("test_sequences", description="the test sequences the accuracy is measured on",
+       read=lambda r: r.cfg.get("data", {}).get("num_test", float("nan"))),
     _c("val_accuracy", "val accuracy", "{:.3f}", True, "what the best run is chosen on",
        lambda r: r.m.get("val_accuracy", float("nan"))),
     _c("val_loss", higher=False, read=lambda r: r.m.get("val_loss", float("nan"))),
@@ -152,7 +154,8 @@ COLUMNS: list[Column] = [
     # computed from the rows by later stages
     _c("lr_grid", description="the learning rates of the group", provenance=True),
     _c("grid_spread", description="test accuracy's range over the grid", provenance=True),
-    _c("learned", "learned", description="above the no-recall baseline by the learned margin"),
+    _c("learned", "learned", description="yes: above the no-recall baseline by the learned margin; below baseline: "
+       "under it by more than sampling noise over the test sequences; else not learned"),
     _c("forward_tokens_per_s", description="measured forward throughput", provenance=True),
     _c("state_use", "state use", description="saturated, collapsed or neither"),
 ]  # fmt: skip

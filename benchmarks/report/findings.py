@@ -12,6 +12,8 @@ from benchmarks.report.rows import FAMILIES, declares, own_conv
 from benchmarks.report.stats import (
     ACCURACY_SHIFT,
     ATTENTION_FLOOR,
+    BELOW_BASELINE,
+    BELOW_BASELINE_Z,
     CONVERGED_SHARE,
     INSIDE_GRID_SHARE,
     INTERVAL_METHOD,
@@ -383,6 +385,27 @@ def never_learned(df: pd.DataFrame, ablation: pd.DataFrame | None = None) -> lis
                 f"{'both' if m['setting'].nunique() == 2 else 'all ' + str(m['setting'].nunique())} settings "
                 f"(best accuracy - baseline at most {gap:+.3f}).{why}"
             )
+    return out
+
+
+def below_baseline_lines(df: pd.DataFrame) -> list[str]:
+    """Per task, the best rows below their no-recall baseline (`stats.below_baseline`), each with its
+    accuracy and baseline: a reader should see where a model does worse than guessing among the values
+    its context holds, not find it averaged into "not learned"."""
+    out = []
+    for task, g in df.groupby("task"):
+        low = g[g["learned"] == BELOW_BASELINE].sort_values(["seq_len", "memory_demand", "mixer", "state"])
+        if low.empty:
+            continue
+        cells = "; ".join(
+            f"{r.mixer}{' ' + r.state if r.state else ''} at {r.setting} {r.accuracy:.3f} (baseline {r.no_recall:.3f})"
+            for r in low.itertuples()
+        )
+        out.append(
+            f"{task}: below the no-recall baseline by more than {BELOW_BASELINE_Z} standard errors over the test "
+            f"sequences: {cells}. Each does worse than a guess among the values its context holds: it cannot see them "
+            "(a window shorter than the context) or has learned to avoid them."
+        )
     return out
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from benchmarks import figures
 from benchmarks.report.columns import FORMATS, PROVENANCE, TABLE
 from benchmarks.report.rows import HEADLINE_TOLERANCE, failed_runs, provenance_blobs
-from benchmarks.report.stats import COLLAPSE, LEARNED_MARGIN, SATURATION
+from benchmarks.report.stats import BELOW_BASELINE_Z, COLLAPSE, LEARNED_MARGIN, SATURATION
 from benchmarks.throughput import scaling_table, speedup_table
 
 ABLATION_NOTE = (
@@ -181,7 +181,8 @@ def _definitions() -> str:
         "demand: what the task asks to hold (MQAR: kv pairs; in-context recall: the keys, at most the pairs - 1; selective "
         f"copying: the tokens to copy; compression: L - 1 tokens). Saturated: ESS >= {SATURATION} bound. Collapsed: ESS below "
         f"the memory demand although the bound is at least the demand, and ESS < {COLLAPSE} bound. Not learned: test "
-        f"accuracy within {LEARNED_MARGIN} of the no-recall baseline or below it. Each row is its group's best learning "
+        f"accuracy within {LEARNED_MARGIN} of the no-recall baseline or below it; below baseline: under it by more than "
+        f"{BELOW_BASELINE_Z} standard errors over the test sequences. Each row is its group's best learning "
         "rate, chosen on validation accuracy; test accuracy is reported. A design trained at 3 or more seeds shows its "
         "median seed's run, by test accuracy (the ladder adds the range); with fewer, its lowest seed: how much a row "
         "moves with the seed is in the Seeds section. The headline averages accuracy, accuracy above the baseline "

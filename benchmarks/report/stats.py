@@ -15,6 +15,13 @@ RECALL_MARGIN = LEARNED_MARGIN  # the same margin, under the name older callers 
 # A change of accuracy worth naming (between models, between seeds).
 ACCURACY_SHIFT = 0.1
 LEARNED_LITTLE = LEARNED_MARGIN  # never learned: within the margin on every setting
+# A row below its no-recall baseline: its test accuracy under the baseline by more than this many standard
+# errors of an accuracy over its test sequences (99%, two-sided; the queries of one sequence share one
+# model state, so the sequences, not the queries, are the independent draws). Such a model does worse
+# than a guess among the values its context holds: it cannot see them, or has learned to avoid them.
+BELOW_BASELINE_Z = 2.58
+# the `learned` column's values
+LEARNED, NOT_LEARNED, BELOW_BASELINE = "yes", "not learned", "below baseline"
 
 # State use, per best row, with the headline ESS against the largest value it can take: the bound,
 # the window's mean of min(TSS, i, L - i) (a block T[i:, :i] has rank at most min(i, L - i), so
@@ -76,11 +83,18 @@ def learned(df: pd.DataFrame, margin: float = LEARNED_MARGIN) -> pd.Series:
     return df["accuracy"] > df["no_recall"] + margin
 
 
+def below_baseline(df: pd.DataFrame) -> pd.Series:
+    """Whether each row's accuracy is below its no-recall baseline by more than BELOW_BASELINE_Z standard
+    errors over its test sequences; False where the row does not say how many it was tested on."""
+    error = np.sqrt(df["no_recall"] * (1 - df["no_recall"]) / df.get("test_sequences", np.nan))
+    return df["accuracy"] < df["no_recall"] - BELOW_BASELINE_Z * error
+
+
 def best_rows(runs: pd.DataFrame, held_back: list[str] = ()) -> pd.DataFrame:
-    """The leaderboard: one row per group (its best learning rate on validation), with `learned`;
-    the groups in `held_back` (`rows.incomplete_groups`) left out."""
+    """The leaderboard: one row per group (its best learning rate on validation), with `learned` (LEARNED,
+    NOT_LEARNED or BELOW_BASELINE); the groups in `held_back` (`rows.incomplete_groups`) left out."""
     df = select_best(runs[~runs["group"].isin(list(held_back))])
-    df["learned"] = np.where(learned(df), "yes", "not learned")
+    df["learned"] = np.select([learned(df), below_baseline(df)], [LEARNED, BELOW_BASELINE], NOT_LEARNED)
     return df.sort_values(
         ["task", "seq_len", "memory_demand", "accuracy", "mixer", "tss"],
         ascending=[True, True, True, False, True, True],
