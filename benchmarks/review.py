@@ -32,6 +32,7 @@ from benchmarks.conformance import ConformanceError, check_mixer
 from benchmarks.overrides import architecture_from_overrides, explain, normalize, wants_help
 from benchmarks.report.columns import BY_KEY, FORMATS
 from benchmarks.report.render import _figure, review_page
+from benchmarks.report.stats import BELOW_BASELINE
 from benchmarks.run import run_one
 from benchmarks.store import Store, protocol_key
 
@@ -148,7 +149,7 @@ def _notes(row, unsteady: str = "") -> str:
     notes = []
     if row["tss"] < row["memory_demand"]:
         notes.append("state too small for the task by construction (TSS < demand)")
-    if row["accuracy"] < row["no_recall"]:  # every row below it, also within the learned margin
+    if row["learned"] == BELOW_BASELINE:  # under it by more than sampling noise (stats.below_baseline)
         notes.append("below the no-recall baseline")
     if unsteady:
         notes.append("throughput unsteady (see Throughput scaling)")

@@ -193,6 +193,12 @@ def test_ranks_count_only_rows_that_learned_and_rows_within_the_tie_share_one():
     assert list(ranks) == ["1=", "1=", "3", "4", "not learned"]  # 0.995 and 0.985: 0.01 apart, one rank
 
 
+def test_a_row_is_noted_below_the_baseline_only_beyond_sampling_noise():
+    row = {"tss": 8, "memory_demand": 8, "no_recall": 0.125}
+    assert review._notes({**row, "accuracy": 0.083, "learned": "below baseline"}) == "below the no-recall baseline"
+    assert review._notes({**row, "accuracy": 0.120, "learned": "not learned"}) == ""  # 0.005 under it: noise
+
+
 def _tp_record(mixer: str, length: int, fwd_bwd: float, times=(1.0, 1.0, 1.0, 1.0)) -> dict:
     """A throughput record of `mixer` at `length`, `fwd_bwd` tokens/s forward + backward."""
     metrics = {"mixer": mixer, "seq_len": length, "kernel": "reference", "batch": 4, "forward_tokens_per_s": 2 * fwd_bwd,
