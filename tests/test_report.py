@@ -76,3 +76,21 @@ def test_a_row_under_its_baseline_by_more_than_sampling_noise_is_flagged_and_nam
     assert len(lines) == 1 and lines[0].startswith("mqar: below the no-recall baseline")
     assert "sliding_window window_size=8 at L=128, kv=8 0.084 (baseline 0.125)" in lines[0] and "lru" not in lines[0]
     assert findings.below_baseline_lines(best.reset_index().assign(learned="not learned")) == []
+
+
+def test_the_board_flags_the_row_it_shows_below_its_baseline():
+    import copy
+
+    from record_factory import CONFIG, valid_record
+
+    from benchmarks.report import tables
+
+    records = []
+    for mixer, accuracy in (("sliding_window", 0.083), ("lru", 0.120), ("gla", 0.600)):
+        cfg = copy.deepcopy(CONFIG)
+        cfg["architecture"], cfg["data"] = {"name": mixer}, {"num_test": 1000}
+        record = valid_record(cfg, accuracy=accuracy)
+        record["metrics"]["task"]["no_recall_accuracy"] = 0.125
+        records.append(record)
+    board = tables.board(records).set_index("mixer")
+    assert board["learned"].to_dict() == {"sliding_window": "below baseline", "lru": "not learned", "gla": "yes"}

@@ -404,7 +404,7 @@ def below_baseline_lines(df: pd.DataFrame) -> list[str]:
         out.append(
             f"{task}: below the no-recall baseline by more than {BELOW_BASELINE_Z} standard errors over the test "
             f"sequences: {cells}. Each does worse than a guess among the values its context holds: it cannot see them "
-            "(a window shorter than the context) or has learned to avoid them."
+            "(a window shorter than the context) or has not learned to pick among them."
         )
     return out
 

@@ -18,7 +18,8 @@ LEARNED_LITTLE = LEARNED_MARGIN  # never learned: within the margin on every set
 # A row below its no-recall baseline: its test accuracy under the baseline by more than this many standard
 # errors of an accuracy over its test sequences (99%, two-sided; the queries of one sequence share one
 # model state, so the sequences, not the queries, are the independent draws). Such a model does worse
-# than a guess among the values its context holds: it cannot see them, or has learned to avoid them.
+# than a guess among the values its context holds: it cannot see them, or has not learned to pick among
+# them.
 BELOW_BASELINE_Z = 2.58
 # the `learned` column's values
 LEARNED, NOT_LEARNED, BELOW_BASELINE = "yes", "not learned", "below baseline"
@@ -90,11 +91,16 @@ def below_baseline(df: pd.DataFrame) -> pd.Series:
     return df["accuracy"] < df["no_recall"] - BELOW_BASELINE_Z * error
 
 
+def learned_flag(df: pd.DataFrame) -> np.ndarray:
+    """The `learned` column: LEARNED (`learned`), BELOW_BASELINE (`below_baseline`) or NOT_LEARNED."""
+    return np.select([learned(df), below_baseline(df)], [LEARNED, BELOW_BASELINE], NOT_LEARNED)
+
+
 def best_rows(runs: pd.DataFrame, held_back: list[str] = ()) -> pd.DataFrame:
     """The leaderboard: one row per group (its best learning rate on validation), with `learned` (LEARNED,
     NOT_LEARNED or BELOW_BASELINE); the groups in `held_back` (`rows.incomplete_groups`) left out."""
     df = select_best(runs[~runs["group"].isin(list(held_back))])
-    df["learned"] = np.select([learned(df), below_baseline(df)], [LEARNED, BELOW_BASELINE], NOT_LEARNED)
+    df["learned"] = learned_flag(df)
     return df.sort_values(
         ["task", "seq_len", "memory_demand", "accuracy", "mixer", "tss"],
         ascending=[True, True, True, False, True, True],

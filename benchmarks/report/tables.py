@@ -34,7 +34,7 @@ from benchmarks.report.stats import (
     best_rows,
     distinct,
     first_seed,
-    learned,
+    learned_flag,
     median_seed_rows,
     same_model,
     select_best,
@@ -397,7 +397,7 @@ def board(records: list[dict], tp: pd.DataFrame | None = None, best: pd.DataFram
         best = best_rows(run_rows(records), incomplete_groups(records))
     df = median_seed_rows(best)  # a design at 3 or more seeds: its median seed's row, with the range
     if not df.empty:
-        df["learned"] = np.where(learned(df), "yes", "not learned")
+        df["learned"] = learned_flag(df)  # of the row shown (a median seed's)
         df["same_as"] = same_model(df)
     df["forward_tokens_per_s"] = [
         _nearest_throughput(tp, r.mixer, r.device, r.seq_len, r.kernels.split(",")) for r in df.itertuples()
