@@ -71,6 +71,12 @@ def analyse(root: Path, store: Store) -> dict:
     a["tp"] = throughput_rows(Store(root / "throughput").records())
     a["runs"] = runs = rw.run_rows(records)
     a["held_back"] = rw.incomplete_groups(records)  # a sweep in progress: their grid is not complete yet
+    a["mixed"] = rw.mixed_protocols(runs)
+    if a["mixed"]:
+        n = len(a["mixed"])
+        print(f"warning: {root}: {n} model{'s' if n != 1 else ''} trained under more than one protocol (first: "
+              f"{a['mixed'][0]}); move the older protocol's records to a store of their own, as results/budget_2000",
+              file=sys.stderr)  # fmt: skip
     a["every_seed"] = st.best_rows(runs, a["held_back"])  # each group's best rate, every seed
     a["df"] = df = tb.board(records, a["tp"], a["every_seed"])  # the tables keep the first seed
     a["corr"], a["within"] = tb.correlations(df), tb.within_mixer_correlations(df)

@@ -23,7 +23,7 @@ from architectures.linear_attention import LinearAttention
 from benchmarks import conformance, leaderboard, relabel, review
 from benchmarks.conformance import check_mixer
 from benchmarks.record import CorruptRecord, validate
-from benchmarks.store import Store, load_record
+from benchmarks.store import Store, group_key, load_record, run_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "results" / "default"  # 40 committed records: a store the page builds in seconds
@@ -496,3 +496,22 @@ def test_ctrl_c_with_one_worker_stops_the_group_it_trains_and_starts_no_other(tm
     stopped = [line for line in err.splitlines() if line.startswith("interrupted:")]
     assert len(stopped) == 1 and "1 group stopped" in stopped[0] and "1 not started" in stopped[0], err + out
     assert "Traceback" not in err
+
+
+def test_a_model_under_two_protocols_in_one_store_is_named_by_the_build(tmp_path, capsys):
+    """Every table would read both protocols' rows of one model as the leaderboard's: the build says so,
+    on stderr and in the page's summary, naming the model."""
+    root = tmp_path / "s"
+    shutil.copytree(SMALL, root)
+    store = Store(root)
+    record = next(r for r in store.records() if r["config"]["architecture"]["name"] == "lru")
+    again = copy.deepcopy(record)
+    again["config"]["train"]["steps"] = record["config"]["train"]["steps"] * 2  # another budget: another protocol
+    again["key"], again["group"] = run_key(again["config"]), group_key(again["config"])
+    store.write(again)
+    leaderboard.build(root)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "more than one protocol" in line]
+    assert len(warnings) == 1 and "1 model trained" in warnings[0] and "lru" in warnings[0]
+    page = (root / "leaderboard.md").read_text()
+    assert "Trained under more than one protocol, so read twice by every table: 1 model (lru" in page
+    assert "Trained under more than one protocol" not in (SMALL / "leaderboard.md").read_text()

@@ -314,7 +314,7 @@ def _tasks(
 
 
 def _summary_and_throughput(
-    extra: dict, *, store, ok, failed, tp, runs, held_back, df, coverage, fmt, **_
+    extra: dict, *, store, ok, failed, tp, runs, held_back, df, coverage, fmt, mixed=(), **_
 ) -> tuple[str, bool, str, str]:
     """The summary line, whether a sweep is incomplete, the tolerance note and the throughput section."""
     ht = functools.partial(html_table, formats=fmt)
@@ -337,6 +337,12 @@ def _summary_and_throughput(
             " Held back until the sweep completes their learning-rate grid: "
             f"{len(held_back)} group{'s' if len(held_back) != 1 else ''} "
             f"({', '.join(sorted({_describe_group(runs, g) for g in held_back}))})."
+        )
+    if mixed:
+        summary += (
+            f" Trained under more than one protocol, so read twice by every table: {len(mixed)} model"
+            f"{'s' if len(mixed) != 1 else ''} ({'; '.join(mixed[:5])}{'; ...' if len(mixed) > 5 else ''}); the older "
+            "protocol's records belong in a store of their own."
         )
     incomplete = any(c["ok"] + c["failed"] < c["planned"] for c in coverage)
     tol_note = (

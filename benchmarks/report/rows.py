@@ -403,6 +403,23 @@ def coverage(planned: dict[str, list[str]], records: list[dict]) -> list[dict]:
     return out
 
 
+# what names one model of the leaderboard, its training protocol aside
+MODEL_KEYS = ["task", "mixer", "state", "setting", "backbone", "seed"]
+
+
+def mixed_protocols(runs: pd.DataFrame) -> list[str]:
+    """The models (MODEL_KEYS) a store holds under more than one protocol (model, data or training
+    budget: `protocol_key`), each described once. Every table would read both as the leaderboard's, so
+    an older protocol's records belong in a store of their own (as `results/budget_2000`)."""
+    if runs.empty:
+        return []
+    counts = runs.groupby(MODEL_KEYS, dropna=False)["protocol"].nunique()
+    return [
+        f"{mixer}{' ' + state if state else ''} {task} {setting} seed {seed} ({n} protocols)"
+        for (task, mixer, state, setting, _backbone, seed), n in counts[counts > 1].items()
+    ]
+
+
 def searched_groups(records: list[dict]) -> set[str]:
     """The groups whose learning rate was searched by successive halving (the converged protocol)."""
     return {r.get("group", r["key"]) for r in records if r.get("status") == "ok" and r["metrics"].get("search")}
