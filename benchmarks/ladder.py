@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0
     if len(args) > 1:
-        print("usage: python -m benchmarks.ladder [store_dir]", file=sys.stderr)
+        print(f"store_dir: one store at most, got {len(args)} arguments; usage: python -m benchmarks.ladder [store_dir]",
+              file=sys.stderr)  # fmt: skip
         return 2
     root = Path(args[0] if args else "results")
     if not (root / "records").is_dir():

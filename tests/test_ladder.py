@@ -83,6 +83,9 @@ def test_the_command_names_a_store_without_records_and_exits_2(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "store_dir" in err and "records/" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "nowhere").exists()
+    assert ladder.main(["results", "more"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("store_dir: one store at most, got 2") and len(err.strip().splitlines()) == 1
 
 
 def test_the_command_says_which_preset_to_set_when_a_rung_below_has_landed(tmp_path, capsys):
