@@ -61,8 +61,7 @@ def passes(rows: pd.DataFrame, rule: str) -> pd.Series:
 
 def planned_groups(preset: str, task: str) -> list[str]:
     """The group keys `preset` plans on `task` (every state size of every mixer it lists)."""
-    groups = [g for g in expand([f"preset={preset}", f"task={task}"]) if grid_runs(g)]
-    return [group_key(grid_runs(g)[0]) for g in groups]
+    return [group_key(runs[0]) for g in expand([f"preset={preset}", f"task={task}"]) if (runs := grid_runs(g))]
 
 
 def preset_mixers(preset: str) -> list[str]:
@@ -71,14 +70,20 @@ def preset_mixers(preset: str) -> list[str]:
     return [m for m in registry.reference_names() if m in listed]
 
 
-def choose(records: list[dict], groups: list[str], rule: str) -> list[str] | None:
+def best_of(records: list[dict]) -> pd.DataFrame | None:
+    """Each group's best row (`stats.best_rows`, grids a sweep has not finished held back); None without runs."""
+    runs = rw.run_rows(records)
+    return None if runs.empty else st.best_rows(runs, rw.incomplete_groups(records))
+
+
+def choose(records: list[dict], groups: list[str], rule: str, best: pd.DataFrame | None = None) -> list[str] | None:
     """The mixers that earn the rung above: each mixer's best row over its state sizes (chosen on
     validation, `best_per_setting`) among `groups`, the rung below's groups, passing `rule`; in the
-    registry's order. None while any of those groups has no best row yet (the rung below not landed)."""
-    runs = rw.run_rows(records)
-    if runs.empty:
+    registry's order. None while any of those groups has no best row yet (the rung below not landed).
+    `best`: `best_of(records)`, where the caller has it already."""
+    best = best_of(records) if best is None else best
+    if best is None:
         return None
-    best = st.best_rows(runs, rw.incomplete_groups(records))
     below = best[best["group"].isin(groups)]
     if set(below["group"]) != set(groups):
         return None
@@ -90,13 +95,14 @@ def choose(records: list[dict], groups: list[str], rule: str) -> list[str] | Non
 def report(root: Path) -> tuple[list[str], bool]:
     """One line per rung, and whether every landed rung's preset lists what its rule picks."""
     records = Store(root).records()
+    best, landed = best_of(records), {r.get("group") for r in records if r.get("status") == "ok"}
     lines, agree = [], True
     for rung in RUNGS:
         groups = planned_groups(rung.below, rung.below_task)
-        picked, listed = choose(records, groups, rung.rule), preset_mixers(rung.preset)
+        picked, listed = choose(records, groups, rung.rule, best), preset_mixers(rung.preset)
         head = f"{rung.preset}: the mixers whose {rule_text(rung.rule)} on {rung.below_task} ({rung.below})"
         if picked is None:
-            done = len(set(groups) & {r.get("group") for r in records if r.get("status") == "ok"})
+            done = len(set(groups) & landed)
             lines.append(f"{head}: not landed ({done} of {len(groups)} groups); the preset lists {', '.join(listed)}")
             continue
         same = picked == listed

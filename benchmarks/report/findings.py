@@ -398,8 +398,7 @@ def below_baseline_lines(df: pd.DataFrame) -> list[str]:
         if low.empty:
             continue
         cells = "; ".join(
-            f"{r.mixer}{' ' + r.state if r.state else ''} at {r.setting} {r.accuracy:.3f} (baseline {r.no_recall:.3f})"
-            for r in low.itertuples()
+            f"{_named(r)} {r.accuracy:.3f} (baseline {r.no_recall:.3f})" for r in low.itertuples()
         )
         out.append(
             f"{task}: below the no-recall baseline by more than {BELOW_BASELINE_Z} standard errors over the test "
