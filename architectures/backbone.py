@@ -4,7 +4,8 @@
   `zoology/experiments/models_repo.py`). `n_layers` (2) pre-norm blocks with no MLP: Zoology's
   TransformerBlock with `state_mixer = Identity`, i.e. x + mixer(norm1 x), then x + norm2 x. A mixer
   without a short convolution of its own (`short_conv`, declared by the mixer), or that Zoology wraps
-  anyway (`zoology_hybrid`: DeltaNet, Gated DeltaNet), is wrapped as `Hybrid([BaseConv(kernel_size=3), mixer])`, which builds `configs[layer_idx % 2]`: layer 0 is a
+  anyway (`zoology_hybrid`: DeltaNet, Gated DeltaNet), is wrapped as
+  `Hybrid([BaseConv(kernel_size=3), mixer])`, which builds `configs[layer_idx % 2]`: layer 0 is a
   BaseConv, layer 1 the mixer. Mamba and Mamba-2 fill every layer, in Zoology's MambaBlock
   (x + mixer(norm x), no state mixer: `zoology_block = "mamba"`), Hyena every layer in the
   TransformerBlock. The LM head is tied to the token embedding and both start at normal(0, 0.02),
@@ -137,12 +138,12 @@ class LanguageModel(nn.Module):
     @property
     def mixers(self) -> list[nn.Module]:
         """The layers of the mixer under test (not the BaseConv layers a backbone adds)."""
-        return [b.mixer for b, (what, _) in zip(self.blocks, self.layout) if what == "mixer"]
+        return [b.mixer for b, (what, _) in zip(self.blocks, self.layout, strict=True) if what == "mixer"]
 
     @property
     def convs(self) -> list[nn.Module]:
         """The BaseConv layers the backbone put ahead of the mixer (none where it has its own convolution)."""
-        return [b.mixer for b, (what, _) in zip(self.blocks, self.layout) if what == "base_conv"]
+        return [b.mixer for b, (what, _) in zip(self.blocks, self.layout, strict=True) if what == "base_conv"]
 
     def forward(self, tokens: Tensor, keep: Tensor | None = None) -> Tensor:
         """Logits `(B, L, vocab)`, or `(n, vocab)` at the positions where `keep` (bool, `(B, L)`) is
@@ -162,7 +163,7 @@ class LanguageModel(nn.Module):
         """Logits `(B, vocab)` of one token per sequence `(B,)`, and the new state."""
         x = self.embed(tokens_t)
         new = []
-        for block, s in zip(self.blocks, state):
+        for block, s in zip(self.blocks, state, strict=True):
             x, s = block.step(x, s)
             new.append(s)
         return self.head(self.norm(x)), new

@@ -273,7 +273,7 @@ def headline_figure(best: pd.DataFrame, out_dir: Path, task: str = "mqar") -> di
     cols = min(len(order), 4)
     rows = -(-len(order) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols + 0.4, 1.9 * rows + 0.7), sharey=True, squeeze=False)
-    for ax, setting in zip(axes.flat, order):
+    for ax, setting in zip(axes.flat, order, strict=False):  # the grid may have spare axes
         g = df[df["setting"] == setting]
         for mixer, m in g.groupby("mixer"):
             ax.scatter(m["ess"].clip(lower=0.5), m["accuracy"], s=22, color=palette[mixer], marker=markers[mixer], label=mixer)
@@ -291,7 +291,9 @@ def headline_figure(best: pd.DataFrame, out_dir: Path, task: str = "mqar") -> di
     for ax in axes[-1]:
         ax.set_xlabel(f"ESS ({HEADLINE_TOLERANCE})", fontsize=8)
     handles = {h.get_label(): h for ax in axes.flat for h in ax.collections}
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=5, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.legend(
+        handles.values(), handles.keys(), loc="lower center", ncol=5, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02)
+    )
     fig.tight_layout(rect=(0, 0.1 if rows == 1 else 0.07, 1, 1))
     _save(fig, out_dir, f"headline_{task}", paths)
     return paths

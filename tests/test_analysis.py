@@ -243,7 +243,8 @@ def _record(mixer, backbone, kv, lr, acc, val, ess=4.0, steps=2000, wall=10.0):
                    "ess_mean_by_tolerance": {analysis.HEADLINE_TOLERANCE: ess}}  # fmt: skip
     metrics = {"accuracy": acc, "val_accuracy": val, "val_loss": 1 - val, "steps": steps, "tss": 16, "cache_bytes": 1,
                "parameters": 1, "kernels": ["reference"], "ess": ess_summary,
-               "task": {"name": "mqar", "seq_len": 64, "num_kv_pairs": kv, "memory_demand": kv, "no_recall_accuracy": 1 / kv}}  # fmt: skip
+               "task": {"name": "mqar", "seq_len": 64, "num_kv_pairs": kv, "memory_demand": kv,
+                        "no_recall_accuracy": 1 / kv}}  # fmt: skip
     return {"key": run_key(cfg), "group": group_key(cfg), "config": cfg, "seed": 0, "status": "ok", "metrics": metrics,
             "provenance": {"commit": "abc", "device": "cpu"}, "wall_time_s": wall}  # fmt: skip
 
@@ -272,8 +273,8 @@ def test_backbone_ablation_sets_each_backbones_best_side_by_side_and_names_what_
 
 def test_a_mixer_with_its_own_convolution_takes_its_mad_cell_as_its_conv_mlp_cell():
     """conv_mlp builds a short_conv mixer's mad model unchanged, so the sweep does not train it twice."""
-    records = [_record(m, b, 4, 1e-2, acc, acc) for m, b, acc in
-               (("mamba", "zoology", 0.3), ("mamba", "mad", 0.8), ("a", "zoology", 0.9), ("a", "mad", 0.3), ("a", "conv_mlp", 0.7))]  # fmt: skip
+    cells = (("mamba", "zoology", 0.3), ("mamba", "mad", 0.8), ("a", "zoology", 0.9), ("a", "mad", 0.3), ("a", "conv_mlp", 0.7))
+    records = [_record(m, b, 4, 1e-2, acc, acc) for m, b, acc in cells]
     long = analysis.backbone_ablation(records)
     table = analysis.ablation_table(long).set_index("mixer")
     assert table.loc["mamba", "kv=4 accuracy: conv_mlp"] == 0.8 and table.loc["a", "kv=4 accuracy: conv_mlp"] == 0.7

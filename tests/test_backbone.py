@@ -60,7 +60,9 @@ def test_zoology_layout_is_hybrid_base_conv_then_mixer():
     assert model.convs[0].kernel_size == 3  # models_repo.py: conv_mixer = BaseConv(kernel_size=3)
 
 
-@pytest.mark.parametrize(("mixer", "cls", "state"), [("mamba", "Mamba", "none"), ("mamba2", "Mamba2", "none"), ("hyena", "Hyena", "identity")])
+@pytest.mark.parametrize(
+    ("mixer", "cls", "state"), [("mamba", "Mamba", "none"), ("mamba2", "Mamba2", "none"), ("hyena", "Hyena", "identity")]
+)
 def test_zoology_layout_of_a_mixer_with_its_own_convolution(mixer, cls, state):
     """Mamba and Mamba-2 in Zoology's MambaBlock (no state mixer), Hyena in its TransformerBlock: the
     mixer in every layer, no BaseConv."""

@@ -371,7 +371,8 @@ def test_a_capped_run_continued_equals_the_run_trained_straight_to_the_longer_ca
     (cont,) = continue_group(cfg)  # what run_group(cfg) trains after the search (recorded)
     assert cont["status"] == "ok" and cont["continues"] == capped[0]["key"] and cont["group"] == capped[0]["group"]
     carried = cont["metrics"]["continued"].pop("seconds_carried")
-    assert cont["metrics"]["continued"] == {"run": capped[0]["key"], "cap": 40, "why": "cap"} and cont["metrics"]["main_steps"] == 80
+    assert cont["metrics"]["continued"] == {"run": capped[0]["key"], "cap": 40, "why": "cap"}
+    assert cont["metrics"]["main_steps"] == 80
     # what it carried is the time the capped run's trainer spent (its record's, less the final ESS, measured
     # outside it), or nothing where it was trained again from its first step; its own time fits its wall clock
     assert carried == pytest.approx(trainer_seconds(capped[0]) if from_its_state else 0.0, abs=0.02)
@@ -413,7 +414,8 @@ def test_a_cap_raised_twice_continues_the_first_continuation(tmp_path, kept):
     assert main([*CONTINUED, f"store={sweep}", "continue_to=120"]) == 0  # the sweep, as a user raises the cap
     (second,) = [r for r in Store(str(sweep)).records() if r["config"]["train"]["steps"] == 120]
     carried = second["metrics"]["continued"].pop("seconds_carried")
-    assert second["continues"] == first["key"] and second["metrics"]["continued"] == {"run": first["key"], "cap": 80, "why": "cap"}
+    assert second["continues"] == first["key"]
+    assert second["metrics"]["continued"] == {"run": first["key"], "cap": 80, "why": "cap"}
     straight = run_one({**second["config"], "store": str(tmp_path / "straight")})
     for key in ("accuracy", "val_loss", "best_step", "steps", "sequences", "stopped"):
         assert second["metrics"][key] == straight["metrics"][key], key
@@ -455,7 +457,9 @@ def test_a_rate_pruned_in_a_tie_is_trained_on_and_one_pruned_on_its_merits_is_no
     n = _scored_in_validation(cfg)
 
     def rescored(record: dict, accuracy: float, loss: float) -> None:  # its score at the rung (step 20)
-        history = [{**h, "val_accuracy": accuracy, "val_loss": loss} if h["step"] == 20 else h for h in record["metrics"]["history"]]
+        history = [
+            {**h, "val_accuracy": accuracy, "val_loss": loss} if h["step"] == 20 else h for h in record["metrics"]["history"]
+        ]
         store.write({**record, "metrics": {**record["metrics"], "history": history}})
 
     a, loss = 0.5, 2.0
@@ -543,7 +547,8 @@ def test_caps_in_one_job_train_the_group_as_the_sweeps_one_cap_at_a_time_do(tmp_
 
     def outcome(root):
         return sorted((r["key"], r.get("continues"), r["metrics"]["stopped"], r["metrics"]["accuracy"],
-                       [(h["step"], h["val_loss"]) for h in r["metrics"]["history"]]) for r in Store(str(root)).records())  # fmt: skip
+                       [(h["step"], h["val_loss"]) for h in r["metrics"]["history"]])
+                      for r in Store(str(root)).records())  # fmt: skip
 
     assert outcome(tmp_path / "job") == outcome(staged)
     assert {r["config"]["train"]["steps"] for r in Store(str(staged)).records()} == {40, 80, 120}

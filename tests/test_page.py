@@ -71,13 +71,15 @@ def test_the_first_screen_holds_the_headline_table_of_every_mixer_its_figure_and
 
     from benchmarks.store import Store
 
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    screen = {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", screen)
     browser.get(PAGE.as_uri())
     first = browser.find_element(By.TAG_NAME, "table")
     assert first.get_attribute("id") == "headline"
     shown = {r.find_elements(By.TAG_NAME, "td")[0].text for r in first.find_elements(By.CSS_SELECTOR, "tbody tr")}
     recorded = {r["config"]["architecture"].get("name") for r in Store(PAGE.parent).records() if r.get("status") == "ok"}
     assert shown == recorded, json.dumps(sorted(recorded ^ shown))
-    for element in (first, browser.find_element(By.CSS_SELECTOR, ".first img"), browser.find_element(By.CSS_SELECTOR, ".verdict.short")):
+    above_the_fold = (first, *(browser.find_element(By.CSS_SELECTOR, c) for c in (".first img", ".verdict.short")))
+    for element in above_the_fold:
         bottom = browser.execute_script("return arguments[0].getBoundingClientRect().bottom", element)
         assert 0 < bottom <= 900, element.tag_name

@@ -62,11 +62,13 @@ def test_a_row_under_its_baseline_by_more_than_sampling_noise_is_flagged_and_nam
     from benchmarks.report import findings
 
     runs = pd.DataFrame(
-        {"group": ["sw8", "sw32", "lru", "hy", "old"], "task": "mqar", "mixer": ["sliding_window", "sliding_window", "lru", "hyena", "lru"],
+        {"group": ["sw8", "sw32", "lru", "hy", "old"], "task": "mqar",
+         "mixer": ["sliding_window", "sliding_window", "lru", "hyena", "lru"],
          "state": ["window_size=8", "window_size=32", "state_dim=16", "filter_order=64", ""], "setting": "L=128, kv=8",
          "seq_len": 128, "memory_demand": 8, "tss": 8, "lr": 1e-3, "val_accuracy": 0.5, "val_loss": 1.0,
          # 0.125 - 2.58 * sqrt(0.125 * 0.875 / 1000) = 0.098: 0.084 is under it, 0.110 is noise
-         "accuracy": [0.084, 0.650, 0.110, 0.180, 0.050], "no_recall": 0.125, "test_sequences": [1000, 1000, 1000, 1000, float("nan")]}
+         "accuracy": [0.084, 0.650, 0.110, 0.180, 0.050], "no_recall": 0.125,
+         "test_sequences": [1000, 1000, 1000, 1000, float("nan")]}
     )  # fmt: skip
     best = stats.best_rows(runs).set_index("group")
     assert best["learned"].to_dict() == {"sw8": "below baseline", "sw32": "yes", "lru": "not learned", "hy": "yes",

@@ -169,7 +169,9 @@ def test_published_presets_plan_what_the_readme_says():
         counts[preset] = len(configs)
         designs[preset] = {design_key(single_run(c)) for c in configs}
         assert {c["store"] for c in configs} == {"results"}
-    assert counts == {"published": 14 * 2 * 6 * 4 - 6 * 4, "published_mad": (3 * 2 * 2 * 14 - 3 * 2) * 4, "published_seeds": 13 * 3 * 2 * 4}
+    assert counts == {
+        "published": 14 * 2 * 6 * 4 - 6 * 4, "published_mad": (3 * 2 * 2 * 14 - 3 * 2) * 4, "published_seeds": 13 * 3 * 2 * 4
+    }
     family = bench.plan(["preset=state_family"])  # the ESS paper's test: four sizes per family, three settings
     assert len(family) == 4 * 4 * 3 * 4 and {c["store"] for c in family} == {"results"}
     sizes = {}
@@ -177,16 +179,18 @@ def test_published_presets_plan_what_the_readme_says():
         sizes.setdefault(c["architecture"]["name"], set()).add(design_key(single_run(c)))
     assert {m: len(d) for m, d in sizes.items()} == dict.fromkeys(["gla", "wla", "linear_attention", "sliding_window"], 4 * 3)
     assert len({design_key(single_run(c)) for c in family} & designs["published"]) == 4 * 2 * 3  # its state=0,1 are published's
-    for preset in ("published", "published_ladder", "published_ladder_l256", "published_ladder_top", "published_seeds", "state_family"):
-        trains = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"]) for c in bench.plan([f"preset={preset}"])}
+    mqar_presets = ("published", "published_ladder", "published_ladder_l256", "published_ladder_top", "published_seeds")
+    for preset in (*mqar_presets, "state_family"):
+        trains = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"])
+                  for c in bench.plan([f"preset={preset}"])}  # fmt: skip
         assert trains == {("wsd", (1000, 4000), None)}, preset
     mad = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["train"]["solved_accuracy"], c["data"]["num_train"])
            for c in bench.plan(["preset=published_mad"])}  # fmt: skip
     assert mad == {("wsd", (1000, 4000), 0.999, 12800)}  # converged, with MAD's stop and MAD's training set
     assert designs["published_seeds"] <= designs["published"]
     # MQAR in Zoology's model, MAD in MAD's; the ablation's middle column in its own store
-    backbones = {p: {c["model"]["backbone"] for c in bench.plan([f"preset={p}"])} for p in
-                 ("published", "published_ladder", "published_seeds", "published_mad", "ablation_backbone", "default")}  # fmt: skip
+    presets = ("published", "published_ladder", "published_seeds", "published_mad", "ablation_backbone", "default")
+    backbones = {p: {c["model"]["backbone"] for c in bench.plan([f"preset={p}"])} for p in presets}
     assert backbones == {"published": {"zoology"}, "published_ladder": {"zoology"}, "published_seeds": {"zoology"},
                          "published_mad": {"mad"}, "ablation_backbone": {"conv_mlp"}, "default": {"zoology"}}  # fmt: skip
     ladder = {(c["task"]["seq_len"], c["task"]["num_kv_pairs"]) for c in bench.plan(["preset=published_ladder"])}
@@ -290,4 +294,5 @@ def test_relabel_refuses_a_threshold_its_preset_does_not_plan_and_writes_nothing
     assert "change the preset first" in capsys.readouterr().err
     assert plan.read_text() == '{"keys": []}'
     assert relabel.main([str(tmp_path), "published", "--solved-accuracy", "0.995"]) == 0
-    assert len(json.loads(plan.read_text())["keys"]) == 14 * 2 * 6 * 4 - 6 * 4  # rewritten: the preset's plan now (attention: one state)
+    # rewritten: the preset's plan now (attention: one state)
+    assert len(json.loads(plan.read_text())["keys"]) == 14 * 2 * 6 * 4 - 6 * 4

@@ -9,9 +9,10 @@ needs before compiling is ahead (never, where the compiled step is not faster).
 Each mixer is measured in a process of its own, as a run of the sweep compiles in its own: one process
 compiling mixer after mixer hits dynamo's recompile limit and measures the later ones eagerly (a
 `torch._dynamo.reset()` between them does not prevent it). The compile time is the first compiled
-step's, with inductor's on-disk cache as the machine has it: a sweep's later runs find it warm too. Under the converged protocol a run trains from 1,000 steps (the first rung) to the cap
-and beyond (`continue_to`): a mixer would be compiled where its break-even lies well inside that; one
-whose compiled step is slower is trained eagerly.
+step's, with inductor's on-disk cache as the machine has it: a sweep's later runs find it warm too.
+Under the converged protocol a run trains from 1,000 steps (the first rung) to the cap and beyond
+(`continue_to`): a mixer would be compiled where its break-even lies well inside that; one whose
+compiled step is slower is trained eagerly.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def _row(r: dict) -> str:
     if "error" in r:
         return f"| {r['mixer']} | fails: {r['error']} | | | | |"
     even = "never" if r["break_even_steps"] == float("inf") else f"{r['break_even_steps']:,.0f}"
-    return f"| {r['mixer']} | {r['compile_s']:.0f} | {r['eager_ms']:.1f} | {r['compiled_ms']:.1f} | {r['speedup']:.2f}x | {even} |"
+    cells = (r["mixer"], f"{r['compile_s']:.0f}", f"{r['eager_ms']:.1f}", f"{r['compiled_ms']:.1f}", f"{r['speedup']:.2f}x", even)
+    return "| " + " | ".join(cells) + " |"
 
 
 def main() -> int:
@@ -90,8 +92,8 @@ def main() -> int:
                  "--threads", str(args.threads), "--rounds", str(args.rounds), "--steps", str(args.steps)]  # fmt: skip
         done = subprocess.run(child, capture_output=True, text=True)
         rows = [line for line in done.stdout.splitlines() if line.startswith("|")]
-        print(rows[-1] if rows else f"| {mixer} | fails: exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]} | | | | |",
-              flush=True)  # fmt: skip
+        failed = f"| {mixer} | fails: exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]} | | | | |"
+        print(rows[-1] if rows else failed, flush=True)
     return 0
 
 

@@ -181,6 +181,7 @@ OTHER_FORMATS = {
     "steps share": "{:.1%}", "evaluation share": "{:.1%}", "ess over training share": "{:.1%}",
     "final ess share": "{:.1%}", "largest spread": "{:.3f}", "CPU hours": "{:.2f}", "hours per group": "{:.2f}",
     "Spearman within settings": "{:.2f}", "accuracy before": "{:.3f}", "accuracy now": "{:.3f}",
-    "sequences before": "{:,.0f}", "load": "{:.1f}", "sequences now": "{:,.0f}", "attention's lowest accuracy": "{:.3f}", "low": "{:.2f}", "high": "{:.2f}", "step": "{:,.0f}",
+    "sequences before": "{:,.0f}", "load": "{:.1f}", "sequences now": "{:,.0f}", "attention's lowest accuracy": "{:.3f}",
+    "low": "{:.2f}", "high": "{:.2f}", "step": "{:,.0f}",
 }  # fmt: skip
 FORMATS = {**{c.label: c.fmt for c in COLUMNS if c.fmt}, **OTHER_FORMATS}  # label -> format

@@ -624,7 +624,9 @@ def continuation_lines(best: pd.DataFrame) -> list[str]:
                      f"curves part from the capped runs' ({cells}): new draws of the same config, as another seed "
                      f"would be, not those runs trained further")  # fmt: skip
         if len(tied):
-            cells = "; ".join(f"{_named(r)} at lr {r.lr:g}, {r.accuracy:.3f} after {r.steps:,.0f} steps" for r in tied.itertuples())
+            cells = "; ".join(
+                f"{_named(r)} at lr {r.lr:g}, {r.accuracy:.3f} after {r.steps:,.0f} steps" for r in tied.itertuples()
+            )
             line += (f". {len(tied)} best rows are rates the search pruned at a rung in a tie with the rate it promoted "
                      f"(validation accuracies within two standard errors, the pruned run's loss lower), trained on to the "
                      f"same cap: {cells}; the search's own pick there was not the best rate")  # fmt: skip
