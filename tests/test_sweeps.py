@@ -179,8 +179,9 @@ def test_published_presets_plan_what_the_readme_says():
         sizes.setdefault(c["architecture"]["name"], set()).add(design_key(single_run(c)))
     assert {m: len(d) for m, d in sizes.items()} == dict.fromkeys(["gla", "wla", "linear_attention", "sliding_window"], 4 * 3)
     assert len({design_key(single_run(c)) for c in family} & designs["published"]) == 4 * 2 * 3  # its state=0,1 are published's
-    mqar_presets = ("published", "published_ladder", "published_ladder_l256", "published_ladder_top", "published_seeds")
-    for preset in (*mqar_presets, "state_family"):
+    converged = ("published", "published_ladder", "published_ladder_l256", "published_ladder_top", "published_seeds",
+                 "state_family")  # fmt: skip
+    for preset in converged:
         trains = {(c["train"]["schedule"], tuple(c["train"]["rungs"]), c["data"]["num_train"])
                   for c in bench.plan([f"preset={preset}"])}  # fmt: skip
         assert trains == {("wsd", (1000, 4000), None)}, preset
