@@ -265,3 +265,26 @@ def test_runs_only_the_family_preset_planned_stay_out_of_the_ranking_tables(tmp_
     assert family_only_keys(plans(tmp_path)) == {"c", "d"}
     (tmp_path / "plans" / "state_family.json").unlink()
     assert family_only_keys(plans(tmp_path)) == set()
+
+
+def test_a_bound_within_monte_carlo_noise_of_zero_is_drawn_again_with_ten_times_the_resamples(monkeypatch):
+    """With 999 draws a percentile bound's spread over bootstrap seeds is about 2% of the interval's
+    width, so a bound nearer zero than 5% of it would let the seed decide the verdict."""
+    from scipy import stats as scipy_stats
+
+    drawn, real = [], scipy_stats.bootstrap
+
+    def spy(*a, **k):
+        drawn.append(k["n_resamples"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(scipy_stats, "bootstrap", spy)
+    y = np.random.default_rng(3).normal(size=12)
+    near = pd.DataFrame({"mixer": [f"m{i}" for i in range(12)], "y": y - y.mean() + 0.84})  # low ~2% of width
+    low, high = stats.cluster_bootstrap(near, _mean(near), within=None)
+    assert drawn == [stats.RESAMPLES, stats.RESAMPLES * stats.REDRAW]
+    assert 0 < abs(low) < stats.NEAR_ZERO * (high - low)
+    drawn.clear()
+    far = pd.DataFrame({"mixer": list("abcdefghij"), "y": [0.5, 0.6, 0.55, 0.45, 0.5, 0.6, 0.4, 0.5, 0.55, 0.5]})
+    assert stats.cluster_bootstrap(far, _mean(far), within=None)[0] > 0.4
+    assert drawn == [stats.RESAMPLES]  # a bound far from zero: one draw
