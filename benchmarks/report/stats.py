@@ -216,12 +216,12 @@ RESAMPLES = 999
 NEAR_ZERO = 0.05
 REDRAW = 10
 INTERVAL_METHOD = (
-    "Intervals: 95% percentile intervals from a clustered bootstrap (999 resamples; 9,990 where a bound "
-    "lies within 5% of the interval's width of zero, so that no verdict turns on the bootstrap's seed): "
-    "whole mixers are drawn "
-    "with replacement, every row of a drawn mixer kept (and where a design has several seeds, its seeds "
-    "drawn within it), so that a mixer's rows never count as independent observations. A verdict holds only "
-    "when that interval excludes zero and leaving out any one mixer keeps the sign."
+    f"Intervals: {CONFIDENCE:.0%} percentile intervals from a clustered bootstrap ({RESAMPLES:,} resamples; "
+    f"{RESAMPLES * REDRAW:,} where a bound lies within {NEAR_ZERO:.0%} of the interval's width of zero, so "
+    "that no verdict turns on the bootstrap's seed): whole mixers are drawn with replacement, every row of a "
+    "drawn mixer kept (and where a design has several seeds, its seeds drawn within it), so that a mixer's "
+    "rows never count as independent observations. A verdict holds only when that interval excludes zero "
+    "and leaving out any one mixer keeps the sign."
 )
 
 
@@ -277,7 +277,7 @@ def cluster_bootstrap(
 
     low, high = interval(resamples)
     if min(abs(low), abs(high)) < NEAR_ZERO * (high - low):  # the sign of a bound is Monte Carlo noise
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed)  # the seed draws start over: as a call with that many resamples
         low, high = interval(resamples * REDRAW)
     return low, high
 
