@@ -34,7 +34,8 @@ FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fope
 LIBS = ("-lm",)
 
 
-def _cpu_identity() -> str:
+def cpu_identity() -> str:
+    """The CPU's model and instruction-set flags: what `-march=native` builds for."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -45,6 +46,19 @@ def _cpu_identity() -> str:
 
 def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+@functools.cache
+def compiler_version() -> str | None:
+    """The first line of the C compiler's `--version` (None: no compiler, or it would not say)."""
+    compiler = _compiler()
+    if compiler is None:
+        return None
+    try:
+        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0] if out.strip() else None
 
 
 def _cache_dir() -> Path:
@@ -66,7 +80,7 @@ def _with_headers(source: Path) -> list[Path]:
 def _build(source: Path, compiler: str) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     texts = [path.read_text() for path in _with_headers(source)]
-    ident = "\n".join([*texts, " ".join(FLAGS + LIBS), version, _cpu_identity()])
+    ident = "\n".join([*texts, " ".join(FLAGS + LIBS), version, cpu_identity()])
     target = _cache_dir() / f"{source.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so"
     if target.exists():
         return target

@@ -1,7 +1,8 @@
-"""Where a number came from: commit, dirty flag, device, versions."""
+"""Where a number came from: commit, dirty flag, device, the CPU, versions."""
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
 from functools import lru_cache
@@ -9,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from architectures import cpu_kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("torch", "numpy", "hydra-core", "mamba-ssm", "causal-conv1d", "flash-attn", "flash-linear-attention", "triton")
@@ -35,6 +38,22 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+@lru_cache(maxsize=1)
+def cpu() -> dict:
+    """The host CPU, which a run's numbers depend on beyond its code: the C kernels are compiled for it
+    (`-march=native`) and PyTorch dispatches to its vector instructions, so one config trained on a CPU
+    of another `identity` (a hash of the model and its instruction-set flags) or with another compiler
+    can round differently, and its curve then parts from the other's (docs/protocol.md)."""
+    identity = cpu_kernels.cpu_identity()
+    model = next((line.split(":", 1)[1].strip() for line in identity.splitlines() if line.startswith("model name")), None)
+    return {
+        "model": model or platform.processor() or platform.machine(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "identity": hashlib.sha256(identity.encode()).hexdigest()[:12],
+        "compiler": cpu_kernels.compiler_version(),
+    }
+
+
 def versions() -> dict:
     out = {"python": platform.python_version(), "cuda": torch.version.cuda}
     for name in PACKAGES:
@@ -46,4 +65,4 @@ def versions() -> dict:
 
 
 def provenance(device: torch.device) -> dict:
-    return {**git_state(), "device": device_name(device), "device_type": device.type, "versions": versions()}
+    return {**git_state(), "device": device_name(device), "device_type": device.type, "cpu": cpu(), "versions": versions()}

@@ -109,6 +109,7 @@ class Metrics(_Model):
 class Provenance(_Model):
     commit: str
     device: str
+    cpu: dict[str, str | None] | None = None  # the host CPU (`benchmarks.provenance.cpu`); None before 2026-12-07
 
 
 class RunRecord(_Model):

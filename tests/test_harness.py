@@ -45,7 +45,7 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
         assert set(parts) == {"steps", "evaluation", "ess_over_training", "final_ess"}
         assert all(v >= 0 for v in parts.values()) and parts["steps"] > 0
         assert sum(parts.values()) <= r["wall_time_s"] + 0.1
-        for field in ("commit", "dirty", "device", "versions"):
+        for field in ("commit", "dirty", "device", "cpu", "versions"):
             assert field in r["provenance"]
     plan = json.loads((smoke_store / "plans" / "smoke.json").read_text())  # the page's planned-vs-done count
     assert sorted(plan["keys"]) == sorted(r["key"] for r in records)
@@ -57,8 +57,9 @@ def test_smoke_sweep_writes_records_and_leaderboard(smoke_store):
     assert "Where a run's time goes" in board and "steps share" in board
     assert "attention" in board and "mamba" in board
     csv = pd.read_csv(smoke_store / "leaderboard.csv")
-    for column in ("commit", "device", "seed", "lr_grid", "grid_spread", "kernels", "key"):
+    for column in ("commit", "device", "cpu", "seed", "lr_grid", "grid_spread", "kernels", "key"):
         assert column in csv.columns
+    assert csv["cpu"].notna().all()  # every fresh record names its CPU
     assert (smoke_store / "leaderboard.csv").exists()
 
 
@@ -95,6 +96,24 @@ def test_records_show_the_task_parameters_their_level_set(smoke_store, tmp_path)
     assert record["config"]["task"]["level"] == 1
     assert (record["config"]["task"]["seq_len"], record["config"]["task"]["num_kv_pairs"]) == (64, 8)
     assert record["metrics"]["task"]["num_kv_pairs"] == 8
+
+
+def test_provenance_names_the_cpu_the_kernels_are_compiled_for(monkeypatch):
+    """Runs of one config on CPUs of other flags round differently (the C kernels are built with
+    -march=native): a record's `cpu` must tell two such machines apart, and name the model."""
+    from architectures import cpu_kernels
+    from benchmarks import provenance
+
+    def on(flags):
+        monkeypatch.setattr(cpu_kernels, "cpu_identity", lambda: f"flags\t\t: {flags}\nmodel name\t: Some CPU")
+        provenance.cpu.cache_clear()
+        return provenance.cpu()
+
+    avx2, avx512 = on("fpu sse2 avx2"), on("fpu sse2 avx2 avx512f")
+    provenance.cpu.cache_clear()
+    assert avx2["model"] == avx512["model"] == "Some CPU"
+    assert avx2["identity"] != avx512["identity"]
+    assert provenance.cpu()["capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_cpu_training_steps_reuse_freed_memory_instead_of_page_faulting():

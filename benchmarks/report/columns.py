@@ -34,6 +34,12 @@ IMPROVING_DELTA = 0.01
 MEMORIZED_GAP = 0.3
 
 
+def cpu_of(provenance: dict) -> str:
+    """The host CPU a record names (`benchmarks.provenance.cpu`), in short: capability and identity."""
+    cpu = provenance.get("cpu")
+    return f"{cpu['capability']} {cpu['identity']}" if cpu else ""
+
+
 def continued_from(continued: dict | None) -> str:
     """Where a continuation took its run from, in words: past the cap, or past the rung a tie pruned it at."""
     if not continued:
@@ -146,6 +152,9 @@ COLUMNS: list[Column] = [
     _c("seed", read=lambda r: r.record["seed"], provenance=True),
     _c("commit", read=lambda r: r.prov["commit"][:10] + ("+dirty" if r.prov.get("dirty") else ""), provenance=True),
     _c("device", read=lambda r: r.prov["device"], provenance=True),
+    _c("cpu", description="the host CPU: the vector instructions PyTorch dispatches to and its identity (a hash of its "
+       "model and flags, which the C kernels are compiled for); runs of one config on CPUs of another identity can part. "
+       "Empty: recorded before records named it", read=lambda r: cpu_of(r.prov), provenance=True),
     _c("kernels", read=lambda r: ",".join(r.m["kernels"]), provenance=True),
     _c("wall_time_s", read=lambda r: r.record["wall_time_s"], provenance=True),
     _c("run_seconds", "run (s)", "{:,.0f}", description="the run's own training and measuring time, with that of the "
@@ -165,7 +174,7 @@ BY_KEY = {c.key: c for c in COLUMNS}
 NARROW = ["mixer", "backbone", "state", "tss", "setting", "accuracy", "no_recall", "learned", "val_accuracy", "lr",
           "sequences", "ended", "ess", "ess_total", "entropy_ess", "utilization", "state_use", "key"]  # fmt: skip
 # the record cell's lines, in their order
-PROVENANCE_ORDER = ["commit", "device", "kernels", "seed", "steps", "stopped", "continued", "parted_at", "memorized",
+PROVENANCE_ORDER = ["commit", "device", "cpu", "kernels", "seed", "steps", "stopped", "continued", "parted_at", "memorized",
                     "lr_grid", "grid_spread", "parameters", "cache_bytes", "forward_tokens_per_s", "wall_time_s"]  # fmt: skip
 assert set(PROVENANCE_ORDER) == {c.key for c in COLUMNS if c.provenance}
 

@@ -607,9 +607,9 @@ def _further(r) -> str:
 
 def continuation_lines(best: pd.DataFrame) -> list[str]:
     """The best rows trained further (`continue_to`), per task: how many continue their capped run's curve
-    exactly, which were retrained from their first step under other code and part from it (`parted_at`):
-    new draws of the same config, not the capped runs trained further; and which are rates the search
-    pruned in a tie (`benchmarks.halving.tied`), where its own pick was not the best rate."""
+    exactly, which were retrained from their first step (other code, or another CPU: float rounding differs)
+    and part from it (`parted_at`): new draws of the same config, not the capped runs trained further; and
+    which are rates the search pruned in a tie (`benchmarks.halving.tied`), where its own pick was not the best rate."""
     lines = []
     for task, g in best[best["continued"].fillna("") != ""].groupby("task"):
         tied = g[g["continued"].str.startswith(PRUNED_IN_A_TIE)]
@@ -620,9 +620,9 @@ def continuation_lines(best: pd.DataFrame) -> list[str]:
                 f"trained past its search's cap")  # fmt: skip
         if len(drawn):
             cells = "; ".join(f"{_named(r)}, from step {r.parted_at:,.0f}" for r in drawn.itertuples())
-            line += (f"; {len(drawn)} were retrained from their first step under a later commit and their validation "
-                     f"curves part from the capped runs' ({cells}): new draws of the same config, as another seed "
-                     f"would be, not those runs trained further")  # fmt: skip
+            line += (f"; {len(drawn)} were retrained from their first step, under other code or on another CPU, and "
+                     f"their validation curves part from the capped runs' ({cells}): new draws of the same config, as "
+                     f"another seed would be, not those runs trained further")  # fmt: skip
         if len(tied):
             cells = "; ".join(
                 f"{_named(r)} at lr {r.lr:g}, {r.accuracy:.3f} after {r.steps:,.0f} steps" for r in tied.itertuples()
