@@ -191,13 +191,19 @@ def run_group(cfg: dict, check: bool = True) -> list[dict]:
     `continue_to` (a cap, or rising caps), the group is searched first where it has not been, then the
     runs its search ended at the cap are trained further to each cap in turn (`continue_group`), so a
     group's job ends with the group converged or at the last cap, and each continuation resumes from
-    the state its run left on this machine while the job runs; returns the search's records and the
+    the state its run left on this machine while the job runs (where another process holds a run's
+    continuation to a lower cap, the higher caps are left to it); returns the search's records and the
     continuations'."""
     if caps := continuation_caps(cfg):
         searched = run_group({**cfg, "continue_to": None}, check)
-        if any(r["status"] == "claimed" for r in searched):
-            return searched
-        return searched + [r for cap in caps for r in continue_group({**cfg, "continue_to": cap}, check)]
+        out = searched
+        for cap in caps:
+            if any(r["status"] == "claimed" for r in out):
+                # another process trains a run on to a lower cap: a higher cap continues from its result,
+                # so that process, not this one, trains the higher caps (else the same run twice)
+                return out
+            out = out + continue_group({**cfg, "continue_to": cap}, check)
+        return out
     runs = grid_runs(cfg)
     if not runs:
         return []

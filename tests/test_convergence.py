@@ -556,6 +556,26 @@ def test_caps_in_one_job_train_the_group_as_the_sweeps_one_cap_at_a_time_do(tmp_
     assert sorted(r["key"] for r in run_group(job)) == sorted(r[0] for r in outcome(staged))  # done: nothing trains
 
 
+def test_a_higher_cap_waits_for_the_lower_caps_continuation_another_process_holds(tmp_path):
+    """Two sweeps on one store: while one trains a capped run on to the first cap, the other must not train
+    that run to the second cap from the searched run's state (the same training twice, and a chain
+    without its first link): its job for the group ends claimed, and the holder trains the higher cap."""
+    from benchmarks.bench import expand
+    from benchmarks.run import continuation_runs, run_group
+    from benchmarks.store import Store, run_key
+
+    sweep = tmp_path / "sweep"
+    run_group(expand([*CONTINUED, f"store={sweep}"])[0])  # the search, with its run at the cap
+    store = Store(str(sweep))
+    (job,) = expand([*CONTINUED, f"store={sweep}", "continue_to=[80,120]"])
+    ((_, first),) = continuation_runs({**job, "continue_to": 80}, store)
+    with store.claim(run_key(first)) as mine:  # as another sweep training it holds it
+        assert mine
+        out = run_group(job)
+    assert [r["key"] for r in out if r["status"] == "claimed"] == [run_key(first)]
+    assert {r["config"]["train"]["steps"] for r in store.records()} == {40}  # nothing trained to either cap
+
+
 def test_continue_to_is_checked_before_anything_trains(tmp_path, capsys):
     from benchmarks.bench import main
 
