@@ -517,6 +517,32 @@ def test_a_continued_row_and_a_seed_of_its_design_are_replicates_of_one_design(t
     assert set(kept["seed"]) == {0} and kept["group"].nunique() == 1
 
 
+def test_a_run_continued_twice_from_its_state_is_one_row_the_higher_caps():
+    """Two continuations of one capped run (two sweeps before commit d0a8d11 could train both: to 48,000
+    steps and, from the same state, to 96,000): the higher cap's trained the same first steps and on, so
+    it alone is the rate's row."""
+    import copy
+
+    from benchmarks.report.rows import run_rows
+    from record_factory import CONFIG, valid_record
+
+    capped = valid_record(accuracy=0.5)
+    capped["metrics"]["stopped"] = "budget"
+
+    def further(steps: int, accuracy: float) -> dict:
+        cfg = copy.deepcopy(CONFIG)
+        cfg["train"]["steps"] = steps
+        r = valid_record(cfg, accuracy=accuracy, group=capped["group"], continues=capped["key"])
+        r["metrics"]["continued"] = {"run": capped["key"], "cap": 4, "why": "cap"}
+        return r
+
+    lower, higher = further(48_000, 0.8), further(96_000, 0.9)
+    for records in ([capped, lower, higher], [higher, lower, capped]):
+        rows = run_rows(records)
+        assert list(rows["key"]) == [higher["key"]] and rows["accuracy"].item() == 0.9
+    assert list(run_rows([capped, lower])["key"]) == [lower["key"]]  # one continuation: its row, as before
+
+
 def test_a_continuation_that_left_the_capped_runs_curve_is_named_a_new_draw():
     """`parted_at`: the first evaluation up to the cap where a continuation's validation loss is not the
     capped run's (retrained under other code: float rounding parts them); NaN where they agree."""

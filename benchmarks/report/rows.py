@@ -174,8 +174,16 @@ def _run_row(r: dict, parent: dict | None = None, earlier_seconds: float = 0.0) 
 
 
 def continued(records: list[dict]) -> set[str]:
-    """The runs a successful continuation trained further (`continue_to`, its record's `continues`)."""
-    return {r["continues"] for r in records if r.get("status") == "ok" and r.get("continues")}
+    """The runs a successful continuation trained further (`continue_to`, its record's `continues`), and
+    continuations that another continuation of the same run to a higher cap covers: it trained the same
+    first steps from the same state (two sweeps before commit d0a8d11 could train both), so it is that
+    run, longer."""
+    kids: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("status") == "ok" and r.get("continues"):
+            kids.setdefault(r["continues"], []).append(r)
+    covered = {c["key"] for cs in kids.values() for c in sorted(cs, key=lambda c: c["config"]["train"]["steps"])[:-1]}
+    return set(kids) | covered
 
 
 def run_rows(records: list[dict]) -> pd.DataFrame:
