@@ -523,8 +523,9 @@ def test_a_run_continued_twice_from_its_state_is_one_row_the_higher_caps():
     it alone is the rate's row."""
     import copy
 
-    from benchmarks.report.rows import run_rows
     from record_factory import CONFIG, valid_record
+
+    from benchmarks.report.rows import run_rows
 
     capped = valid_record(accuracy=0.5)
     capped["metrics"]["stopped"] = "budget"
