@@ -49,13 +49,18 @@ def _compiler() -> str | None:
 
 
 @functools.cache
+def _version(compiler: str) -> str:
+    """`compiler --version`'s output: part of the kernel cache's key."""
+    return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+
+
 def compiler_version() -> str | None:
     """The first line of the C compiler's `--version` (None: no compiler, or it would not say)."""
     compiler = _compiler()
     if compiler is None:
         return None
     try:
-        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+        out = _version(compiler)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.splitlines()[0] if out.strip() else None
@@ -78,7 +83,7 @@ def _with_headers(source: Path) -> list[Path]:
 
 
 def _build(source: Path, compiler: str) -> Path:
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = _version(compiler)
     texts = [path.read_text() for path in _with_headers(source)]
     ident = "\n".join([*texts, " ".join(FLAGS + LIBS), version, cpu_identity()])
     target = _cache_dir() / f"{source.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.so"
