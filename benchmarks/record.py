@@ -106,10 +106,17 @@ class Metrics(_Model):
     continued: Continued | None = None
 
 
+class Stretch(_Model):
+    until: Count  # the last step it trained
+    commit: str | None = None  # None: a state saved before stretches were kept
+    cpu: str | None = None  # the CPU's identity (`benchmarks.provenance.cpu`)
+
+
 class Provenance(_Model):
     commit: str
     device: str
     cpu: dict[str, str | None] | None = None  # the host CPU (`benchmarks.provenance.cpu`); None before 2026-12-07
+    trained_by: list[Stretch] | None = None  # who trained which steps, where more than one did (`benchmarks.run.trained_by`)
 
 
 class RunRecord(_Model):

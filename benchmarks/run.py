@@ -48,7 +48,7 @@ from benchmarks.config import (
     validate,
 )
 from benchmarks.overrides import explain, normalize
-from benchmarks.provenance import provenance
+from benchmarks.provenance import cpu, git_state, provenance
 from benchmarks.record import PRUNED_IN_A_TIE
 from benchmarks.store import Store, group_key, run_key
 from benchmarks.train import TrainConfig, TrainData, Trainer, train
@@ -249,11 +249,30 @@ def _continuable_path(store: Store, key: str) -> Path:
     return store.root / "continuable" / f"{key}.pt"
 
 
+def trained_by(earlier: list[dict], until: int) -> list[dict]:
+    """Who trained a run's steps: `earlier` (the stretches of the state it resumed from, each
+    `{until, commit, cpu}`, the CPU's identity) and this process's, to step `until`. A stretch under
+    the same commit on the same CPU as the one before it extends it; so one stretch means one code on
+    one kind of CPU trained every step (the record's provenance says which)."""
+    here = {"commit": git_state()["commit"], "cpu": cpu()["identity"]}
+    if earlier and {k: earlier[-1].get(k) for k in here} == here:
+        return [*earlier[:-1], {"until": until, **here}]
+    return [*earlier, {"until": until, **here}]
+
+
 def _save(path: Path, trainer: Trainer, **extra) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({**trainer.state_dict(), **extra}, tmp)
+    state = {**trainer.state_dict(), **extra}
+    torch.save({**state, "trained_by": trained_by(state["trained_by"], state["step"])}, tmp)
     os.replace(tmp, path)
+
+
+def _name_who_trained(record: dict, trainer: Trainer, steps: int) -> None:
+    """A run resumed from a state that another commit or CPU trained: its provenance lists who trained
+    which steps (`provenance.trained_by`); its commit and cpu name only the process that finished it."""
+    if len(stretches := trained_by(trainer.trained_by, steps)) > 1:
+        record["provenance"]["trained_by"] = stretches
 
 
 def _load(path: Path) -> dict | None:
@@ -326,6 +345,7 @@ def _search_and_record(runs: list[dict], store: Store) -> list[dict]:
             metrics = measure_trained(cfg, task, data, trainers[lr].model, outcome, device)
             record["metrics"] = {**metrics, "ess_at_init": at_init, "search": result.summary(lr)}
             record["status"] = "ok"
+            _name_who_trained(record, trainers[lr], metrics["steps"])
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - any failure of one run is recorded, the group goes on
@@ -507,6 +527,7 @@ def _continue_and_record(parent: dict, cfg: dict, store: Store) -> dict:
         continued = {**_continued(parent), "seconds_carried": round(carried, 2)}
         record["metrics"] = {**metrics, "ess_at_init": at_init, "search": search, "continued": continued}
         record["status"] = "ok"
+        _name_who_trained(record, trainer, metrics["steps"])
     except KeyboardInterrupt:
         raise  # no record: the resumed sweep continues it from its checkpoint
     except Exception as e:  # noqa: BLE001 - a failed continuation is recorded; the parent's row stays

@@ -255,6 +255,9 @@ class Trainer:
         self.seconds = {"steps": 0.0, "evaluation": 0.0, "measure": 0.0}
         self._loss_sum, self._loss_n = 0.0, 0  # training loss since the last evaluation
         self._main: dict | None = None  # the run's state before `finish`, restored to continue it
+        # who trained the steps of a state this run resumed from, opaque here (`benchmarks.run`'s
+        # stretches); a state saved before they were kept gives one stretch that names no one
+        self.trained_by: list[dict] = []
 
     # ------------------------------------------------------------------ training
 
@@ -431,6 +434,7 @@ class Trainer:
             "stopped": self.stopped,
             "seconds": dict(self.seconds),
             "loss_since_eval": (self._loss_sum, self._loss_n),
+            "trained_by": copy.deepcopy(self.trained_by),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -443,6 +447,7 @@ class Trainer:
         self.best_loss, self.last_progress, self.stale = state["best_loss"], state["last_progress"], state["stale"]
         self.stopped, self.seconds = state["stopped"], dict(state["seconds"])
         self._loss_sum, self._loss_n = state["loss_since_eval"]
+        self.trained_by = copy.deepcopy(state["trained_by"]) if "trained_by" in state else [{"until": state["step"]}]
         self._main = None
 
 

@@ -342,7 +342,55 @@ def test_a_group_killed_inside_a_stretch_resumes_from_its_last_checkpoint_and_en
     kept = [torch.load(p, weights_only=False)["step"] for p in (tmp_path / "killed" / "checkpoints").glob("*.pt")]
     assert sorted(kept) == [20, 60]  # the pruned rate at its rung, the promoted one where it was killed
     monkeypatch.setattr(run_module, "_save", save)
-    assert outcome(run_group(cfg)) == expected
+    resumed = run_group(cfg)
+    assert outcome(resumed) == expected
+    assert not any("trained_by" in r["provenance"] for r in resumed)  # one commit on one CPU trained every step
+
+
+def test_a_run_resumed_under_another_commit_names_who_trained_which_steps(tmp_path, monkeypatch):
+    """A record names the commit and CPU of the process that wrote it; a run resumed from a checkpoint
+    that another commit (or CPU) saved lists who trained which steps (`provenance.trained_by`), and its
+    record cell says so; a checkpoint saved before stretches were kept names no one for its steps."""
+    from benchmarks import run as run_module
+    from benchmarks.bench import expand
+    from benchmarks.provenance import cpu, git_state
+    from benchmarks.record import load
+    from benchmarks.report.rows import run_rows
+    from benchmarks.run import run_group
+    from benchmarks.store import Store
+
+    monkeypatch.setattr(run_module, "CHECKPOINT_STEPS", 20)
+    overrides = ["preset=smoke", "architecture=gla", "train.schedule=wsd", "train.rungs=[20]", "train.steps=80",
+                 "train.eval_every=20", "data.num_train=null", "architecture.lr_grid=[1e-3,1e-2]", "progress=false",
+                 "train.solved_accuracy=1.0"]  # fmt: skip
+    save, first, here = run_module._save, git_state()["commit"], cpu()["identity"]
+
+    def save_then_die_at_step_60(path, trainer):
+        save(path, trainer)
+        if trainer.step == 60:
+            raise KeyboardInterrupt
+
+    for store, forget in (("stretches", False), ("before-stretches", True)):
+        (cfg,) = expand([*overrides, f"store={tmp_path / store}"])
+        monkeypatch.setattr(run_module, "_save", save_then_die_at_step_60)
+        with pytest.raises(KeyboardInterrupt):
+            run_group(cfg)
+        if forget:  # as a checkpoint written before checkpoints kept their stretches
+            for path in (tmp_path / store / "checkpoints").glob("*.pt"):
+                state = torch.load(path, weights_only=False)
+                torch.save({k: v for k, v in state.items() if k != "trained_by"}, path)
+        monkeypatch.setattr(run_module, "_save", save)
+        monkeypatch.setattr(run_module, "git_state", lambda: {"commit": "f" * 40, "dirty": False})
+        records = {r["metrics"]["main_steps"]: r for r in run_group(cfg)}
+        monkeypatch.setattr(run_module, "git_state", git_state)
+        promoted = records[80]
+        earlier = {"until": 60} if forget else {"until": 60, "commit": first, "cpu": here}
+        last = {"until": promoted["metrics"]["steps"], "commit": "f" * 40, "cpu": here}
+        assert promoted["provenance"]["trained_by"] == [earlier, last]
+        load(Store(str(tmp_path / store)).path(promoted["key"]))  # the typed record accepts it
+        cell = run_rows(Store(str(tmp_path / store)).records()).set_index("key").loc[promoted["key"], "trained_by"]
+        assert cell.startswith("to 60: not recorded; " if forget else f"to 60: {first[:10]} on {here}; ")
+        assert cell.endswith(f": ffffffffff on {here}")
 
 
 CONTINUED = ["preset=smoke", "architecture=gla", "train.schedule=wsd", "train.rungs=[20]", "train.steps=40",

@@ -40,6 +40,13 @@ def cpu_of(provenance: dict) -> str:
     return f"{cpu['capability']} {cpu['identity']}" if cpu else ""
 
 
+def trained_by(provenance: dict) -> str:
+    """Who trained which steps of a run resumed from a state another commit or CPU trained
+    (`provenance.trained_by`), in short; empty where one commit on one CPU trained it all."""
+    cell = lambda s: f"{s['commit'][:10]} on {s.get('cpu') or 'a CPU not recorded'}" if s.get("commit") else "not recorded"  # noqa: E731
+    return "; ".join(f"to {s['until']:,}: {cell(s)}" for s in provenance.get("trained_by") or [])
+
+
 def continued_from(continued: dict | None) -> str:
     """Where a continuation took its run from, in words: past the cap, or past the rung a tie pruned it at."""
     if not continued:
@@ -155,6 +162,9 @@ COLUMNS: list[Column] = [
     _c("cpu", description="the host CPU: the vector instructions PyTorch dispatches to and its identity (a hash of its "
        "model and flags, which the C kernels are compiled for); runs of one config on CPUs of another identity can part. "
        "Empty: recorded before records named it", read=lambda r: cpu_of(r.prov), provenance=True),
+    _c("trained_by", "trained by", description="a run resumed from a state that another commit or CPU trained: the "
+       "commit and CPU identity that trained each stretch of its steps (commit and cpu name the last); empty: one "
+       "commit on one CPU trained it all", read=lambda r: trained_by(r.prov), provenance=True),
     _c("kernels", read=lambda r: ",".join(r.m["kernels"]), provenance=True),
     _c("wall_time_s", read=lambda r: r.record["wall_time_s"], provenance=True),
     _c("run_seconds", "run (s)", "{:,.0f}", description="the run's own training and measuring time, with that of the "
@@ -174,8 +184,9 @@ BY_KEY = {c.key: c for c in COLUMNS}
 NARROW = ["mixer", "backbone", "state", "tss", "setting", "accuracy", "no_recall", "learned", "val_accuracy", "lr",
           "sequences", "ended", "ess", "ess_total", "entropy_ess", "utilization", "state_use", "key"]  # fmt: skip
 # the record cell's lines, in their order
-PROVENANCE_ORDER = ["commit", "device", "cpu", "kernels", "seed", "steps", "stopped", "continued", "parted_at", "memorized",
-                    "lr_grid", "grid_spread", "parameters", "cache_bytes", "forward_tokens_per_s", "wall_time_s"]  # fmt: skip
+PROVENANCE_ORDER = ["commit", "device", "cpu", "trained_by", "kernels", "seed", "steps", "stopped", "continued", "parted_at",
+                    "memorized", "lr_grid", "grid_spread", "parameters", "cache_bytes", "forward_tokens_per_s",
+                    "wall_time_s"]  # fmt: skip
 assert set(PROVENANCE_ORDER) == {c.key for c in COLUMNS if c.provenance}
 
 RUN_COLUMNS = [c.key for c in COLUMNS if c.read is not None]  # a run row's columns
