@@ -54,6 +54,11 @@ def cpu() -> dict:
     }
 
 
+def who_trains() -> dict:
+    """What trains a stretch of a run's steps here: the commit and the CPU's identity (`benchmarks.run.trained_by`)."""
+    return {"commit": git_state()["commit"], "cpu": cpu()["identity"]}
+
+
 def versions() -> dict:
     out = {"python": platform.python_version(), "cuda": torch.version.cuda}
     for name in PACKAGES:

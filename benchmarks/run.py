@@ -33,6 +33,7 @@ from architectures.backbone import LanguageModel
 from architectures.base import cache_bytes, decode
 from benchmarks import ess as ess_lib
 from benchmarks import halving
+from benchmarks import provenance as provenance_lib
 from benchmarks.config import (
     ConfigError,
     build_model,
@@ -48,7 +49,7 @@ from benchmarks.config import (
     validate,
 )
 from benchmarks.overrides import explain, normalize
-from benchmarks.provenance import cpu, git_state, provenance
+from benchmarks.provenance import provenance
 from benchmarks.record import PRUNED_IN_A_TIE
 from benchmarks.store import Store, group_key, run_key
 from benchmarks.train import TrainConfig, TrainData, Trainer, train
@@ -254,7 +255,7 @@ def trained_by(earlier: list[dict], until: int) -> list[dict]:
     `{until, commit, cpu}`, the CPU's identity) and this process's, to step `until`. A stretch under
     the same commit on the same CPU as the one before it extends it; so one stretch means one code on
     one kind of CPU trained every step (the record's provenance says which)."""
-    here = {"commit": git_state()["commit"], "cpu": cpu()["identity"]}
+    here = provenance_lib.who_trains()
     if earlier and {k: earlier[-1].get(k) for k in here} == here:
         return [*earlier[:-1], {"until": until, **here}]
     return [*earlier, {"until": until, **here}]

@@ -351,6 +351,7 @@ def test_a_run_resumed_under_another_commit_names_who_trained_which_steps(tmp_pa
     """A record names the commit and CPU of the process that wrote it; a run resumed from a checkpoint
     that another commit (or CPU) saved lists who trained which steps (`provenance.trained_by`), and its
     record cell says so; a checkpoint saved before stretches were kept names no one for its steps."""
+    from benchmarks import provenance
     from benchmarks import run as run_module
     from benchmarks.bench import expand
     from benchmarks.provenance import cpu, git_state
@@ -380,9 +381,9 @@ def test_a_run_resumed_under_another_commit_names_who_trained_which_steps(tmp_pa
                 state = torch.load(path, weights_only=False)
                 torch.save({k: v for k, v in state.items() if k != "trained_by"}, path)
         monkeypatch.setattr(run_module, "_save", save)
-        monkeypatch.setattr(run_module, "git_state", lambda: {"commit": "f" * 40, "dirty": False})
+        monkeypatch.setattr(provenance, "git_state", lambda: {"commit": "f" * 40, "dirty": False})
         records = {r["metrics"]["main_steps"]: r for r in run_group(cfg)}
-        monkeypatch.setattr(run_module, "git_state", git_state)
+        monkeypatch.setattr(provenance, "git_state", git_state)
         promoted = records[80]
         earlier = {"until": 60} if forget else {"until": 60, "commit": first, "cpu": here}
         last = {"until": promoted["metrics"]["steps"], "commit": "f" * 40, "cpu": here}
