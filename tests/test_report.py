@@ -96,3 +96,19 @@ def test_the_board_flags_the_row_it_shows_below_its_baseline():
         records.append(record)
     board = tables.board(records).set_index("mixer")
     assert board["learned"].to_dict() == {"sliding_window": "below baseline", "lru": "not learned", "gla": "yes"}
+
+
+def test_the_ess_curve_figure_takes_the_same_row_whatever_order_the_records_come_in():
+    """Each mixer's curve is its largest state's; Hyena's filter orders share one TSS (L), so the larger
+    order must be chosen by its knob, not by the order the store listed the records in."""
+    from benchmarks.figures import ess_curves
+
+    best = pd.DataFrame({"key": ["f16", "f64", "f8"], "task": "compression", "setting": "L=32", "mixer": "hyena",
+                         "state": ["filter_order=16", "filter_order=64", "filter_order=8"], "tss": [32, 32, 32]})  # fmt: skip
+
+    def record(key, v):
+        return {"key": key, "status": "ok", "metrics": {"ess": {"positions": [0, 1], "ess_curve": [v, v]}}}
+
+    records = [record("f16", 1.0), record("f64", 2.0), record("f8", 3.0)]
+    for rows in (best, best.iloc[::-1], best.iloc[[1, 2, 0]]):
+        assert ess_curves(records, rows.reset_index(drop=True))["ESS"].tolist() == [2.0, 2.0]
