@@ -198,9 +198,8 @@ def ess_curves(records: list[dict], best: pd.DataFrame) -> pd.DataFrame:
     """Each setting's ESS curve (headline tolerance, per split) for each mixer's largest state among
     the best rows: the largest TSS, then (where sizes share a TSS, as Hyena's filter orders do) the
     largest value of the state knob, so the choice never depends on the order the records were read in."""
-    knob = pd.to_numeric(best["state"].astype(str).str.rpartition("=")[2], errors="coerce")
-    order = best.assign(_knob=knob).sort_values(["tss", "_knob", "key"], kind="stable")
-    largest = order.groupby(["task", "setting", "mixer"]).tail(1).drop(columns="_knob").set_index("key")
+    order = best.sort_values(["tss", "state_value", "key"], kind="stable")
+    largest = order.groupby(["task", "setting", "mixer"]).tail(1).set_index("key")
     rows = []
     for r in records:
         if r.get("status") != "ok" or r["key"] not in largest.index:

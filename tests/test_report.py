@@ -104,7 +104,8 @@ def test_the_ess_curve_figure_takes_the_same_row_whatever_order_the_records_come
     from benchmarks.figures import ess_curves
 
     best = pd.DataFrame({"key": ["f16", "f64", "f8"], "task": "compression", "setting": "L=32", "mixer": "hyena",
-                         "state": ["filter_order=16", "filter_order=64", "filter_order=8"], "tss": [32, 32, 32]})  # fmt: skip
+                         "state": ["filter_order=16", "filter_order=64", "filter_order=8"], "state_value": [16.0, 64.0, 8.0],
+                         "tss": [32, 32, 32]})  # fmt: skip
 
     def record(key, v):
         return {"key": key, "status": "ok", "metrics": {"ess": {"positions": [0, 1], "ess_curve": [v, v]}}}

@@ -119,6 +119,8 @@ COLUMNS: list[Column] = [
     _c("seq_len", read=lambda r: r.task["seq_len"]),
     _c("memory_demand", read=lambda r: r.task["memory_demand"]),
     _c("state", description="the state-size knob and its value", read=lambda r: r.state),
+    _c("state_value", description="the state knob's value as a number (empty where the mixer's default is used)",
+       read=lambda r: r.state_value),
     _c("accuracy", "accuracy", "{:.3f}", True, "test accuracy of the best run on validation", lambda r: r.m["accuracy"]),
     _c("no_recall", "no-recall baseline", "{:.3f}", None, "accuracy without recall",
        lambda r: r.task.get("no_recall_accuracy", float("nan"))),

@@ -143,6 +143,7 @@ class Run:
         self.group, self.design, self.protocol = r.get("group", r["key"]), design_key(searched), protocol_key(searched)
         self.backbone = backbone_of(self.cfg)
         self.state = f"{knob}={'default' if arch[knob] is None else arch[knob]}" if knob and knob in arch else ""
+        self.state_value = float(arch[knob]) if knob and arch.get(knob) is not None else float("nan")
         self.ess = _ess_at(self.m["ess"], HEADLINE_TOLERANCE)
         self.channels = sum(p["channels"] for p in self.m["ess"].get("per_layer", [])) or float("nan")
         self.bound = ess_bound(self.m["tss"], self.task["seq_len"], tuple(self.m["ess"]["window"]))

@@ -120,20 +120,20 @@ def _is_lowest_seed(df: pd.DataFrame) -> pd.Series:
     return df["seed"] == df.groupby("design")["seed"].transform("min")
 
 
-# Two mixers that are one model at a setting: (mixer, its state knob, the mixer it equals when the
-# knob reaches the sequence length). A sliding window of at least L tokens sees every past token: attention.
-SAME_MODEL = (("sliding_window", "window_size", "attention"),)
+# Two mixers that are one model at a setting: (mixer, the mixer it equals when its state knob reaches
+# the sequence length). A sliding window of at least L tokens sees every past token: attention.
+SAME_MODEL = (("sliding_window", "attention"),)
 
 
 def same_model(df: pd.DataFrame) -> pd.Series:
     """Per row, the mixer it is the same model as at its setting (`SAME_MODEL`) where that mixer was run
     there too, else "": such a row repeats its twin's model and counts once in every statistic."""
     out = pd.Series("", index=df.index, dtype=object)
-    if df.empty or "state" not in df or "seq_len" not in df:
+    if df.empty or "state_value" not in df or "seq_len" not in df:
         return out
-    for mixer, knob, twin in SAME_MODEL:
+    for mixer, twin in SAME_MODEL:
         rows = df[df["mixer"] == mixer]
-        size = pd.to_numeric(rows["state"].str.extract(rf"^{knob}=(\d+)$")[0], errors="coerce")
+        size = rows["state_value"]
         there = df[df["mixer"] == twin].groupby("task")["setting"].agg(set)
         ran = [r.setting in there.get(r.task, set()) for r in rows.itertuples()]
         out[rows.index[(size >= rows["seq_len"]).to_numpy() & np.array(ran, dtype=bool)]] = twin
