@@ -304,6 +304,16 @@ def test_headline_has_one_row_per_mixer_with_each_familys_mean_over_shared_setti
     assert "MQAR 2 of the 2 run" in analysis.short_verdict(df.assign(no_recall=0.0, memory_demand=4))[0]
 
 
+def test_the_headline_leaves_out_a_setting_where_a_mixers_other_state_size_has_not_landed():
+    df = pd.DataFrame({"mixer": ["a", "a", "a", "b", "b"], "task": "mqar", "setting": ["kv=4", "kv=4", "kv=8", "kv=4", "kv=8"],
+                       "state": ["s=1", "s=2", "s=1", "default", "default"], "accuracy": [0.5, 0.9, 0.1, 1.0, 0.8],
+                       "val_accuracy": [0.5, 0.9, 0.1, 1.0, 0.8], "val_loss": 0.0, "learned": "yes",
+                       "ess": 1.0, "tss": 1.0})  # fmt: skip
+    head = analysis.headline(df).set_index("mixer")
+    assert head.loc["a", "MQAR acc"] == 0.9 and head.loc["b", "MQAR acc"] == 1.0  # kv=8 waits for a's s=2
+    assert head.loc["a", "MQAR learned"] == "1/1"
+
+
 def test_a_mixer_that_never_learns_is_explained_by_its_linearity_or_by_the_models_where_it_does():
     df = pd.DataFrame({"task": "mqar", "mixer": ["lru", "lru", "gla", "mamba", "based", "hyena"],
                        "setting": ["kv=4", "kv=8", "kv=4", "kv=4", "kv=4", "kv=4"],

@@ -37,6 +37,15 @@ def test_shared_settings_keeps_the_settings_every_mixer_has():
     assert stats.shared_settings(per).tolist() == [True, True, False, True, True]
 
 
+def test_a_setting_where_only_some_of_a_mixers_state_sizes_have_landed_is_not_shared():
+    rows = pd.DataFrame({"mixer": ["a", "a", "a", "b", "b"], "task": "mqar",
+                         "setting": ["kv=4", "kv=4", "kv=8", "kv=4", "kv=8"],
+                         "state": ["s=1", "s=2", "s=1", "default", "default"]})  # fmt: skip
+    assert stats.shared_settings(rows).tolist() == [True, True, False, True, False]
+    rows.loc[len(rows)] = {"mixer": "a", "task": "mqar", "setting": "kv=8", "state": "s=2"}  # its other size lands
+    assert stats.shared_settings(rows).all()
+
+
 def test_the_registry_names_every_row_column_once_and_formats_cells_by_its_labels():
     keys = [c.key for c in columns.COLUMNS]
     assert len(keys) == len(set(keys))

@@ -186,7 +186,8 @@ def _definitions() -> str:
         "rate, chosen on validation accuracy; test accuracy is reported. A design trained at 3 or more seeds shows its "
         "median seed's run, by test accuracy (the ladder adds the range); with fewer, its lowest seed: how much a row "
         "moves with the seed is in the Seeds section. The headline averages accuracy, accuracy above the baseline "
-        "((acc - base) / (1 - base)), ESS and TSS alike over the settings every mixer has."
+        "((acc - base) / (1 - base)), ESS and TSS alike over the settings every mixer has whole (each of its state "
+        "sizes landed there)."
     )
 
 
@@ -595,7 +596,7 @@ def _markdown_rest(
         "## MAD score",
         "",
         "MAD's score: per task the mean over its settings of the mixer's best test accuracy, then the mean over "
-        "tasks. `MAD score` counts only the settings every mixer has (so a partial sweep ranks all mixers on "
+        "tasks. `MAD score` counts only the settings every mixer has whole (so a partial sweep ranks all mixers on "
         "the same tasks); `score, all its settings` counts each mixer's own; the task columns are the shared settings'.",
         "",
         md(mad),

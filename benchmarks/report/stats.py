@@ -1,4 +1,4 @@
-"""Statistics on rows: the best run of a sweep, the settings every mixer has, the thresholds every
+"""Statistics on rows: the best run of a sweep, the settings every mixer has whole, the thresholds every
 later stage names (one learned margin), seed medians, the pairs that are one model, the clustered
 bootstrap behind every interval with leave-one-mixer-out, and the coefficients. Rows in, rows or
 numbers out."""
@@ -55,10 +55,18 @@ def best_of_sweep(runs: pd.DataFrame, by) -> pd.DataFrame:
     return runs.sort_values(keys, ascending=ascending).groupby(by, sort=False).head(1)
 
 
-def shared_settings(per: pd.DataFrame) -> pd.Series:
-    """Which rows sit on a setting (task and setting) that every mixer in `per` has: where mixers are
-    ranked against each other while a sweep is partial."""
-    return per.groupby(["task", "setting"])["mixer"].transform("nunique") == per["mixer"].nunique()
+def shared_settings(rows: pd.DataFrame) -> pd.Series:
+    """Which rows sit on a setting (task and setting) that every mixer in `rows` has whole: every state
+    size it has on any of the rows' settings landed there too (where rows name a `state`). Mixers are
+    ranked on these while a sweep is partial, so that none is ranked on a setting where only some of
+    its sizes have landed (its best over its sizes there could still rise)."""
+    whole = pd.Series(True, index=rows.index)
+    if "state" in rows:
+        sizes = rows["mixer"].map(rows.groupby("mixer")["state"].nunique())
+        whole = rows.groupby(["task", "setting", "mixer"])["state"].transform("nunique") == sizes
+    mixers_whole = rows["mixer"].where(whole)  # NaN, so not counted, where a mixer's sizes are missing
+    by_setting = mixers_whole.groupby([rows["task"], rows["setting"]])
+    return by_setting.transform("nunique") == rows["mixer"].nunique()
 
 
 def best_per_setting(df: pd.DataFrame) -> pd.DataFrame:

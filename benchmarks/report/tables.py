@@ -105,20 +105,19 @@ def state_use(df: pd.DataFrame) -> pd.DataFrame:
 def mad_scores(df: pd.DataFrame) -> pd.DataFrame:
     """MAD's score per mixer: per MAD task setting the mixer's best row (its state size chosen on
     validation, as the learning rate was), averaged over the task's settings, then over tasks.
-    `MAD score` uses only the settings every mixer in `df` has, so that mixers are ranked on the
+    `MAD score` uses only the settings every mixer in `df` has whole, so that mixers are ranked on the
     same tasks while a sweep is partial; `score, all its settings` uses each mixer's own."""
     mad = df[df["task"].isin(MAD_TASKS)]
     if mad.empty:
         return pd.DataFrame(columns=["mixer", "MAD score", "tasks", "settings"])
-    per_setting = best_per_setting(mad)
-    shared = shared_settings(per_setting)
+    per_setting, shared_rows = best_per_setting(mad), best_per_setting(mad[shared_settings(mad)])
 
     def per_task(rows: pd.DataFrame) -> pd.DataFrame:  # mixer x task: the mean over the task's settings
         return rows.groupby(["mixer", "task"])["accuracy"].mean().unstack("task")
 
-    tasks = per_task(per_setting[shared])
+    tasks = per_task(shared_rows)
     out = pd.DataFrame({"MAD score": tasks.mean(axis=1), "tasks": tasks.notna().sum(axis=1)})
-    out["settings"] = per_setting[shared].groupby("mixer").size()
+    out["settings"] = shared_rows.groupby("mixer").size()
     out["score, all its settings"] = per_task(per_setting).mean(axis=1)
     out["settings run"] = per_setting.groupby("mixer").size()
     out = out.reindex(per_setting["mixer"].unique()).join(tasks)
@@ -232,17 +231,17 @@ def seed_verdicts(df: pd.DataFrame) -> pd.DataFrame:
 
 def headline(df: pd.DataFrame) -> pd.DataFrame:
     """One row per mixer, per task family (MQAR; MAD's tasks together), every column the mean over the
-    same rows, the mixer's best row on each of the family's settings that every mixer has: test accuracy,
+    same rows, the mixer's best row on each of the family's settings every mixer has whole: test accuracy,
     accuracy above the no-recall baseline ((acc - base) / (1 - base): settings of different baselines
     average fairly), headline ESS and TSS; and on how many of those settings it learned."""
     if df.empty:
         return pd.DataFrame(columns=["mixer"])
-    per = best_per_setting(df).assign(family=lambda d: d["task"].map(FAMILIES).fillna(d["task"]))
-    out = pd.DataFrame(index=sorted(per["mixer"].unique()))
-    families = sorted(per["family"].unique(), key=lambda f: (f != "MQAR", f))  # MQAR first: the recall test
+    rows = df.assign(family=df["task"].map(FAMILIES).fillna(df["task"]))
+    out = pd.DataFrame(index=sorted(rows["mixer"].unique()))
+    families = sorted(rows["family"].unique(), key=lambda f: (f != "MQAR", f))  # MQAR first: the recall test
     for family in families:
-        g = per[per["family"] == family]
-        g = g[shared_settings(g)]
+        g = rows[rows["family"] == family]
+        g = best_per_setting(g[shared_settings(g)])
         if g.empty:
             continue
         g = g.assign(above=accuracy_above_baseline(g) if "no_recall" in g else np.nan)
@@ -360,14 +359,14 @@ def ablation_table(long: pd.DataFrame) -> pd.DataFrame:
 def ladder(best: pd.DataFrame, task: str = "mqar") -> pd.DataFrame:
     """The task's settings from easiest to hardest (length, then memory demand) as columns, one row per
     mixer: its best test accuracy there (state size and rate chosen on validation; blank where not run),
-    ranked on the settings every mixer has, and a last row with each setting's no-recall baseline."""
+    ranked on the settings every mixer has whole, and a last row with each setting's no-recall baseline."""
     g = best[best["task"] == task]
     if g.empty:
         return pd.DataFrame(columns=["mixer"])
     per = best_per_setting(g)
     order = per.sort_values(["seq_len", "memory_demand"])["setting"].drop_duplicates().tolist()
     table = per.pivot(index="mixer", columns="setting", values="accuracy")[order]
-    shared = [s for s in order if s in set(per[shared_settings(per)]["setting"])]
+    shared = [s for s in order if s in set(g[shared_settings(g)]["setting"])]
     table = table.loc[table[shared if len(shared) else table.columns].mean(axis=1).sort_values(ascending=False).index]
     if "seeds" in per and (per["seeds"] >= MEDIAN_SEEDS).any():  # a median over seeds shows its range
         table = table.astype(object)
